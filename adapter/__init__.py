@@ -1,0 +1,1 @@
+"""raftorch adapter-pod runtime: agent, connector SDK, built-in connectors."""

@@ -1,0 +1,1 @@
+"""PostgreSQL access for raftorch: migrations, repositories, change feed, fenced session state."""
