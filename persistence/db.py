@@ -1,0 +1,215 @@
+"""The asyncpg pool: connects with retry and backoff, and translates driver errors.
+
+This is the boundary the rest of raftorch talks to. Nothing above it ever sees an
+asyncpg exception: every failure leaves as a `persistence.errors` type, so the HTTP
+layer can answer 503 for "database unavailable" and 409 for a conflict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from persistence.errors import (
+    ConflictError,
+    NotFoundError,
+    RaftorchError,
+    UnavailableError,
+    ValidationError,
+)
+
+log = logging.getLogger(__name__)
+
+# A pooled connection, as handed out by `Database.connection()`.
+if TYPE_CHECKING:
+    Connection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+else:
+    Connection = PoolConnectionProxy
+
+# SQLSTATE classes: 08 connection exception, 57 operator intervention (shutdown),
+# 53 insufficient resources; 23 integrity constraint violation; 22 data exception.
+_UNAVAILABLE_CLASSES = ("08", "57", "53")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """How to reach PostgreSQL and how hard to try."""
+
+    min_size: int = 1
+    max_size: int = 10
+    connect_timeout_seconds: float = 5.0
+    connect_attempts: int = 10
+    retry_backoff_initial_seconds: float = 0.1
+    retry_backoff_max_seconds: float = 2.0
+    command_timeout_seconds: float = 10.0
+
+
+def translate(exc: BaseException) -> RaftorchError:
+    """Map a driver or socket failure to the project's own error type."""
+    if isinstance(exc, RaftorchError):
+        return exc
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        if isinstance(exc, asyncpg.UniqueViolationError):
+            return ConflictError(f"already exists: {exc.detail or exc}")
+        if isinstance(exc, asyncpg.CheckViolationError | asyncpg.NotNullViolationError):
+            return ValidationError(f"invalid value: {exc.detail or exc}")
+        if isinstance(exc, asyncpg.ForeignKeyViolationError):
+            return NotFoundError(f"referenced object does not exist: {exc.detail or exc}")
+        if state.startswith("23"):
+            return ConflictError(f"constraint violated: {exc}")
+        if state.startswith("22"):
+            return ValidationError(f"invalid value: {exc}")
+        if state[:2] in _UNAVAILABLE_CLASSES:
+            return UnavailableError(f"database unavailable: {exc}")
+        return RaftorchError(f"database error {state}: {exc}")
+    if isinstance(exc, OSError | asyncpg.InterfaceError | TimeoutError | EOFError):
+        return UnavailableError(f"database unavailable: {type(exc).__name__}: {exc}")
+    return RaftorchError(f"unexpected database failure: {type(exc).__name__}: {exc}")
+
+
+_TRANSLATED = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, EOFError)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    """Per-connection setup: JSON columns in and out as Python objects."""
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def connect_with_retry(
+    dsn: str, settings: PoolSettings, *, what: str = "database"
+) -> asyncpg.Connection:
+    """One standalone connection (for LISTEN), retried like the pool."""
+    conn: asyncpg.Connection = await _retry(
+        lambda: asyncpg.connect(dsn, timeout=settings.connect_timeout_seconds),
+        settings,
+        what,
+    )
+    return conn
+
+
+async def _retry(factory: Any, settings: PoolSettings, what: str) -> Any:
+    delay = settings.retry_backoff_initial_seconds
+    last: BaseException | None = None
+    for attempt in range(1, settings.connect_attempts + 1):
+        try:
+            return await asyncio.wait_for(factory(), settings.connect_timeout_seconds)
+        except _TRANSLATED as exc:
+            last = exc
+            log.warning(
+                "connect failed what=%s attempt=%d/%d error=%s",
+                what,
+                attempt,
+                settings.connect_attempts,
+                translate(exc).message,
+            )
+        if attempt < settings.connect_attempts:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, settings.retry_backoff_max_seconds)
+    raise UnavailableError(
+        f"cannot reach the {what} after {settings.connect_attempts} attempts: "
+        f"{translate(last).message if last else 'no attempt made'}"
+    )
+
+
+class Database:
+    """An asyncpg pool with error translation.
+
+    `start()` connects (with retry); after that a lost server only fails the calls
+    made while it is gone: the pool replaces dead connections on the next acquire,
+    so the same `Database` works again once PostgreSQL is back.
+    """
+
+    def __init__(self, dsn: str, settings: PoolSettings | None = None) -> None:
+        self._dsn = dsn
+        self.settings = settings or PoolSettings()
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def dsn(self) -> str:
+        return self._dsn
+
+    async def start(self) -> None:
+        s = self.settings
+
+        async def create() -> asyncpg.Pool:
+            return await asyncpg.create_pool(
+                self._dsn,
+                min_size=s.min_size,
+                max_size=s.max_size,
+                timeout=s.connect_timeout_seconds,
+                command_timeout=s.command_timeout_seconds,
+                init=_init_connection,
+            )
+
+        self._pool = await _retry(create, s, "database")
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), self.settings.command_timeout_seconds)
+            except (TimeoutError, *_TRANSLATED):
+                pool.terminate()
+
+    async def __aenter__(self) -> Database:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection; any driver error leaving the block is translated."""
+        if self._pool is None:
+            raise UnavailableError("database pool is not started")
+        try:
+            async with self._pool.acquire(timeout=self.settings.connect_timeout_seconds) as conn:
+                yield conn
+        except _TRANSLATED as exc:
+            raise translate(exc) from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """A pooled connection inside one transaction (committed when the block ends)."""
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    async def execute(self, query: str, *args: Any) -> str:
+        async with self.connection() as conn:
+            result: str = await conn.execute(query, *args)
+            return result
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.connection() as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(query, *args)
+            return rows
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        async with self.connection() as conn:
+            row: asyncpg.Record | None = await conn.fetchrow(query, *args)
+            return row
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with self.connection() as conn:
+            return await conn.fetchval(query, *args)
+
+    async def ping(self) -> bool:
+        """True when a trivial query succeeds now."""
+        try:
+            await self.fetchval("SELECT 1")
+        except UnavailableError:
+            return False
+        return True

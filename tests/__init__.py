@@ -1,0 +1,1 @@
+"""The raftorch test suite."""
