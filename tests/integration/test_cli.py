@@ -1,0 +1,59 @@
+"""The `raftorch` command as a user runs it: real process, real database, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+from tests.pgserver import PostgresServer
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTORCH_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "raftorch.cli", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_migrate_brings_an_empty_database_to_the_latest_version(pg_server: PostgresServer) -> None:
+    name = f"cli_{uuid.uuid4().hex}"
+    pg_server.create_database(name)
+    env = {"RAFTORCH_DATABASE__DSN": pg_server.dsn(name)}
+    first = _run("migrate", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "(1)" in first.stdout
+    again = _run("migrate", env=env)
+    assert again.returncode == 0 and "nothing to apply" in again.stdout
+
+
+def test_unreachable_database_is_one_line_without_traceback(pg_dedicated: PostgresServer) -> None:
+    pg_dedicated.stop()
+    result = _run(
+        "migrate",
+        env={
+            "RAFTORCH_DATABASE__DSN": pg_dedicated.dsn(),
+            "RAFTORCH_DATABASE__CONNECT_ATTEMPTS": "2",
+            "RAFTORCH_LOG__LEVEL": "ERROR",
+        },
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("raftorch: error: cannot reach the database after 2 attempts")
+    assert "Traceback" not in result.stderr
+
+
+def test_config_check_masks_secrets_and_rejects_bad_values() -> None:
+    ok = _run("config", "check", env={"RAFTORCH_RAFT__SECRET": "hunter2-very-secret"})
+    assert ok.returncode == 0, ok.stderr
+    assert "hunter2" not in ok.stdout and '"secret": "***"' in ok.stdout
+    bad = _run("config", "check", env={"RAFTORCH_LEASE__HEARTBEAT_INTERVAL_SECONDS": "5"})
+    assert bad.returncode == 2
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and "lease.heartbeat_interval_seconds" in lines[0]
