@@ -1,0 +1,167 @@
+"""The leader loop: on the Raft leader, plan from a snapshot and commit the plan.
+
+Each tick (`run_once`) on the leader: adopt a new term (every pod counts as renewed
+now; the epoch floor is raised above anything PostgreSQL has seen before the first
+grant), take a snapshot, ask the pure planner, and commit the plan as one entry.
+Followers only keep their lease tracker empty. Nothing here acts on an uncommitted
+decision: expiry and reassignment exist only as committed commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from persistence.errors import RaftorchError, UnavailableError
+from raftorch.bridge import RaftBridge
+from raftorch.leases import LeaseTracker
+from raftorch.metrics import RaftMetrics
+from raftorch.model import AdapterSpec, ApplyResult, Plan, Policy, RaiseEpochFloor, View
+from raftorch.planner import plan
+from raftorch.replication import RaftStatus
+from raftorch.state import Snapshot
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class EpochFloorSource(Protocol):
+    """The highest epoch recorded outside Raft (PostgreSQL's lease history and fences)."""
+
+    async def max_epoch(self) -> int: ...
+
+
+class AdapterSource(Protocol):
+    """What should run: the enabled adapters from the configuration cache."""
+
+    def specs(self) -> Mapping[str, AdapterSpec]: ...
+
+
+class StateSource(Protocol):
+    def snapshot(self) -> Snapshot: ...
+
+    def status(self) -> RaftStatus: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TickOutcome:
+    """What one tick did (for tests and logs)."""
+
+    leader: bool
+    floor_raised_to: int | None = None
+    plan: Plan = field(default_factory=Plan)
+    result: ApplyResult | None = None
+
+
+class LeaderLoop:
+    """Steppable from tests with `run_once()`; `run()` ticks at a fixed cadence."""
+
+    def __init__(
+        self,
+        node: StateSource,
+        bridge: RaftBridge,
+        adapters: AdapterSource,
+        floor_source: EpochFloorSource,
+        policy: Policy,
+        *,
+        tick_seconds: float,
+        tracker: LeaseTracker | None = None,
+        metrics: RaftMetrics | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._node = node
+        self._bridge = bridge
+        self._adapters = adapters
+        self._floor_source = floor_source
+        self._policy = policy
+        self._tick = tick_seconds
+        self.tracker = tracker or LeaseTracker()
+        self._metrics = metrics
+        self._clock = clock
+        self._floor_term: int | None = None
+        self._last_leader: str | None = None
+        self.wake = asyncio.Event()
+
+    async def run_once(self) -> TickOutcome:
+        status = self._node.status()
+        self._observe(status)
+        if not status.is_leader:
+            self.tracker.step_down()
+            self._floor_term = None
+            return TickOutcome(leader=False)
+        snapshot = self._node.snapshot()
+        if self.tracker.term != status.term:
+            self.tracker.become_leader(status.term, self._clock(), snapshot.pods)
+            log.info("leader term=%d pods=%d", status.term, len(snapshot.pods))
+        floor = None
+        if self._floor_term != status.term:
+            floor = await self._raise_floor(snapshot, status.term)
+            snapshot = self._node.snapshot()
+        now = self._clock()
+        self.tracker.admit(snapshot.pods, now)
+        view = View(self._adapters.specs(), snapshot.pods, snapshot.slots, self.tracker.renewals())
+        decided = plan(view, now, self._policy)
+        if not decided:
+            return TickOutcome(leader=True, floor_raised_to=floor, plan=decided)
+        result = await self._bridge.submit(decided.commands)
+        self._count(result, "plan")
+        for reason in decided.reasons:
+            log.info("plan term=%d %s", status.term, reason)
+        return TickOutcome(leader=True, floor_raised_to=floor, plan=decided, result=result)
+
+    async def run(self) -> None:
+        """Tick at a fixed cadence (no drift); `wake.set()` ticks early."""
+        next_tick = time.monotonic()
+        while True:
+            try:
+                await self.run_once()
+            except RaftorchError as exc:  # not leader any more, outcome unknown, DB down
+                log.warning("leader tick failed code=%s error=%s", exc.code, exc.message)
+            next_tick += self._tick
+            delay = next_tick - time.monotonic()
+            if delay < 0:  # fell behind: skip missed ticks rather than burst
+                next_tick = time.monotonic()
+                delay = 0
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), delay)
+
+    async def _raise_floor(self, snapshot: Snapshot, term: int) -> int:
+        """Before the first grant of a term: every epoch will be above PostgreSQL's."""
+        try:
+            recorded = await self._floor_source.max_epoch()
+        except UnavailableError:
+            if snapshot.epoch_counter == 0 and snapshot.epoch_floor == 0:
+                raise  # fresh Raft state: only PostgreSQL knows which epochs were used
+            # The Raft state survived, and every epoch ever issued went through it.
+            log.warning("epoch floor: database unavailable; Raft counter=%d suffices",
+                        snapshot.epoch_counter)  # fmt: skip
+            recorded = 0
+        result = await self._bridge.submit([RaiseEpochFloor(recorded)])
+        self._count(result, "epoch_floor")
+        self._floor_term = term
+        return recorded
+
+    def _count(self, result: ApplyResult, purpose: str) -> None:
+        if self._metrics is None:
+            return
+        self._metrics.entries_submitted.labels(purpose=purpose).inc()
+        if result.error:
+            self._metrics.apply_errors.inc()
+        if result.rejected:
+            self._metrics.rejected_commands.inc(len(result.rejected))
+
+    def _observe(self, status: RaftStatus) -> None:
+        if status.leader_id != self._last_leader:
+            if self._last_leader is not None and self._metrics is not None:
+                self._metrics.leader_changes.inc()
+            self._last_leader = status.leader_id
+        if self._metrics is not None:
+            role = "leader" if status.is_leader else "follower"
+            self._metrics.observe_role(role, status.term, status.commit_index)
