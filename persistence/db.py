@@ -140,13 +140,15 @@ class Database:
     def dsn(self) -> str:
         return self._dsn
 
-    async def start(self) -> None:
+    async def start(self, *, lazy: bool = False) -> None:
+        """Create the pool. `lazy`: connect on first use, so a service can start (and
+        serve from its caches) while PostgreSQL is still down."""
         s = self.settings
 
         async def create() -> asyncpg.Pool:
             return await asyncpg.create_pool(
                 self._dsn,
-                min_size=s.min_size,
+                min_size=0 if lazy else s.min_size,
                 max_size=s.max_size,
                 timeout=s.connect_timeout_seconds,
                 command_timeout=s.command_timeout_seconds,

@@ -24,6 +24,7 @@ from raftorch.metrics import RaftMetrics
 from raftorch.model import AdapterSpec, ApplyResult, Plan, Policy, RaiseEpochFloor, View
 from raftorch.planner import plan
 from raftorch.replication import RaftStatus
+from raftorch.reporting import Reporter
 from raftorch.state import Snapshot
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class LeaderLoop:
         tick_seconds: float,
         tracker: LeaseTracker | None = None,
         metrics: RaftMetrics | None = None,
+        reporter: Reporter | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self._node = node
@@ -83,6 +85,7 @@ class LeaderLoop:
         self._tick = tick_seconds
         self.tracker = tracker or LeaseTracker()
         self._metrics = metrics
+        self._reporter = reporter
         self._clock = clock
         self._floor_term: int | None = None
         self._last_leader: str | None = None
@@ -99,6 +102,8 @@ class LeaderLoop:
         if self.tracker.term != status.term:
             self.tracker.become_leader(status.term, self._clock(), snapshot.pods)
             log.info("leader term=%d pods=%d", status.term, len(snapshot.pods))
+            if self._reporter is not None:
+                self._reporter.leader_change(status.term)
         floor = None
         if self._floor_term != status.term:
             floor = await self._raise_floor(snapshot, status.term)
@@ -109,8 +114,11 @@ class LeaderLoop:
         decided = plan(view, now, self._policy)
         if not decided:
             return TickOutcome(leader=True, floor_raised_to=floor, plan=decided)
+        renewals = self.tracker.renewals()
         result = await self._bridge.submit(decided.commands)
         self._count(result, "plan")
+        if self._reporter is not None:
+            self._reporter.committed(snapshot, decided.commands, result, renewals)
         for reason in decided.reasons:
             log.info("plan term=%d %s", status.term, reason)
         return TickOutcome(leader=True, floor_raised_to=floor, plan=decided, result=result)

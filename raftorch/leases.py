@@ -49,6 +49,11 @@ class LeaseTracker:
         for pod_id in self._renewals.keys() - present:
             del self._renewals[pod_id]
 
+    def registered(self, pod_id: str, now: float, term: int) -> None:
+        """A pod whose registration just committed starts with a full TTL."""
+        if term == self.term:
+            self._renewals[pod_id] = now
+
     def renew(self, pod_id: str, receipt: float, term: int) -> bool:
         """Record a confirmed renewal; refused when it was confirmed in another term."""
         if term != self.term or pod_id not in self._renewals:

@@ -51,6 +51,15 @@ class PodInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    """An orchestrator replica as it announced itself (for forwarding and /cluster)."""
+
+    node_id: str
+    raft_address: str
+    api_url: str
+
+
+@dataclass(frozen=True, slots=True)
 class SlotState:
     """One session slot: who owns it, under which epoch, and its warm standbys."""
 
@@ -153,6 +162,15 @@ class ReportStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class AnnounceReplica:
+    """A replica tells the cluster its node id and API address (idempotent)."""
+
+    node_id: str
+    raft_address: str
+    api_url: str
+
+
+@dataclass(frozen=True, slots=True)
 class RaiseEpochFloor:
     """Every later epoch is above `floor` (a new leader's first act)."""
 
@@ -170,6 +188,7 @@ Command = (
     | Revoke
     | ReportStatus
     | RaiseEpochFloor
+    | AnnounceReplica
 )
 
 

@@ -117,6 +117,7 @@ class _Runtime:
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.tick_errors = 0
+        self.on_applied: Callable[[], None] | None = None
 
 
 class LeaseNode(SyncObj):
@@ -151,7 +152,18 @@ class LeaseNode(SyncObj):
     @replicated
     def execute(self, request_id: str, at: float, commands: tuple[Command, ...]) -> ApplyResult:
         """Applier of one entry: deterministic, never raises (see OwnershipState.apply)."""
-        return self._ownership.apply(request_id, at, commands)
+        result = self._ownership.apply(request_id, at, commands)
+        listener = self._runtime.on_applied
+        if listener is not None:
+            try:
+                listener()
+            except Exception:  # a listener must never wedge the applier
+                log.exception("apply listener failed")
+        return result
+
+    def set_apply_listener(self, listener: Callable[[], None] | None) -> None:
+        """Called on the tick thread after every applied entry (keep it tiny)."""
+        self._runtime.on_applied = listener
 
     def submit(
         self,

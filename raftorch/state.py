@@ -17,6 +17,7 @@ from typing import Any
 
 from raftorch.model import (
     AddStandby,
+    AnnounceReplica,
     ApplyResult,
     Command,
     DrainPod,
@@ -27,6 +28,7 @@ from raftorch.model import (
     RegisterPod,
     Release,
     RemovePod,
+    ReplicaInfo,
     ReportStatus,
     Revoke,
     SlotState,
@@ -57,6 +59,7 @@ class Snapshot:
     epoch_counter: int
     epoch_floor: int
     applied_entries: int
+    replicas: dict[str, ReplicaInfo]
 
 
 class _Batch:
@@ -65,6 +68,7 @@ class _Batch:
     def __init__(self, state: OwnershipState, at: float) -> None:
         self.pods = dict(state.pods)
         self.slots = dict(state.slots)
+        self.replicas = dict(state.replicas)
         self.counter = state.epoch_counter
         self.floor = state.epoch_floor
         self.at = at
@@ -122,6 +126,7 @@ class OwnershipState:
         self.epoch_floor = 0
         self.applied: dict[str, ApplyResult] = {}
         self.applied_entries = 0
+        self.replicas: dict[str, ReplicaInfo] = {}  # by Raft address
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
@@ -130,6 +135,7 @@ class OwnershipState:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("replicas", {})  # dumps written before replicas existed
         self._lock = threading.Lock()
 
     def snapshot(self) -> Snapshot:
@@ -140,6 +146,7 @@ class OwnershipState:
                 self.epoch_counter,
                 self.epoch_floor,
                 self.applied_entries,
+                dict(self.replicas),
             )
 
     def apply(self, request_id: str, at: float, commands: Sequence[Command]) -> ApplyResult:
@@ -161,7 +168,7 @@ class OwnershipState:
             self._remember(request_id, result)
             return result
         with self._lock:
-            self.pods, self.slots = batch.pods, batch.slots
+            self.pods, self.slots, self.replicas = batch.pods, batch.slots, batch.replicas
             self.epoch_counter, self.epoch_floor = batch.counter, batch.floor
             self.applied_entries += 1
         self._remember(request_id, result)
@@ -284,6 +291,12 @@ def _raise_floor(b: _Batch, c: RaiseEpochFloor) -> None:
     b.floor = max(b.floor, c.floor)
 
 
+def _announce(b: _Batch, c: AnnounceReplica) -> None:
+    if not c.node_id or not c.raft_address:
+        raise Rejected("replica node id and Raft address must not be empty")
+    b.replicas[c.raft_address] = ReplicaInfo(c.node_id, c.raft_address, c.api_url)
+
+
 _APPLIERS: dict[type, Callable[[_Batch, Any], None]] = {
     RegisterPod: _register,
     DrainPod: _drain,
@@ -295,4 +308,5 @@ _APPLIERS: dict[type, Callable[[_Batch, Any], None]] = {
     Revoke: _revoke,
     ReportStatus: _report,
     RaiseEpochFloor: _raise_floor,
+    AnnounceReplica: _announce,
 }
