@@ -1,4 +1,4 @@
-"""The `raftorch` command: configuration checks and database migrations (more to come).
+"""The `raftorch` command: serve a replica, check configuration, migrate the database.
 
 The CLI is the only place that configures logging. Every expected failure is one
 line on stderr and a non-zero exit status, never a traceback.
@@ -11,14 +11,16 @@ import asyncio
 import dataclasses
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
-from persistence.db import Database, PoolSettings
+from persistence.db import Database
 from persistence.errors import RaftorchError
 from persistence.migrate import latest_version, migrate
 from raftorch import __version__
 from raftorch.config import Config, Secret, load_config
+from raftorch.service import Orchestrator, pool_settings
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -44,19 +46,6 @@ def configure_logging(level: str, fmt: str) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
-
-
-def pool_settings(config: Config) -> PoolSettings:
-    db = config.database
-    return PoolSettings(
-        min_size=db.min_pool_size,
-        max_size=db.max_pool_size,
-        connect_timeout_seconds=db.connect_timeout_seconds,
-        connect_attempts=db.connect_attempts,
-        retry_backoff_initial_seconds=db.retry_backoff_initial_seconds,
-        retry_backoff_max_seconds=db.retry_backoff_max_seconds,
-        command_timeout_seconds=db.command_timeout_seconds,
-    )
 
 
 def _printable(value: object) -> object:
@@ -91,6 +80,31 @@ def _cmd_migrate(config: Config, _args: argparse.Namespace) -> int:
     return 0
 
 
+async def _serve(config: Config) -> int:
+    service = Orchestrator(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.start()
+        stopping = asyncio.create_task(stop.wait())
+        failing = asyncio.create_task(service.failed.wait())
+        await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        failing.cancel()
+    finally:
+        await service.stop()
+    return 0 if stop.is_set() else EXIT_FAILURE
+
+
+def _cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    if args.insecure_dev_mode:
+        config = config.with_overrides({"raft.insecure_dev_mode": True})
+    config.raft.require_secret()  # refuse before anything starts, with one line
+    return asyncio.run(_serve(config))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raftorch", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"raftorch {__version__}")
@@ -101,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_cmd_config_check)
     mig = commands.add_parser("migrate", help="bring the database schema to the latest version")
     mig.set_defaults(run=_cmd_migrate)
+    serve = commands.add_parser("serve", help="run one orchestrator replica")
+    serve.add_argument(
+        "--insecure-dev-mode",
+        action="store_true",
+        help="allow running without raft.secret (local development only)",
+    )
+    serve.set_defaults(run=_cmd_serve)
     return parser
 
 
