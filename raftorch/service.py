@@ -247,6 +247,7 @@ class Orchestrator:
         await self.forwarder.close()
         await asyncio.to_thread(self.node.stop)
         await self.db.close()
+        log.info("replica stopped node=%s", self.config.node.id)
 
     async def _hand_over_leadership(self) -> None:
         if not self.node.status().is_leader:

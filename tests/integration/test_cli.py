@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 from tests.pgserver import PostgresServer
 
@@ -57,3 +59,29 @@ def test_config_check_masks_secrets_and_rejects_bad_values() -> None:
     assert bad.returncode == 2
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and "lease.heartbeat_interval_seconds" in lines[0]
+
+
+def test_json_log_format_writes_one_json_object_per_line(pg_server: PostgresServer) -> None:
+    name = f"cli_{uuid.uuid4().hex}"
+    pg_server.create_database(name)
+    result = _run(
+        "migrate",
+        env={
+            "RAFTORCH_DATABASE__DSN": pg_server.dsn(name),
+            "RAFTORCH_LOG__FORMAT": "json",
+            "RAFTORCH_LOG__LEVEL": "INFO",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert any("migration applied version=1" in entry["message"] for entry in lines)
+    assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in lines)
+
+
+def test_serve_refuses_to_start_without_a_cluster_secret(tmp_path: Path) -> None:
+    result = _run("serve", env={"RAFTORCH_NODE__DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("raftorch: error: raft.secret is not set")
+    assert not any(tmp_path.iterdir())  # nothing was started or written
