@@ -116,6 +116,7 @@ class PodApi:
         reporter: Reporter,
         metrics: ServiceMetrics,
         wake_leader: Callable[[], None],
+        on_registered: Callable[[RegisterRequest], None] = lambda _request: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
@@ -128,6 +129,7 @@ class PodApi:
         self._reporter = reporter
         self._metrics = metrics
         self._wake_leader = wake_leader
+        self._on_registered = on_registered
         self._clock = clock
         self.applied = AppliedSignal()
 
@@ -223,6 +225,7 @@ class PodApi:
         if not result.ok:
             raise UnavailableError(f"registration not applied: {result.rejected or result.error}")
         self._tracker.registered(req.pod_id, arrival, term)
+        self._on_registered(req)
         self._wake_leader()
         lease = self._config.lease
         reply = RegisterReply(

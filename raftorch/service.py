@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from persistence.db import Database, PoolSettings
 from persistence.errors import RaftorchError
 from persistence.events import NewEvent
 from persistence.lease_history import LeaseHistoryRepository
+from persistence.plugins import PluginRepository
 from raftorch.bridge import RaftBridge
 from raftorch.cache import ConfigCache
 from raftorch.config import Config
@@ -40,6 +41,7 @@ from raftorch.model import AnnounceReplica, Policy
 from raftorch.pod_api import PodApi
 from raftorch.replication import LeaseNode, build_conf
 from raftorch.reporting import HistoryItem, Reporter, write_history
+from raftorch.wire import RegisterRequest
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,12 @@ def pool_settings(config: Config) -> PoolSettings:
         retry_backoff_max_seconds=db.retry_backoff_max_seconds,
         command_timeout_seconds=db.command_timeout_seconds,
     )
+
+
+async def _record_plugins(repo: PluginRepository, batch: Sequence[tuple[str, str]]) -> None:
+    """Connector types pods advertised (the entry point is known to the pods only)."""
+    for connector, version in dict.fromkeys(batch):
+        await repo.record(connector, version, "advertised by a pod")
 
 
 class StateCollector(Collector):
@@ -134,6 +142,10 @@ class Orchestrator:
         self.history: WriteBehind[HistoryItem] = WriteBehind(
             "lease history", lambda batch: write_history(history, batch)
         )
+        plugins = self.repos.plugins
+        self.plugins: WriteBehind[tuple[str, str]] = WriteBehind(
+            "plugins", lambda batch: _record_plugins(plugins, batch)
+        )
         self.reporter = Reporter(self.events, self.history, self.metrics, node_id=config.node.id)
         self.tracker = LeaseTracker()
         self.confirmer = RenewalConfirmer(
@@ -149,11 +161,16 @@ class Orchestrator:
         self.pods = PodApi(config=config, node=self.node, bridge=self.bridge,
                            confirmer=self.confirmer, tracker=self.tracker, cache=self.cache,
                            forwarder=self.forwarder, reporter=self.reporter,
-                           metrics=self.metrics, wake_leader=self.loop.wake.set)  # fmt: skip
+                           metrics=self.metrics, wake_leader=self.loop.wake.set,
+                           on_registered=self._remember_plugins)  # fmt: skip
         self.context = Context(config, self.db, self.repos, self.cache, self.events, self.node,
                                self.registry, last_check_in=self.last_check_in,
                                wake_leader=self.loop.wake.set)  # fmt: skip
         self.registry.register(StateCollector(self))
+
+    def _remember_plugins(self, request: RegisterRequest) -> None:
+        for offer in request.connectors:
+            self.plugins.add((offer.type, offer.version or "unknown"))
 
     def last_check_in(self) -> Mapping[str, float]:
         """Wall-clock time of each pod's last confirmed renewal (leader only)."""
@@ -179,6 +196,7 @@ class Orchestrator:
         await site.start()
         for name, coro in (("config-cache", self.cache.run()), ("leader-loop", self.loop.run()),
                            ("event-log", self.events.run()), ("lease-history", self.history.run()),
+                           ("plugins", self.plugins.run()),
                            ("announce", self._announce()), ("db-check", self._check_db()),
                            ("config-wake", self._wake_on_config())):  # fmt: skip
             self._spawn(name, coro)
@@ -241,7 +259,7 @@ class Orchestrator:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.confirmer.stop()
-        for buffer in (self.events, self.history):
+        for buffer in (self.events, self.history, self.plugins):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(buffer.flush_once(), 2.0)
         await self.forwarder.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +148,33 @@ def test_openapi_lists_the_pod_routes(replica: ProcessCluster) -> None:
                  "/pod/v1/release", "/healthz", "/readyz", "/metrics"):  # fmt: skip
         assert path in document["paths"], path
     json.dumps(document)
+
+
+def test_long_poll_answers_when_an_assignment_arrives(replica: ProcessCluster) -> None:
+    reply = call("POST", _url(replica, "/pod/v1/register"),
+                 {"pod_id": "lp", "connectors": [{"type": "lp-conn", "version": "1.2"}]},
+                 token=POD_TOKEN)  # fmt: skip
+    credential = reply.body["credential"]
+    first = call("GET", _url(replica, "/pod/v1/assignments?pod_id=lp"), token=credential).body
+    assert first["assignments"] == []
+    url = _url(replica, f"/pod/v1/assignments?pod_id=lp&version={first['version']}&wait_seconds=25")
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(call, "GET", url, token=credential, timeout=30.0)
+        adapter = call("POST", _url(replica, "/api/v1/adapters"),
+                       {"name": "lp-adapter", "connector": "lp-conn", "mode": "single",
+                        "config": {"k": "v"}}).body  # fmt: skip
+        started = time.monotonic()
+        assert call("POST", _url(replica, f"/api/v1/adapters/{adapter['id']}/enable")).status == 202
+        answer = waiting.result(timeout=30.0)
+        took = time.monotonic() - started
+    assert answer.status == 200
+    [assignment] = answer.body["assignments"]
+    assert assignment["slot"] == f"{adapter['id']}/0" and assignment["role"] == "ACTIVE"
+    assert assignment["config"] == {"k": "v"} and assignment["epoch"] >= 1
+    assert took < 20.0, "the long-poll waited for its timeout instead of the change"
+
+    def advertised() -> bool:
+        plugins = call("GET", _url(replica, "/api/v1/plugins")).body["items"]
+        return any((p["connector"], p["version"]) == ("lp-conn", "1.2") for p in plugins)
+
+    wait_until(advertised, 10.0, "the advertised connector in the plugin list")
