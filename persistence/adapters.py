@@ -190,6 +190,8 @@ class AdapterRepository:
         """
         for adapter_id in adapter_ids or ():
             _check_uuid(adapter_id)
+        if adapter_ids is not None:  # compare in PostgreSQL's canonical text form
+            adapter_ids = [str(uuid.UUID(a)) for a in adapter_ids]
         async with self._db.transaction() as conn:
             if adapter_ids is not None:
                 found = await conn.fetch(

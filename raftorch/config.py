@@ -33,6 +33,8 @@ CONFIG_ENV_VAR: Final = "RAFTORCH_CONFIG"
 """Path of the configuration file when `load_config` is given none; not a setting."""
 RESERVED_ENV_VARS: Final = frozenset({CONFIG_ENV_VAR})
 """``RAFTORCH_*`` variables that are not settings."""
+ADAPTER_ENV_PREFIX: Final = "RAFTORCH_ADAPTER_"
+"""Settings of the adapter-pod runtime (``raftorch-adapter``), not of a replica."""
 
 
 @final
@@ -433,6 +435,8 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, _Raw]:
     values: dict[str, _Raw] = {}
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV_VARS:
+            continue
+        if name.startswith(ADAPTER_ENV_PREFIX):
             continue
         if name not in _ENV_KEYS:
             raise _unknown_env(name)

@@ -14,10 +14,10 @@ from persistence.events import EventRepository, NewEvent
 from persistence.plugins import PluginRepository
 from persistence.session_state import SessionStateStore
 from persistence.tokens import TokenRepository
+from persistence.writebehind import WriteBehind
 from raftorch.cache import ConfigCache
 from raftorch.config import Config
 from raftorch.controller import StateSource
-from raftorch.eventlog import WriteBehind
 
 
 @dataclass

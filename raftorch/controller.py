@@ -13,15 +13,26 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from persistence.errors import RaftorchError, UnavailableError
-from raftorch.bridge import RaftBridge
+from raftorch.bridge import NotLeaderError, RaftBridge
 from raftorch.leases import LeaseTracker
 from raftorch.metrics import RaftMetrics
-from raftorch.model import AdapterSpec, ApplyResult, Plan, Policy, RaiseEpochFloor, View
+from raftorch.model import (
+    AdapterSpec,
+    ApplyResult,
+    ClaimLeadership,
+    Command,
+    LeaderStamp,
+    Plan,
+    Policy,
+    RaiseEpochFloor,
+    RemovePod,
+    View,
+)
 from raftorch.planner import plan
 from raftorch.replication import RaftStatus
 from raftorch.reporting import Reporter
@@ -83,11 +94,11 @@ class LeaderLoop:
         self._floor_source = floor_source
         self._policy = policy
         self._tick = tick_seconds
-        self.tracker = tracker or LeaseTracker()
+        self.tracker = tracker or LeaseTracker(policy.ttl_seconds)
         self._metrics = metrics
         self._reporter = reporter
         self._clock = clock
-        self._floor_term: int | None = None
+        self._stamp: LeaderStamp | None = None
         self._last_leader: str | None = None
         self.wake = asyncio.Event()
 
@@ -96,32 +107,43 @@ class LeaderLoop:
         self._observe(status)
         if not status.is_leader:
             self.tracker.step_down()
-            self._floor_term = None
+            self._stamp = None
             return TickOutcome(leader=False)
-        snapshot = self._node.snapshot()
-        if self.tracker.term != status.term:
-            self.tracker.become_leader(status.term, self._clock(), snapshot.pods)
-            log.info("leader term=%d pods=%d", status.term, len(snapshot.pods))
-            if self._reporter is not None:
-                self._reporter.leader_change(status.term)
         floor = None
-        if self._floor_term != status.term:
-            floor = await self._raise_floor(snapshot, status.term)
-            snapshot = self._node.snapshot()
+        if self._stamp is None or self._stamp.term != status.term:
+            floor = await self._take_office(status)
+        snapshot = self._node.snapshot()
         now = self._clock()
         self.tracker.admit(snapshot.pods, now)
-        view = View(self._adapters.specs(), snapshot.pods, snapshot.slots, self.tracker.renewals())
+        renewals = self.tracker.renewals()
+        view = View(self._adapters.specs(), snapshot.pods, snapshot.slots, renewals)
         decided = plan(view, now, self._policy)
+        # Same synchronous step as reading the renewals: a heartbeat confirmed from
+        # now on cannot save a pod this plan expires.
+        self.tracker.doom(c.pod_id for c in decided.commands if isinstance(c, RemovePod))
         if not decided:
             return TickOutcome(leader=True, floor_raised_to=floor, plan=decided)
-        renewals = self.tracker.renewals()
-        result = await self._bridge.submit(decided.commands)
+        entry = self.stamped(decided.commands)
+        result = await self._bridge.submit(entry)
         self._count(result, "plan")
         if self._reporter is not None:
-            self._reporter.committed(snapshot, decided.commands, result, renewals)
+            self._reporter.committed(snapshot, entry, result, renewals)
         for reason in decided.reasons:
             log.info("plan term=%d %s", status.term, reason)
         return TickOutcome(leader=True, floor_raised_to=floor, plan=decided, result=result)
+
+    @property
+    def established(self) -> bool:
+        """This replica leads and has claimed its term (it may grant and renew)."""
+        status = self._node.status()
+        return status.is_leader and self._stamp is not None and self._stamp.term == status.term
+
+    def stamped(self, commands: Sequence[Command]) -> tuple[Command, ...]:
+        """`commands` as an entry of this leader's term (refused if a newer leader claimed)."""
+        status = self._node.status()
+        if self._stamp is None or not status.is_leader or self._stamp.term != status.term:
+            raise NotLeaderError("this replica is not (yet) the established leader")
+        return (self._stamp, *commands)
 
     async def run(self) -> None:
         """Tick at a fixed cadence (no drift); `wake.set()` ticks early."""
@@ -131,6 +153,8 @@ class LeaderLoop:
                 await self.run_once()
             except RaftorchError as exc:  # not leader any more, outcome unknown, DB down
                 log.warning("leader tick failed code=%s error=%s", exc.code, exc.message)
+            except Exception:  # a bug in one tick must not end the loop for good
+                log.exception("leader tick crashed")
             next_tick += self._tick
             delay = next_tick - time.monotonic()
             if delay < 0:  # fell behind: skip missed ticks rather than burst
@@ -140,20 +164,33 @@ class LeaderLoop:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), delay)
 
-    async def _raise_floor(self, snapshot: Snapshot, term: int) -> int:
-        """Before the first grant of a term: every epoch will be above PostgreSQL's."""
+    async def _take_office(self, status: RaftStatus) -> int:
+        """A new term: claim it and raise the epoch floor in one entry, before any grant.
+
+        Only after that commit does the tracker count every pod as renewed (later is
+        safer: no lease expires sooner than an earlier leader could have promised).
+        """
+        snapshot = self._node.snapshot()
+        from_database = True
         try:
             recorded = await self._floor_source.max_epoch()
         except UnavailableError:
-            if snapshot.epoch_counter == 0 and snapshot.epoch_floor == 0:
+            if not snapshot.floor_confirmed:
                 raise  # fresh Raft state: only PostgreSQL knows which epochs were used
-            # The Raft state survived, and every epoch ever issued went through it.
+            # The Raft state has seen PostgreSQL's floor, and every epoch since went through it.
             log.warning("epoch floor: database unavailable; Raft counter=%d suffices",
                         snapshot.epoch_counter)  # fmt: skip
-            recorded = 0
-        result = await self._bridge.submit([RaiseEpochFloor(recorded)])
-        self._count(result, "epoch_floor")
-        self._floor_term = term
+            recorded, from_database = 0, False
+        claim = ClaimLeadership(status.self_id, status.term)
+        result = await self._bridge.submit([claim, RaiseEpochFloor(recorded, from_database)])
+        self._count(result, "claim")
+        if not result.ok:
+            raise NotLeaderError(f"leadership claim refused: {result.rejected or result.error}")
+        self._stamp = LeaderStamp(status.self_id, status.term)
+        self.tracker.become_leader(status.term, self._clock(), self._node.snapshot().pods)
+        log.info("leader term=%d pods=%d floor=%d", status.term, len(snapshot.pods), recorded)
+        if self._reporter is not None:
+            self._reporter.leader_change(status.term)
         return recorded
 
     def _count(self, result: ApplyResult, purpose: str) -> None:

@@ -29,17 +29,29 @@ class LeaseTracker:
     lease can then expire sooner than an earlier leader could have promised.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ttl_seconds: float) -> None:
         self.term: int | None = None
+        self._ttl = ttl_seconds
         self._renewals: dict[str, float] = {}
+        self._doomed: set[str] = set()
 
     def become_leader(self, term: int, now: float, pod_ids: Iterable[str]) -> None:
         self.term = term
         self._renewals = dict.fromkeys(pod_ids, now)
+        self._doomed.clear()
 
     def step_down(self) -> None:
         self.term = None
         self._renewals.clear()
+        self._doomed.clear()
+
+    def doom(self, pod_ids: Iterable[str]) -> None:
+        """The planner decided to expire these pods: no renewal may save them now.
+
+        Called in the same synchronous step as the planner read the renewals, so a
+        heartbeat is either seen by the plan or refused after it.
+        """
+        self._doomed.update(pod_ids)
 
     def admit(self, pod_ids: Iterable[str], now: float) -> None:
         """Pods new to the state start with a full TTL; pods gone from it are forgotten."""
@@ -48,18 +60,29 @@ class LeaseTracker:
             self._renewals[pod_id] = now
         for pod_id in self._renewals.keys() - present:
             del self._renewals[pod_id]
+        self._doomed &= present
 
     def registered(self, pod_id: str, now: float, term: int) -> None:
         """A pod whose registration just committed starts with a full TTL."""
         if term == self.term:
             self._renewals[pod_id] = now
+            self._doomed.discard(pod_id)
 
     def renew(self, pod_id: str, receipt: float, term: int) -> bool:
-        """Record a confirmed renewal; refused when it was confirmed in another term."""
-        if term != self.term or pod_id not in self._renewals:
+        """Record a confirmed renewal. Refused when confirmed in another term, for a pod
+        the planner is expiring, or for a lease that had already run out at receipt."""
+        last = self._renewals.get(pod_id)
+        if term != self.term or last is None or pod_id in self._doomed:
             return False
-        self._renewals[pod_id] = max(self._renewals[pod_id], receipt)
+        if receipt - last > self._ttl:
+            return False
+        self._renewals[pod_id] = max(last, receipt)
         return True
+
+    def live(self, pod_id: str, now: float) -> bool:
+        """True while the pod's lease (in this leader's view) has not run out."""
+        last = self._renewals.get(pod_id)
+        return last is not None and now - last <= self._ttl and pod_id not in self._doomed
 
     def renewals(self) -> Mapping[str, float]:
         return dict(self._renewals)
@@ -114,17 +137,26 @@ class RenewalConfirmer:
         group, self._waiting = self._waiting, None
         if group is None:
             return
-        status = self._status()
-        if not status.is_leader:
-            group.set_exception(NotLeaderError("this replica is not the Raft leader"))
-            return
         try:
-            await self._bridge.submit((), request_id=f"barrier-{uuid.uuid4().hex}")
+            group.set_result(await self._barrier())
         except Exception as exc:  # every failure means "not confirmed"
             group.set_exception(exc)
-            return
+        finally:  # cancelled mid-barrier (shutdown): release the waiters
+            if not group.done():
+                group.set_exception(NotLeaderError("replica is shutting down"))
+
+    async def _barrier(self) -> int:
+        before = self._status()
+        if not before.is_leader:
+            raise NotLeaderError("this replica is not the Raft leader")
+        await self._bridge.submit((), request_id=f"barrier-{uuid.uuid4().hex}")
+        after = self._status()
+        # pysyncobj forwards a follower's commands to the leader: a commit alone does
+        # not prove that *this* replica was leader throughout.
+        if not after.is_leader or after.term != before.term:
+            raise NotLeaderError("leadership changed while the renewal was confirmed")
         self.barriers += 1
-        group.set_result(status.term)
+        return before.term
 
     async def _run(self) -> None:
         while True:

@@ -172,9 +172,35 @@ class AnnounceReplica:
 
 @dataclass(frozen=True, slots=True)
 class RaiseEpochFloor:
-    """Every later epoch is above `floor` (a new leader's first act)."""
+    """Every later epoch is above `floor` (a new leader's first act).
+
+    `from_database`: the floor was read from PostgreSQL, so the state now knows
+    every epoch ever issued; until then a leader may not rely on the Raft counter.
+    """
 
     floor: int
+    from_database: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimLeadership:
+    """A new leader's first entry of its term: later entries must carry its stamp."""
+
+    leader: str
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderStamp:
+    """First command of every entry a leader submits after its claim.
+
+    An entry whose stamp is not the latest claim is refused whole: a deposed leader's
+    plan (pysyncobj forwards a follower's commands to the new leader) can never
+    commit over decisions the new leader has made.
+    """
+
+    leader: str
+    term: int
 
 
 Command = (
@@ -189,7 +215,11 @@ Command = (
     | ReportStatus
     | RaiseEpochFloor
     | AnnounceReplica
+    | ClaimLeadership
+    | LeaderStamp
 )
+
+MAX_EPOCH = 2**62  # far beyond any real count; keeps every epoch a PostgreSQL bigint
 
 
 @dataclass(frozen=True, slots=True)

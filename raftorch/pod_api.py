@@ -15,12 +15,12 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from aiohttp import web
 
-from persistence.errors import RaftorchError, UnavailableError, ValidationError
+from persistence.errors import ConflictError, RaftorchError, UnavailableError, ValidationError
 from raftorch.bridge import NotLeaderError, RaftBridge
 from raftorch.cache import ConfigCache
 from raftorch.config import Config
@@ -116,6 +116,7 @@ class PodApi:
         reporter: Reporter,
         metrics: ServiceMetrics,
         wake_leader: Callable[[], None],
+        stamped: Callable[[Sequence[Command]], tuple[Command, ...]],
         on_registered: Callable[[RegisterRequest], None] = lambda _request: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -129,6 +130,7 @@ class PodApi:
         self._reporter = reporter
         self._metrics = metrics
         self._wake_leader = wake_leader
+        self._stamped = stamped
         self._on_registered = on_registered
         self._clock = clock
         self.applied = AppliedSignal()
@@ -156,6 +158,19 @@ class PodApi:
             return False
         if not hmac.compare_digest(pod.incarnation, incarnation_of(credential)):
             raise ForbiddenError(f"credential does not belong to pod {pod_id}")
+        return True
+
+    def _pod_known_here(self, request: web.Request, snapshot: Snapshot, pod_id: str) -> bool:
+        """Like `_authenticate_pod`, but a follower may simply be behind the leader:
+        it answers "retry" (503) rather than "registration expired" or "forbidden"."""
+        if self._node.status().is_leader:
+            return self._authenticate_pod(request, snapshot, pod_id)
+        try:
+            known = self._authenticate_pod(request, snapshot, pod_id)
+        except ForbiddenError:
+            known = False
+        if not known:
+            raise UnavailableError("this replica has not seen the pod's registration yet")
         return True
 
     async def _leader_or_forward(self, request: web.Request, body: bytes) -> web.Response | None:
@@ -221,7 +236,8 @@ class PodApi:
         )
         term = self._node.status().term
         arrival = self._clock()
-        result = await self._bridge.submit([command])
+        self._refuse_live_duplicate(req.pod_id, incarnation_of(credential), arrival)
+        result = await self._bridge.submit(self._stamped([command]))
         if not result.ok:
             raise UnavailableError(f"registration not applied: {result.rejected or result.error}")
         self._tracker.registered(req.pod_id, arrival, term)
@@ -237,6 +253,17 @@ class PodApi:
             leader=self._leader_hint(),
         )
         return self._reply(request, reply, status=201)
+
+    def _refuse_live_duplicate(self, pod_id: str, incarnation: str, now: float) -> None:
+        """A second process under a live pod id would free the first one's slots while
+        its lease still runs: refuse until that lease has run out (or was released)."""
+        current = self._node.snapshot().pods.get(pod_id)
+        taken = current is not None and current.incarnation != incarnation
+        if taken and self._tracker.live(pod_id, now):
+            raise ConflictError(
+                f"pod id {pod_id} is held by a live registration; register again after "
+                f"its lease ({self._config.lease.ttl_seconds:g}s) runs out"
+            )
 
     def _check_bootstrap(self, request: web.Request) -> None:
         expected = self._config.api.pod_bootstrap_token
@@ -270,15 +297,24 @@ class PodApi:
                 f"pod {req.pod_id} is not registered: stop every session and register again"
             )
         term = await self._confirmer.confirm()
-        if not self._tracker.renew(req.pod_id, arrival, term):
+        if self._tracker.term != term:
             raise NotLeaderError("the leader is still taking over; retry shortly")
+        if not self._tracker.renew(req.pod_id, arrival, term):
+            raise RegistrationExpiredError(
+                f"the lease of pod {req.pod_id} ran out: stop every session and register again"
+            )
+        # Decisions committed while the barrier was pending count: look again.
+        snapshot = self._node.snapshot()
+        if not self._authenticate_pod(request, snapshot, req.pod_id):
+            raise RegistrationExpiredError(f"pod {req.pod_id} was removed: register again")
         commands, stop = _reconcile(snapshot, req.pod_id, req.sessions)
         for order in stop:
             if order.reason != "revoked":
                 self._reporter.fenced(order.slot, req.pod_id, order.epoch, order.reason)
         if commands:
-            result = await self._bridge.submit(commands)
-            self._reporter.committed(snapshot, commands, result, self._tracker.renewals())
+            entry = self._stamped(commands)
+            result = await self._bridge.submit(entry)
+            self._reporter.committed(snapshot, entry, result, self._tracker.renewals())
             if any(isinstance(c, Release) for c in commands):
                 self._wake_leader()
         assignments = self._assignments(self._node.snapshot(), req.pod_id)
@@ -301,7 +337,7 @@ class PodApi:
         deadline = self._clock() + max(0.0, wait)
         while True:
             snapshot = self._node.snapshot()
-            if not self._authenticate_pod(request, snapshot, pod_id):
+            if not self._pod_known_here(request, snapshot, pod_id):
                 raise RegistrationExpiredError(f"pod {pod_id} is not registered")
             found = self._assignments(snapshot, pod_id)
             version = self._version(found)
@@ -328,11 +364,14 @@ class PodApi:
         commands += [Release(s.slot, req.pod_id, s.epoch, "released") for s in req.sessions]
         if req.leave:
             commands.append(RemovePod(req.pod_id, incarnation, "left"))
-        result = await self._bridge.submit(commands)
-        self._reporter.committed(snapshot, commands, result, self._tracker.renewals())
+        entry = self._stamped(commands)
+        result = await self._bridge.submit(entry)
+        if result.error:
+            raise UnavailableError(f"release not applied: {result.error}")
+        self._reporter.committed(snapshot, entry, result, self._tracker.renewals())
         self._wake_leader()
         rejected = {i for i, _ in result.rejected}
-        released = [c.slot for i, c in enumerate(commands)
+        released = [c.slot for i, c in enumerate(entry)
                     if isinstance(c, Release) and i not in rejected]  # fmt: skip
         return self._reply(request, ReleaseReply(released=released, term=self._node.status().term))
 

@@ -31,7 +31,7 @@ from pysyncobj.transport import TCPTransport
 
 from persistence.errors import ConfigError
 from raftorch.config import RaftConfig
-from raftorch.model import ApplyResult, Command
+from raftorch.model import ApplyResult, Command, LeaderStamp
 from raftorch.state import OwnershipState, Snapshot
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ class _Runtime:
         self.thread: threading.Thread | None = None
         self.tick_errors = 0
         self.on_applied: Callable[[], None] | None = None
+        self.transfer_requested = threading.Event()
 
 
 class LeaseNode(SyncObj):
@@ -154,7 +155,8 @@ class LeaseNode(SyncObj):
         """Applier of one entry: deterministic, never raises (see OwnershipState.apply)."""
         result = self._ownership.apply(request_id, at, commands)
         listener = self._runtime.on_applied
-        if listener is not None:
+        # Renewal barriers (a stamp at most) change nothing a long-poll waits for.
+        if listener is not None and any(not isinstance(c, LeaderStamp) for c in commands):
             try:
                 listener()
             except Exception:  # a listener must never wedge the applier
@@ -206,9 +208,16 @@ class LeaseNode(SyncObj):
             thread.join(timeout=5.0)
         self.destroy()
 
+    def request_leadership_transfer(self) -> None:
+        """Ask the tick thread to hand leadership to a follower (pysyncobj is not thread-safe)."""
+        self._runtime.transfer_requested.set()
+
     def _tick_loop(self) -> None:
         while not self._runtime.stopping.is_set():
             try:
+                if self._runtime.transfer_requested.is_set():
+                    self._runtime.transfer_requested.clear()
+                    self.transferLeadership()
                 self.doTick(TICK_WAIT_SECONDS)
             except Exception:  # a tick must never kill the thread; count and go on
                 self._runtime.tick_errors += 1

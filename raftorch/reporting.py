@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from persistence.events import EventCategory, EventLevel, NewEvent
 from persistence.lease_history import Grant as GrantRecord
 from persistence.lease_history import LeaseHistoryRepository
-from raftorch.eventlog import WriteBehind
+from persistence.writebehind import WriteBehind
 from raftorch.metrics import ServiceMetrics
 from raftorch.model import (
     ApplyResult,
@@ -96,6 +96,7 @@ class Reporter:
             elif isinstance(command, Grant) and command.slot in epochs:
                 self._granted(command, epochs[command.slot][1])
             elif isinstance(command, Revoke):
+                self._lost_at.pop(command.slot, None)
                 self._event(command.slot, EventLevel.INFO, EventCategory.SYSTEM,
                             f"revoked: {command.reason}")  # fmt: skip
             elif isinstance(command, Release):
@@ -110,6 +111,7 @@ class Reporter:
                     pod=pod_id, epoch=epoch)  # fmt: skip
 
     def leader_change(self, term: int) -> None:
+        self._lost_at.clear()  # timings from an earlier term would be meaningless
         self._events.add(
             NewEvent(None, EventLevel.INFO, EventCategory.SYSTEM,
                      f"{self._node_id} became Raft leader", {"term": term})

@@ -27,12 +27,12 @@ from persistence.errors import RaftorchError
 from persistence.events import NewEvent
 from persistence.lease_history import LeaseHistoryRepository
 from persistence.plugins import PluginRepository
+from persistence.writebehind import WriteBehind
 from raftorch.bridge import RaftBridge
 from raftorch.cache import ConfigCache
 from raftorch.config import Config
 from raftorch.context import Context, Repositories
 from raftorch.controller import LeaderLoop
-from raftorch.eventlog import WriteBehind
 from raftorch.forwarding import Forwarder
 from raftorch.httpapp import build_app
 from raftorch.leases import LeaseTracker, RenewalConfirmer
@@ -115,6 +115,7 @@ class Orchestrator:
 
     def _build(self) -> None:
         config = self.config
+        self._event_loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         self.db = Database(config.database.dsn.reveal(), pool_settings(config))
         self.repos = Repositories.on(self.db)
         self.raft_metrics = RaftMetrics(self.registry)
@@ -128,7 +129,11 @@ class Orchestrator:
         self.node = LeaseNode(
             config.raft.bind,
             config.raft.peers,
-            build_conf(config.raft, Path(config.node.data_dir) / "raft"),
+            build_conf(
+                config.raft,
+                Path(config.node.data_dir) / "raft",
+                on_state_changed=self._on_raft_state_changed,
+            ),
             vote_hold_seconds=config.raft.election_timeout_max_seconds,
         )
         self.bridge = RaftBridge(
@@ -147,7 +152,7 @@ class Orchestrator:
             "plugins", lambda batch: _record_plugins(plugins, batch)
         )
         self.reporter = Reporter(self.events, self.history, self.metrics, node_id=config.node.id)
-        self.tracker = LeaseTracker()
+        self.tracker = LeaseTracker(config.lease.ttl_seconds)
         self.confirmer = RenewalConfirmer(
             self.bridge, self.node.status, window_seconds=config.lease.renewal_batch_seconds
         )
@@ -162,11 +167,18 @@ class Orchestrator:
                            confirmer=self.confirmer, tracker=self.tracker, cache=self.cache,
                            forwarder=self.forwarder, reporter=self.reporter,
                            metrics=self.metrics, wake_leader=self.loop.wake.set,
+                           stamped=self.loop.stamped,
                            on_registered=self._remember_plugins)  # fmt: skip
         self.context = Context(config, self.db, self.repos, self.cache, self.events, self.node,
                                self.registry, last_check_in=self.last_check_in,
                                wake_leader=self.loop.wake.set)  # fmt: skip
         self.registry.register(StateCollector(self))
+
+    def _on_raft_state_changed(self, _old: int, _new: int) -> None:
+        """On the Raft thread: a role change wakes the leader loop at once (a hint only)."""
+        loop = self._event_loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self.loop.wake.set)
 
     def _remember_plugins(self, request: RegisterRequest) -> None:
         for offer in request.connectors:
@@ -207,6 +219,8 @@ class Orchestrator:
         status = self.node.status()
         if status.leader_id is None:
             return False, "no Raft leader known"
+        if status.is_leader and not self.loop.established:
+            return False, "leader is taking office (claiming its term, raising the epoch floor)"
         if not self.cache.loaded:
             return False, "configuration not loaded (database unavailable)"
         return True, "ready"
@@ -270,7 +284,7 @@ class Orchestrator:
     async def _hand_over_leadership(self) -> None:
         if not self.node.status().is_leader:
             return
-        self.node.transferLeadership()
+        self.node.request_leadership_transfer()
         for _ in range(40):  # up to 2 s for a follower to take over
             if not self.node.status().is_leader:
                 return

@@ -16,13 +16,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from raftorch.model import (
+    MAX_EPOCH,
     AddStandby,
     AnnounceReplica,
     ApplyResult,
+    ClaimLeadership,
     Command,
     DrainPod,
     DropStandby,
     Grant,
+    LeaderStamp,
     PodInfo,
     RaiseEpochFloor,
     RegisterPod,
@@ -50,6 +53,10 @@ class Rejected(Exception):
     """A command that does not fit the current state; the entry goes on without it."""
 
 
+class StaleLeader(Exception):
+    """The entry carries the stamp of a leader that is no longer the latest: refuse it whole."""
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """A consistent, immutable copy of the replicated state for readers on other threads."""
@@ -60,6 +67,8 @@ class Snapshot:
     epoch_floor: int
     applied_entries: int
     replicas: dict[str, ReplicaInfo]
+    leader_marker: tuple[str, int] = ("", 0)
+    floor_confirmed: bool = False
 
 
 class _Batch:
@@ -69,6 +78,8 @@ class _Batch:
         self.pods = dict(state.pods)
         self.slots = dict(state.slots)
         self.replicas = dict(state.replicas)
+        self.marker = state.leader_marker
+        self.floor_confirmed = state.floor_confirmed
         self.counter = state.epoch_counter
         self.floor = state.epoch_floor
         self.at = at
@@ -127,6 +138,8 @@ class OwnershipState:
         self.applied: dict[str, ApplyResult] = {}
         self.applied_entries = 0
         self.replicas: dict[str, ReplicaInfo] = {}  # by Raft address
+        self.leader_marker: tuple[str, int] = ("", 0)  # the latest ClaimLeadership
+        self.floor_confirmed = False  # an epoch floor from PostgreSQL was applied
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
@@ -135,7 +148,9 @@ class OwnershipState:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
-        self.__dict__.setdefault("replicas", {})  # dumps written before replicas existed
+        for name, default in (("replicas", {}), ("leader_marker", ("", 0)),
+                              ("floor_confirmed", False)):  # fmt: skip
+            self.__dict__.setdefault(name, default)  # dumps written by older versions
         self._lock = threading.Lock()
 
     def snapshot(self) -> Snapshot:
@@ -147,6 +162,8 @@ class OwnershipState:
                 self.epoch_floor,
                 self.applied_entries,
                 dict(self.replicas),
+                self.leader_marker,
+                self.floor_confirmed,
             )
 
     def apply(self, request_id: str, at: float, commands: Sequence[Command]) -> ApplyResult:
@@ -163,6 +180,10 @@ class OwnershipState:
                 except (Rejected, IllegalTransitionError) as exc:
                     rejected.append((index, str(exc)))
             result = ApplyResult(request_id, tuple(rejected), tuple(batch.granted))
+        except StaleLeader as exc:
+            result = ApplyResult(request_id, error=f"stale leader: {exc}")
+            self._remember(request_id, result)
+            return result
         except Exception as exc:  # an applier bug must not wedge the node
             result = ApplyResult(request_id, error=f"{type(exc).__name__}: {exc}")
             self._remember(request_id, result)
@@ -170,6 +191,7 @@ class OwnershipState:
         with self._lock:
             self.pods, self.slots, self.replicas = batch.pods, batch.slots, batch.replicas
             self.epoch_counter, self.epoch_floor = batch.counter, batch.floor
+            self.leader_marker, self.floor_confirmed = batch.marker, batch.floor_confirmed
             self.applied_entries += 1
         self._remember(request_id, result)
         return result
@@ -188,7 +210,7 @@ def _register(b: _Batch, c: RegisterPod) -> None:
         raise Rejected("pod id and incarnation must not be empty")
     if c.capacity < 0:
         raise Rejected(f"pod {c.pod_id} capacity must not be negative")
-    b.floor = max(b.floor, c.max_epoch_seen)
+    b.floor = max(b.floor, min(c.max_epoch_seen, MAX_EPOCH))
     existing = b.pods.get(c.pod_id)
     if existing is not None and existing.incarnation == c.incarnation:
         return  # a retried registration
@@ -288,7 +310,22 @@ def _report(b: _Batch, c: ReportStatus) -> None:
 
 
 def _raise_floor(b: _Batch, c: RaiseEpochFloor) -> None:
-    b.floor = max(b.floor, c.floor)
+    b.floor = max(b.floor, min(c.floor, MAX_EPOCH))
+    b.floor_confirmed = b.floor_confirmed or c.from_database
+
+
+def _claim(b: _Batch, c: ClaimLeadership) -> None:
+    if c.term < b.marker[1]:
+        raise Rejected(f"claim of term {c.term} is older than term {b.marker[1]}")
+    b.marker = (c.leader, c.term)
+
+
+def _stamp(b: _Batch, c: LeaderStamp) -> None:
+    if (c.leader, c.term) != b.marker:
+        raise StaleLeader(
+            f"entry of {c.leader} in term {c.term}; the latest claim is "
+            f"{b.marker[0] or 'none'} in term {b.marker[1]}"
+        )
 
 
 def _announce(b: _Batch, c: AnnounceReplica) -> None:
@@ -309,4 +346,6 @@ _APPLIERS: dict[type, Callable[[_Batch, Any], None]] = {
     ReportStatus: _report,
     RaiseEpochFloor: _raise_floor,
     AnnounceReplica: _announce,
+    ClaimLeadership: _claim,
+    LeaderStamp: _stamp,
 }

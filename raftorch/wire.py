@@ -21,7 +21,7 @@ JSON = "application/json"
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Text = Annotated[str, msgspec.Meta(max_length=1000)]
-Epoch = Annotated[int, msgspec.Meta(ge=0)]
+Epoch = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -135,7 +135,7 @@ class Replica:
             cluster.floor,
             cluster.policy,
             tick_seconds=0.1,
-            tracker=LeaseTracker(),
+            tracker=LeaseTracker(cluster.policy.ttl_seconds),
             metrics=self.metrics,
         )
         self.stepping = True

@@ -22,6 +22,7 @@ from multidict import CIMultiDictProxy
 from prometheus_client import CollectorRegistry
 
 from persistence.db import Database, PoolSettings
+from persistence.writebehind import WriteBehind
 from raftorch.admin_api import (
     ADMIN_ROUTES,
     AdapterList,
@@ -35,7 +36,6 @@ from raftorch.artifacts_api import ArtifactList, ArtifactOut, PluginList
 from raftorch.cache import ConfigCache
 from raftorch.config import Config
 from raftorch.context import Context, Repositories
-from raftorch.eventlog import WriteBehind
 from raftorch.httpcore import TokenCache, create_app
 from raftorch.model import (
     AnnounceReplica,

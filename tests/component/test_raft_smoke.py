@@ -46,7 +46,7 @@ async def test_raft_metrics_follow_the_node(cluster: Cluster) -> None:
     assert (value("raftorch_raft_commit_index") or 0) >= 2
     assert (value("raftorch_raft_commit_latency_seconds_count") or 0) >= 2
     assert value("raftorch_raft_commands_in_flight") == 0
-    assert value("raftorch_raft_entries_submitted_total", {"purpose": "epoch_floor"}) == 1
+    assert value("raftorch_raft_entries_submitted_total", {"purpose": "claim"}) == 1
     assert value("raftorch_build_info", {"version": "0.1.0"}) == 1
     follower = next(r for r in cluster.live() if r is not leader)
     await follower.loop.run_once()

@@ -79,4 +79,4 @@ def _beat(cluster: ProcessCluster, credential: str, sessions: list[dict[str, obj
                 return reply.body  # type: ignore[no-any-return]
         return None
 
-    return wait_until(answered, 2.0, "a heartbeat answer")
+    return wait_until(answered, 7.0, "a heartbeat answer")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -81,6 +82,12 @@ def test_a_pod_cannot_act_as_another(replica: ProcessCluster) -> None:
     assert "pod-b" in [p["id"] for p in _pods(replica)]
 
 
+def test_a_live_pod_id_cannot_be_registered_twice(replica: ProcessCluster) -> None:
+    _register(replica, "twin")
+    reply = call("POST", _url(replica, "/pod/v1/register"), {"pod_id": "twin"}, token=POD_TOKEN)
+    assert reply.status == 409 and "held by a live registration" in reply.body["error"]["message"]
+
+
 def test_register_needs_the_bootstrap_token(replica: ProcessCluster) -> None:
     for token in (None, "wrong"):
         reply = call("POST", _url(replica, "/pod/v1/register"), {"pod_id": "intruder"},
@@ -105,7 +112,7 @@ BAD_BODIES = [
 def test_bad_bodies_get_a_4xx_json_error_and_change_nothing(
     replica: ProcessCluster, path: str, raw: bytes, content_type: str
 ) -> None:
-    credential = _register(replica, "steady")
+    credential = _register(replica, f"steady-{uuid.uuid4().hex[:8]}")
     before = _pods(replica)
     token = POD_TOKEN if path.endswith("register") else credential
     reply = call("POST", _url(replica, path), raw=raw, content_type=content_type, token=token)

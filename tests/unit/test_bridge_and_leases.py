@@ -88,7 +88,7 @@ async def test_commands_in_flight_are_capped() -> None:
 
 
 def test_tracker_new_leader_counts_every_pod_renewed_now() -> None:
-    tracker = LeaseTracker()
+    tracker = LeaseTracker(ttl_seconds=6.0)
     tracker.become_leader(term=4, now=50.0, pod_ids=["a", "b"])
     assert tracker.renewals() == {"a": 50.0, "b": 50.0}
     assert tracker.renew("a", 52.0, term=4)
@@ -134,3 +134,27 @@ async def test_confirmer_failure_is_not_a_confirmation() -> None:
             await confirmer.confirm()
     finally:
         await confirmer.stop()
+
+
+def test_tracker_refuses_doomed_and_lapsed_leases() -> None:
+    tracker = LeaseTracker(ttl_seconds=6.0)
+    tracker.become_leader(term=1, now=0.0, pod_ids=["a", "b", "c"])
+    tracker.doom(["a"])  # the planner is expiring it: a late confirmation must not save it
+    assert not tracker.renew("a", 5.9, term=1)
+    assert not tracker.live("a", 1.0)
+    assert not tracker.renew("b", 6.5, term=1)  # arrived after its lease had run out
+    assert tracker.renew("c", 5.0, term=1) and tracker.live("c", 10.9)
+    assert not tracker.live("c", 11.1)
+    tracker.registered("a", 7.0, term=1)  # a new registration starts afresh
+    assert tracker.renew("a", 8.0, term=1)
+
+
+async def test_confirmer_refuses_when_leadership_changed_during_the_barrier() -> None:
+    statuses = iter([_status(True, term=3), _status(False, term=4)])
+    bridge = RaftBridge(FakeNode(), timeout_seconds=5.0, max_in_flight=4)
+    confirmer = RenewalConfirmer(bridge, lambda: next(statuses), window_seconds=0.01)
+    waiter = asyncio.create_task(confirmer.confirm())
+    await asyncio.sleep(0)
+    await confirmer.run_once()  # the barrier commits, but through another leader
+    with pytest.raises(NotLeaderError, match="leadership changed"):
+        await waiter

@@ -407,3 +407,32 @@ def test_state_pickles_and_comes_back_with_a_working_lock(h: Harness) -> None:
     assert copy.apply("req-1", 0.0, []).duplicate  # the idempotency record travels too
     result = copy.apply("after", 0.0, [Grant("b/0", "b", "p2", 0)])
     assert result.granted == (("b/0", "p2", 10),)
+
+
+def test_entry_with_a_stale_leader_stamp_is_refused_whole() -> None:
+    from raftorch.model import ClaimLeadership, LeaderStamp
+
+    state = OwnershipState()
+    assert state.apply("c1", 0.0, [ClaimLeadership("n1", 5)]).ok
+    pod = RegisterPod("p1", "i1", "addr", frozenset({"fix"}), 5)
+    assert state.apply("e1", 0.0, [LeaderStamp("n1", 5), pod]).ok
+    assert state.apply("c2", 0.0, [ClaimLeadership("n2", 6)]).ok
+    before = state.snapshot()
+    # The deposed leader's plan, forwarded by pysyncobj and committed after the claim.
+    late = state.apply("e2", 0.0, [LeaderStamp("n1", 5), RemovePod("p1", "i1", "expired")])
+    assert late.error.startswith("stale leader") and not late.ok
+    assert state.snapshot() == before
+    assert not state.apply("c3", 0.0, [ClaimLeadership("n1", 5)]).ok  # older term
+
+
+def test_floor_from_the_database_is_remembered_and_epochs_are_capped() -> None:
+    from raftorch.model import MAX_EPOCH, RaiseEpochFloor
+
+    state = OwnershipState()
+    state.apply("f1", 0.0, [RaiseEpochFloor(7)])
+    assert not state.snapshot().floor_confirmed
+    state.apply("f2", 0.0, [RaiseEpochFloor(3, from_database=True)])
+    snapshot = state.snapshot()
+    assert snapshot.floor_confirmed and snapshot.epoch_floor == 7
+    state.apply("f3", 0.0, [RegisterPod("p", "i", "a", frozenset(), 1, max_epoch_seen=10**30)])
+    assert state.snapshot().epoch_floor == MAX_EPOCH

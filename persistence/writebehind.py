@@ -1,4 +1,4 @@
-"""Write-behind buffers for the event log and lease history: nothing waits on PostgreSQL.
+"""Write-behind buffers (event log, lease history, plugins): nothing waits on PostgreSQL.
 
 Events and lease-history rows are produced on hot paths (leader ticks, heartbeats)
 and must survive a database outage. They wait in a bounded buffer and are written
@@ -69,8 +69,9 @@ class WriteBehind(Generic[T]):
             # Retrying cannot help (the rows are refused): drop them rather than block.
             log.exception("%s: dropped %d refused rows", self.name, len(batch))
             self.dropped += len(batch)
-        for _ in batch:
-            self._items.popleft()
+        for item in batch:  # items evicted meanwhile (buffer full) are already gone
+            if self._items and self._items[0] is item:
+                self._items.popleft()
         self.written += len(batch)
         return True
 
