@@ -1,27 +1,108 @@
-"""The `raftorch-adapter` command (the pod runtime; `run` arrives with the agent)."""
+"""The `raftorch-adapter` command: run an adapter pod.
+
+Expected failures are one line on stderr and a non-zero exit, never a traceback.
+SIGTERM (or Ctrl-C) drains the pod: its sessions stop cleanly and are handed over
+at once, then the process exits.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
 import sys
 from collections.abc import Sequence
 
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from adapter.agent import Agent
+from adapter.config import AgentConfig, add_arguments, from_arguments
+from adapter.metrics import PodMetrics
+from adapter.plugins import load_connectors
+from persistence.errors import ConfigError, RaftorchError
 from raftorch import __version__
+from raftorch.cli import configure_logging
+
+DRAIN_SECONDS = 15.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="raftorch-adapter", description="raftorch adapter-pod runtime"
-    )
+    parser = argparse.ArgumentParser(prog="raftorch-adapter", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"raftorch-adapter {__version__}")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="run an adapter pod")
+    add_arguments(run)
     return parser
 
 
+async def _serve_metrics(agent: Agent, config: AgentConfig) -> web.AppRunner:
+    async def metrics(_request: web.Request) -> web.Response:
+        body = generate_latest(agent.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "status": "alive",
+                "registered": agent.credential is not None,
+                "lease_remaining_seconds": agent.lease_remaining(),
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.metrics_host, config.metrics_port).start()
+    return runner
+
+
+async def _run(config: AgentConfig) -> int:
+    available = load_connectors()
+    wanted = config.connectors or tuple(available)
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise ConfigError(f"connector types not installed: {', '.join(missing)}")
+    metrics = PodMetrics(CollectorRegistry())
+    agent = Agent(config, {c: available[c] for c in wanted}, metrics)
+    metrics.watch(agent)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await agent.start()
+    runner = await _serve_metrics(agent, config)
+    try:
+        await agent.run(stop)
+        await asyncio.wait_for(agent.drain(), DRAIN_SECONDS)
+    finally:
+        await runner.cleanup()
+        await agent.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    build_parser().parse_args(argv)
-    sys.stderr.write("raftorch-adapter: no command given; see --help\n")
-    return 2
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    try:
+        return asyncio.run(_run(from_arguments(args)))
+    except RaftorchError as exc:
+        sys.stderr.write(f"raftorch-adapter: error: {exc.message}\n")
+        return 2 if exc.http_status < 500 else 1
+    except OSError as exc:
+        sys.stderr.write(f"raftorch-adapter: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
+    logging.captureWarnings(True)
     sys.exit(main())

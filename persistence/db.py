@@ -50,6 +50,10 @@ class PoolSettings:
     retry_backoff_initial_seconds: float = 0.1
     retry_backoff_max_seconds: float = 2.0
     command_timeout_seconds: float = 10.0
+    # PostgreSQL ends a session that sits idle inside a transaction this long. For
+    # pods it bounds how long a paused ("zombie") owner can hold a session's fence
+    # row lock and so block its successor's claim. None: the server's setting.
+    idle_in_transaction_timeout_seconds: float | None = None
 
 
 def translate(exc: BaseException) -> RaftorchError:
@@ -71,12 +75,29 @@ def translate(exc: BaseException) -> RaftorchError:
         if state[:2] in _UNAVAILABLE_CLASSES:
             return UnavailableError(f"database unavailable: {exc}")
         return RaftorchError(f"database error {state}: {exc}")
-    if isinstance(exc, OSError | asyncpg.InterfaceError | TimeoutError | EOFError):
+    if isinstance(
+        exc,
+        OSError | asyncpg.InterfaceError | asyncpg.InternalClientError | TimeoutError | EOFError,
+    ):  # InternalClientError: a connection broken mid-operation (seen during server shutdown)
         return UnavailableError(f"database unavailable: {type(exc).__name__}: {exc}")
     return RaftorchError(f"unexpected database failure: {type(exc).__name__}: {exc}")
 
 
-_TRANSLATED = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, EOFError)
+_TRANSLATED = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+    EOFError,
+)
+
+
+def _server_settings(settings: PoolSettings) -> dict[str, str]:
+    idle = settings.idle_in_transaction_timeout_seconds
+    if idle is None:
+        return {}
+    return {"idle_in_transaction_session_timeout": str(max(1, int(idle * 1000)))}
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -153,6 +174,7 @@ class Database:
                 timeout=s.connect_timeout_seconds,
                 command_timeout=s.command_timeout_seconds,
                 init=_init_connection,
+                server_settings=_server_settings(s),
             )
 
         self._pool = await _retry(create, s, "database")

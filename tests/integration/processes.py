@@ -218,3 +218,61 @@ def running_cluster(
         raise
     finally:
         cluster.stop_all()
+
+
+@dataclass
+class PodProcess:
+    pod_id: str
+    metrics_port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def start_pod(cluster: ProcessCluster, pod_id: str, root: Path, **extra: str) -> PodProcess:
+    """A `raftorch-adapter run` process talking to every replica of `cluster`."""
+    [port] = free_ports(1)
+    pod = PodProcess(pod_id, port, root / f"{pod_id}.log")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTORCH_")}
+    env.update(
+        {
+            "RAFTORCH_ADAPTER_POD_ID": pod_id,
+            "RAFTORCH_ADAPTER_ORCHESTRATORS": ",".join(r.api_url for r in cluster.replicas),
+            "RAFTORCH_ADAPTER_BOOTSTRAP_TOKEN": POD_TOKEN,
+            "RAFTORCH_ADAPTER_DATABASE_DSN": cluster.dsn,
+            "RAFTORCH_ADAPTER_METRICS_PORT": str(port),
+            "RAFTORCH_ADAPTER_CAPACITY": "50",
+            **{f"RAFTORCH_ADAPTER_{k.upper()}": v for k, v in extra.items()},
+        }
+    )
+    log = pod.log_path.open("ab")
+    pod.process = subprocess.Popen(
+        [sys.executable, "-m", "adapter.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    log.close()
+    return pod
+
+
+def stop_pod(pod: PodProcess, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+    assert pod.process is not None
+    if pod.process.poll() is None:
+        pod.process.send_signal(sig)
+    try:
+        return pod.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pod.process.kill()
+        pod.process.wait(timeout=5)
+        raise
+
+
+def adapter_state(cluster: ProcessCluster, adapter_id: str) -> dict[str, Any] | None:
+    for replica in cluster.replicas:
+        if not replica.alive():
+            continue
+        reply = call("GET", f"{replica.api_url}/api/v1/adapters/{adapter_id}", timeout=2.0)
+        if reply.status == 200:
+            body: dict[str, Any] = reply.body
+            return body
+    return None
