@@ -14,12 +14,14 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from persistence.db import Database
 from persistence.errors import RaftorchError
 from persistence.migrate import latest_version, migrate
 from raftorch import __version__
 from raftorch.config import Config, Secret, load_config
+from raftorch.demo import Demo, run_demo
 from raftorch.service import Orchestrator, pool_settings
 
 EXIT_USAGE = 2
@@ -105,6 +107,16 @@ def _cmd_serve(config: Config, args: argparse.Namespace) -> int:
     return asyncio.run(_serve(config))
 
 
+def _cmd_demo(_config: Config, args: argparse.Namespace) -> int:
+    def say(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    demo = Demo(Path(args.data_dir).resolve(), args.replicas, args.pods, args.adapters,
+                args.lease_ttl, say=say)  # fmt: skip
+    return asyncio.run(run_demo(demo))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raftorch", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"raftorch {__version__}")
@@ -122,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow running without raft.secret (local development only)",
     )
     serve.set_defaults(run=_cmd_serve)
+    demo = commands.add_parser("demo", help="run the whole system locally (Ctrl-C stops it)")
+    demo.add_argument("--data-dir", default="./raftorch-demo", help="where everything lives")
+    demo.add_argument("--replicas", type=int, default=3, help="orchestrator replicas")
+    demo.add_argument("--pods", type=int, default=3, help="adapter pods")
+    demo.add_argument("--adapters", type=int, default=3, help="sample adapters")
+    demo.add_argument("--lease-ttl", type=float, default=3.0, help="lease TTL in seconds")
+    demo.set_defaults(run=_cmd_demo)
     return parser
 
 

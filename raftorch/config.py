@@ -35,6 +35,8 @@ RESERVED_ENV_VARS: Final = frozenset({CONFIG_ENV_VAR})
 """``RAFTORCH_*`` variables that are not settings."""
 ADAPTER_ENV_PREFIX: Final = "RAFTORCH_ADAPTER_"
 """Settings of the adapter-pod runtime (``raftorch-adapter``), not of a replica."""
+CLI_ENV_PREFIX: Final = "RAFTORCH_CLI_"
+"""Settings of the operator commands (address and token of a cluster), not of a replica."""
 
 
 @final
@@ -436,7 +438,7 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, _Raw]:
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV_VARS:
             continue
-        if name.startswith(ADAPTER_ENV_PREFIX):
+        if name.startswith((ADAPTER_ENV_PREFIX, CLI_ENV_PREFIX)):
             continue
         if name not in _ENV_KEYS:
             raise _unknown_env(name)
