@@ -112,6 +112,7 @@ class ProcessCluster:
     """N replicas sharing one PostgreSQL database."""
 
     def __init__(self, root: Path, dsn: str, size: int = 3, ttl: float = 3.0) -> None:
+        root.mkdir(parents=True, exist_ok=True)
         ports = free_ports(size * 2)
         self.dsn = dsn
         self.ttl = ttl
