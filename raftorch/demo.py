@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,21 +27,10 @@ import aiohttp
 import asyncpg
 
 from persistence.errors import ConfigError, UnavailableError
-from persistence.localserver import PostgresServer
+from persistence.localserver import PostgresServer, free_ports
 
 MODES = ("active_passive", "single", "scale_out")
 POLL_SECONDS = 0.25
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass
@@ -64,7 +52,7 @@ class DemoState:
             state = cls(**json.loads(path.read_text()))
             if len(state.api_ports) == replicas and len(state.pod_ports) == pods:
                 return state
-        ports = _free_ports(2 + 2 * replicas + pods)
+        ports = free_ports(2 + 2 * replicas + pods)
         state = cls(
             pg_port=ports[0],
             tcp_port=ports[1],

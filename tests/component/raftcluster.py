@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from persistence.localserver import free_ports
 from raftorch.bridge import RaftBridge
 from raftorch.config import RaftConfig, Secret
 from raftorch.controller import LeaderLoop
@@ -37,17 +37,6 @@ RAFT = RaftConfig(
     append_entries_period_seconds=0.05,
     leader_fallback_timeout_seconds=1.0,
 )
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,23 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from persistence.localserver import free_ports
+
 T = TypeVar("T")
 POLL_SECONDS = 0.05  # how often a deadline wait looks again
 
 ADMIN_TOKEN = "admin-token-for-tests"
 POD_TOKEN = "pod-bootstrap-token-for-tests"
 SECRET = "raft-secret-for-tests"
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def wait_until(condition: Callable[[], T | None], timeout: float, what: str) -> T:
