@@ -1,4 +1,4 @@
-"""The `raftorch` command: serve a replica, check configuration, migrate the database.
+"""The `raftorch` command: serve, demo, operator commands, configuration check, migrate.
 
 The CLI is the only place that configures logging. Every expected failure is one
 line on stderr and a non-zero exit status, never a traceback.
@@ -22,6 +22,7 @@ from persistence.migrate import latest_version, migrate
 from raftorch import __version__
 from raftorch.config import Config, Secret, load_config
 from raftorch.demo import Demo, run_demo
+from raftorch.opscli import add_operator_commands
 from raftorch.service import Orchestrator, pool_settings
 
 EXIT_USAGE = 2
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--adapters", type=int, default=3, help="sample adapters")
     demo.add_argument("--lease-ttl", type=float, default=3.0, help="lease TTL in seconds")
     demo.set_defaults(run=_cmd_demo)
+    add_operator_commands(commands)
     return parser
 
 
