@@ -74,21 +74,30 @@ async def test_invalid_arguments_are_rejected_without_writing(db: Database) -> N
 async def test_concurrent_shuffled_epochs_leave_the_highest_epochs_value(db: Database) -> None:
     rng = random.Random(20261126)
     store = SessionStateStore(db)
+    # Each accepted write also appends to a log inside its fenced transaction: the log's
+    # order is the order in which writes passed the fence (the row lock serialises them).
+    await db.execute("CREATE TABLE write_log (seq bigserial PRIMARY KEY, session text, epoch int)")
     for round_no in range(5):
         session = f"race-{round_no}"
         epochs = list(range(1, 41))
         rng.shuffle(epochs)
-        accepted: list[int] = []
 
-        async def write(epoch: int, session: str = session, accepted: list[int] = accepted) -> None:
+        async def write(epoch: int, session: str = session) -> None:
             try:
-                await store.put(session, "v", {"epoch": epoch}, epoch=epoch, owner=f"pod-{epoch}")
+                async with store.fenced(session, epoch, f"pod-{epoch}") as conn:
+                    await put_in(conn, session, "v", {"epoch": epoch}, epoch)
+                    await conn.execute(
+                        "INSERT INTO write_log (session, epoch) VALUES ($1, $2)", session, epoch
+                    )
             except StaleEpochError:
                 return
-            accepted.append(epoch)
 
         await asyncio.gather(*(write(e) for e in epochs))
         assert await store.get(session, "v") == {"epoch": 40}
-        # Accepted writes happened in increasing epoch order: none lower than one before it.
-        assert accepted == sorted(accepted)
-        assert 40 in accepted
+        rows = await db.fetch(
+            "SELECT epoch FROM write_log WHERE session = $1 ORDER BY seq", session
+        )
+        accepted = [r["epoch"] for r in rows]
+        # No accepted write has a lower epoch than one accepted before it.
+        assert accepted == sorted(accepted) and len(set(accepted)) == len(accepted)
+        assert accepted[-1] == 40
