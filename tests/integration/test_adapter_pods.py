@@ -142,12 +142,11 @@ def test_kill_9_of_the_active_pod_mid_stream_loses_and_duplicates_nothing(
         stop_pod(victim, signal.SIGKILL)
         killed_at = time.monotonic()
 
-        def taken_over() -> dict[str, Any] | None:
-            state = adapter_state(cluster, adapter_id)
-            ok = state and state["status"] == "ACTIVE" and state["owner_pod"] != victim.pod_id
-            return state if ok else None
-
-        second = wait_until(taken_over, 30.0, "the standby to take over")
+        second = wait_until(
+            lambda: _owner_changed(cluster, adapter_id, victim.pod_id),
+            30.0,
+            "the standby to take over",
+        )
         took = time.monotonic() - killed_at
         sys.stdout.write(
             f"\nkill -9 failover: ACTIVE again after {took:.2f}s (TTL {cluster.ttl}s)\n"
@@ -204,7 +203,6 @@ def test_a_paused_zombie_is_fenced_and_none_of_its_writes_lands(
             second["epoch"],
         )
         assert late[0]["n"] == 0
-        events = call("GET", f"{cluster.replicas[0].api_url}/api/v1/adapters/{adapter_id}/events")
 
         def fenced_event() -> bool:
             items = call(
@@ -213,7 +211,6 @@ def test_a_paused_zombie_is_fenced_and_none_of_its_writes_lands(
             return any("fenced" in e["description"] and zombie.pod_id in e["description"]
                        for e in items)  # fmt: skip
 
-        assert events.status == 200
         wait_until(fenced_event, 20.0, "an event saying the zombie was fenced")
 
 
