@@ -204,6 +204,7 @@ class LeaderLoop:
 
     def _observe(self, status: RaftStatus) -> None:
         if status.leader_id != self._last_leader:
+            log.info("raft leader=%s term=%d", status.leader_id, status.term)
             if self._last_leader is not None and self._metrics is not None:
                 self._metrics.leader_changes.inc()
             self._last_leader = status.leader_id

@@ -44,6 +44,7 @@ from raftorch.reporting import HistoryItem, Reporter, write_history
 from raftorch.wire import RegisterRequest
 
 log = logging.getLogger(__name__)
+_ROLES = {0: "follower", 1: "candidate", 2: "leader"}  # pysyncobj's _RAFT_STATE
 
 
 def pool_settings(config: Config) -> PoolSettings:
@@ -176,6 +177,10 @@ class Orchestrator:
 
     def _on_raft_state_changed(self, _old: int, _new: int) -> None:
         """On the Raft thread: a role change wakes the leader loop at once (a hint only)."""
+        log.info(
+            "raft role %s -> %s node=%s",
+            _ROLES.get(_old, _old), _ROLES.get(_new, _new), self.config.node.id,
+        )  # fmt: skip
         loop = self._event_loop
         if loop is not None:
             loop.call_soon_threadsafe(self.loop.wake.set)

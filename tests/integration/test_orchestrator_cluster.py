@@ -71,6 +71,8 @@ def test_three_replicas_agree_and_survive_kill_of_the_leader(tmp_path: Path, pg_
         credential = register(follower, "pod-1")
         assert heartbeat(follower, "pod-1", credential) == 200
 
+        # Leadership may have moved since it was first agreed (start-up elections).
+        leader = wait_until(cluster.leader, 10.0, "the current leader")
         cluster.kill(leader)
         killed_at = time.monotonic()
         survivors = [r for r in cluster.replicas if r is not leader]
@@ -89,10 +91,9 @@ def test_three_replicas_agree_and_survive_kill_of_the_leader(tmp_path: Path, pg_
         sys.stdout.write(
             f"\nkill -9 of the leader: admin and pod calls answered after {took:.2f}s\n"
         )
-        # The goal is 2 s. Run alone this test measures 0.5-0.7 s; inside the full suite
-        # it has measured 4.4-5.0 s, for a reason not found yet (see the issue). The
-        # assertion only catches a broken failover; the printed figure is the measurement.
-        assert took < 15.0, f"recovery took {took:.2f}s"
+        # Before pysyncobj's 5 s reconnect delay was shortened, a survivor pair whose link
+        # had dropped once stayed deaf to each other here for up to 5 s.
+        assert took < 2.0, f"admin and pod calls answered only {took:.2f}s after the kill"
 
         # Metrics on the new leader name what operators alert on.
         new_leader = cluster.leader(survivors)

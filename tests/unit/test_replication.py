@@ -37,6 +37,8 @@ def test_hardened_settings(tmp_path: Path) -> None:
     assert conf.password == "s3cret"
     assert conf.leaderFallbackTimeout == pytest.approx(3 * 1.2)  # pysyncobj default: 30 s
     assert conf.appendEntriesUseBatch is False
+    # pysyncobj's default is 5 s; a dropped link must be redialled within an election.
+    assert conf.connectionRetryTime == pytest.approx(0.4 / 2)
     assert conf.autoTick is False
     assert conf.useFork is False
     assert conf.journalFile == str(tmp_path / "data" / "raft.journal")
