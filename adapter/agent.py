@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,7 @@ from adapter.config import AgentConfig
 from adapter.metrics import PodMetrics
 from adapter.sdk import Connector, SessionInfo
 from adapter.sessions import SessionManager
+from persistence.audit import AuditTrail
 from persistence.db import Database, PoolSettings
 from persistence.events import EventCategory, EventLevel, EventRepository, NewEvent
 from persistence.writebehind import WriteBehind
@@ -60,12 +62,15 @@ class Agent:
         self.events: WriteBehind[NewEvent] = WriteBehind(
             "pod events", EventRepository(self.db).append
         )
+        self.audit = AuditTrail(Path(config.audit_file) if config.audit_file else None,
+                                config.pod_id, clock=clock)  # fmt: skip
         self.sessions = SessionManager(
             config.pod_id,
             self._types,
             self.db,
             self.events,
             stop_timeout_seconds=config.stop_timeout_seconds,
+            audit=self.audit,
         )
         self.sessions.on_change = self.wake
         self.credential: str | None = None
@@ -90,6 +95,7 @@ class Agent:
     # --- HTTP -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.audit.open()
         await self.db.start(lazy=True)
         self._http = aiohttp.ClientSession()
 
@@ -99,6 +105,7 @@ class Agent:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.events.flush_once(), 2.0)
         await self.db.close()
+        self.audit.close()
 
     async def _call(
         self, method: str, path: str, body: Any, token: str, timeout: float
@@ -128,7 +135,7 @@ class Agent:
         return None
 
     def _follow_leader(self, leader: str | None, answered: str) -> None:
-        preferred = leader.rstrip("/") if leader else answered
+        preferred = leader.rstrip("/") if leader and self.config.follow_leader else answered
         if preferred in self._urls:
             self._urls.remove(preferred)
         self._urls.insert(0, preferred)
@@ -160,6 +167,7 @@ class Agent:
         self.interval = float(answer["heartbeat_interval_seconds"])
         self._registered.set()
         log.info("registered pod=%s ttl=%.1fs", self.config.pod_id, self.ttl)
+        self.audit.record("registered", ttl=self.ttl)
         return True
 
     async def heartbeat(self) -> None:
@@ -184,9 +192,9 @@ class Agent:
         if status != 200:
             await self._registration_lost(answer.get("error", {}).get("message", str(status)))
             return
-        self.deadline = (
-            sent + float(answer["lease_ttl_seconds"]) - self.config.safety_margin_seconds
-        )
+        deadline = sent + float(answer["lease_ttl_seconds"]) - self.config.safety_margin_seconds
+        self.audit.record("lease", deadline=deadline)  # before it takes effect
+        self.deadline = deadline
         self._renewed.set()
         self.metrics.heartbeat_rtt.observe(self._clock() - sent)
         self.sessions.reported(stopped)
@@ -203,6 +211,7 @@ class Agent:
         self.credential = None
         self._registered.clear()
         self.deadline = -math.inf
+        self.audit.record("lease", deadline=None)
 
     # --- assignments ------------------------------------------------------------------
 
@@ -327,7 +336,7 @@ class Agent:
     async def drain(self) -> None:
         """SIGTERM: stop every session cleanly, then hand them over at once."""
         released = [{"slot": s.info.slot, "epoch": s.info.epoch} for s in self.sessions.active()]
-        await self.sessions.stop_all("pod shutting down", standbys=True)
+        await self.sessions.stop_all("drain: pod shutting down", standbys=True)
         if self.credential is not None:
             reply = await self._call(
                 "POST",

@@ -34,6 +34,8 @@ class AgentConfig:
     stop_timeout_seconds: float = 5.0
     long_poll_seconds: float = 20.0
     connectors: tuple[str, ...] = field(default=())  # empty: every installed connector
+    audit_file: str = ""  # empty: no lease audit trail
+    follow_leader: bool = True  # go straight to the leader a follower names
 
     def __post_init__(self) -> None:
         if not _POD_ID.match(self.pod_id):
@@ -78,6 +80,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="connectors",
         help="offer only these connector types (default: all installed)",
     )
+    parser.add_argument(
+        "--audit-file", help="append the lease audit trail (JSON lines) to this file"
+    )
+    parser.add_argument(
+        "--follow-leader",
+        choices=("true", "false"),
+        help="call the leader's advertised URL directly once a follower names it "
+        "(default true; false keeps every call on the configured --orchestrator URLs)",
+    )
 
 
 def _pick(args: argparse.Namespace, env: Mapping[str, str], name: str) -> object:
@@ -111,6 +122,15 @@ def _int(name: str, value: object, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
 
 
+def _bool(name: str, value: object, default: bool) -> bool:
+    if value is None:
+        return default
+    text = str(value).strip().lower()
+    if text not in ("true", "false"):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return text == "true"
+
+
 def from_arguments(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> AgentConfig:
     env = os.environ if env is None else env
     token, dsn = _pick(args, env, "bootstrap_token"), _pick(args, env, "database_dsn")
@@ -128,4 +148,6 @@ def from_arguments(args: argparse.Namespace, env: Mapping[str, str] | None = Non
         address=str(_pick(args, env, "address") or ""),
         metrics_port=_int("metrics port", _pick(args, env, "metrics_port"), 9100),
         connectors=tuple(str(c) for c in _pick(args, env, "connectors") or ()),  # type: ignore[attr-defined]
+        audit_file=str(_pick(args, env, "audit_file") or ""),
+        follow_leader=_bool("follow leader", _pick(args, env, "follow_leader"), True),
     )

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from persistence.artifacts import ArtifactRepository
 from persistence.db import Connection, Database
-from persistence.errors import NotFoundError
+from persistence.errors import NotFoundError, StaleEpochError
 from persistence.events import EventCategory, EventLevel
 from persistence.session_state import SessionStateStore, put_in
 
@@ -46,27 +46,51 @@ class SessionInfo:
 class FencedState:
     """The session's key/value state, every write fenced by the session's epoch."""
 
-    def __init__(self, store: SessionStateStore, info: SessionInfo) -> None:
+    def __init__(
+        self,
+        store: SessionStateStore,
+        info: SessionInfo,
+        on_rejected: Callable[[StaleEpochError], None] | None = None,
+    ) -> None:
         self._store = store
         self._info = info
+        self._on_rejected = on_rejected  # the runtime's audit of fence rejections
+
+    def _rejected(self, exc: StaleEpochError) -> None:
+        if self._on_rejected is not None:
+            self._on_rejected(exc)
 
     async def claim(self) -> None:
         """Raise the fence to this epoch (the runtime does it before `start`)."""
-        await self._store.claim(self._info.slot, self._info.epoch, self._info.pod_id)
+        try:
+            await self._store.claim(self._info.slot, self._info.epoch, self._info.pod_id)
+        except StaleEpochError as exc:
+            self._rejected(exc)
+            raise
 
     async def get(self, key: str) -> Any:
         return await self._store.get(self._info.slot, key)
 
     async def put(self, key: str, value: Any) -> None:
         """Write one value; raises StaleEpochError (changing nothing) once fenced off."""
-        await self._store.put(self._info.slot, key, value, self._info.epoch, self._info.pod_id)
+        try:
+            await self._store.put(self._info.slot, key, value, self._info.epoch, self._info.pod_id)
+        except StaleEpochError as exc:
+            self._rejected(exc)
+            raise
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FencedTransaction]:
         """One transaction that has passed the fence: the connector's own rows and its
         state commit together, or (StaleEpochError) not at all."""
-        async with self._store.fenced(self._info.slot, self._info.epoch, self._info.pod_id) as conn:
-            yield FencedTransaction(conn, self._info)
+        try:
+            async with self._store.fenced(
+                self._info.slot, self._info.epoch, self._info.pod_id
+            ) as conn:
+                yield FencedTransaction(conn, self._info)
+        except StaleEpochError as exc:
+            self._rejected(exc)
+            raise
 
 
 @dataclass(frozen=True, slots=True)

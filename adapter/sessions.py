@@ -16,6 +16,7 @@ from typing import Any
 
 from adapter.sdk import Connector, FencedState, SessionContext, SessionInfo, SessionStatus
 from persistence.artifacts import ArtifactRepository
+from persistence.audit import DISABLED, AuditTrail
 from persistence.db import Database
 from persistence.errors import RaftorchError, StaleEpochError, UnavailableError
 from persistence.events import EventCategory, EventLevel, NewEvent
@@ -46,8 +47,10 @@ class SessionManager:
         events: WriteBehind[NewEvent],
         *,
         stop_timeout_seconds: float,
+        audit: AuditTrail = DISABLED,
     ) -> None:
         self._pod_id = pod_id
+        self._audit = audit
         self._types = connectors
         self._db = db
         self._store = SessionStateStore(db)
@@ -110,10 +113,11 @@ class SessionManager:
             return False
         previous = self.sessions.get(info.slot)
         connector = previous.connector if previous and previous.role == "STANDBY" else kind()
-        state = FencedState(self._store, info)
+        state = FencedState(self._store, info, lambda exc: self._fence_rejected(info, exc))
         context = SessionContext(info, self._db, state, self._artifacts, self.emit, self._report)
         session = Session(info, connector, "ACTIVE", context=context)
         self.sessions[info.slot] = session
+        self._audit.record("session_start", slot=info.slot, epoch=info.epoch)
         try:
             await state.claim()
             await context.pin_artifacts()
@@ -124,6 +128,9 @@ class SessionManager:
             )
             await self._stop_connector(session)
             del self.sessions[info.slot]
+            self._audit.record(
+                "session_refused", slot=info.slot, epoch=info.epoch, reason=exc.message
+            )
             return False
         except RaftorchError as exc:  # bad config, database down: report it, do not hide it
             log.warning("start failed slot=%s error=%s", info.slot, exc.message)
@@ -134,7 +141,13 @@ class SessionManager:
             session.status, session.detail = SessionStatus.ERROR, "connector failed to start"
             return True
         log.info("session started slot=%s epoch=%d", info.slot, info.epoch)
+        self._audit.record("session_running", slot=info.slot, epoch=info.epoch)
         return True
+
+    def _fence_rejected(self, info: SessionInfo, exc: StaleEpochError) -> None:
+        self._audit.record(
+            "write_rejected", slot=info.slot, epoch=info.epoch, detail=exc.message[:300]
+        )
 
     async def prepare(self, info: SessionInfo) -> None:
         """Warm standby: a connector instance, prepared, not started."""
@@ -154,6 +167,8 @@ class SessionManager:
         if session is None:
             return
         if session.role == "ACTIVE":
+            # The lease is given up here; writes still in flight meet the fence.
+            self._audit.record("session_stop", slot=slot, epoch=session.info.epoch, reason=reason)
             await self._stop_connector(session)
             self.stopped[slot] = session.info.epoch
             log.info("session stopped slot=%s epoch=%d reason=%s", slot, session.info.epoch, reason)

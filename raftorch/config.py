@@ -83,6 +83,8 @@ class NodeConfig:
     """Stable id of this replica, unique in the cluster (letters, digits, '.', '_', '-')."""
     data_dir: str = "./raftorch-data"
     """Directory for local state such as Raft snapshots; relative to the working directory."""
+    audit_file: str | None = None
+    """Append the lease audit trail (JSON lines: every grant this replica applies) here."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +95,9 @@ class RaftConfig:
     """host:port this replica's Raft endpoint listens on and is known by to its peers."""
     peers: tuple[str, ...] = ()
     """host:port of the other replicas' Raft endpoints; empty for a single-replica cluster."""
+    peer_routes: tuple[str, ...] = ()
+    """``peer=host:port`` entries: dial that peer at another address (a proxy or sidecar);
+    the peer keeps its name from ``peers``."""
     secret: Secret | None = None
     """Cluster secret encrypting Raft traffic (pysyncobj ``password``); the server needs it."""
     insecure_dev_mode: bool = False
@@ -114,6 +119,15 @@ class RaftConfig:
         if self.leader_fallback_timeout_seconds is None:
             return 3 * self.election_timeout_max_seconds
         return self.leader_fallback_timeout_seconds
+
+    def routes(self) -> dict[str, tuple[str, int]]:
+        """`peer_routes` as peer -> (host, port) to dial (checked at load)."""
+        routes = {}
+        for entry in self.peer_routes:
+            peer, _, via = entry.partition("=")
+            host, _, port = via.rpartition(":")
+            routes[peer] = (host.strip("[]"), int(port))
+        return routes
 
     def require_secret(self) -> Secret | None:
         """The Raft secret, or None when running without one on purpose.
@@ -543,12 +557,28 @@ def _check_values(config: Config) -> None:
             f"raft.peers={list(raft.peers)!r} must name each other replica once and not "
             f"raft.bind={raft.bind!r}"
         )
+    _check_routes(raft)
     if api.port > 65535:
         raise ConfigError(f"api.port: expected 1-65535, got {api.port!r}")
     if api.advertise_url is not None and not _URL.fullmatch(api.advertise_url):
         raise ConfigError(f"api.advertise_url: expected an http(s) URL, got {api.advertise_url!r}")
     if not config.database.dsn.reveal().startswith(("postgresql://", "postgres://")):
         raise ConfigError("database.dsn: expected a postgresql:// URL, got *** (hidden)")
+
+
+def _check_routes(raft: RaftConfig) -> None:
+    seen: set[str] = set()
+    for entry in raft.peer_routes:
+        peer, sep, via = entry.partition("=")
+        match = _HOST_PORT.fullmatch(via)
+        if not sep or not match or not 0 < int(match[3]) < 65536:
+            raise ConfigError(f"raft.peer_routes: expected peer=host:port, got {entry!r}")
+        if peer not in raft.peers or peer in seen:
+            raise ConfigError(
+                f"raft.peer_routes: {peer!r} must be one of raft.peers={list(raft.peers)!r}, "
+                "routed once"
+            )
+        seen.add(peer)
 
 
 def _check_common(key: str, value: object) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from persistence.audit import DISABLED, AuditTrail
 from persistence.errors import RaftorchError, UnavailableError
 from raftorch.bridge import NotLeaderError, RaftBridge
 from raftorch.leases import LeaseTracker
@@ -86,6 +87,7 @@ class LeaderLoop:
         tracker: LeaseTracker | None = None,
         metrics: RaftMetrics | None = None,
         reporter: Reporter | None = None,
+        audit: AuditTrail = DISABLED,
         clock: Clock = time.monotonic,
     ) -> None:
         self._node = node
@@ -97,6 +99,7 @@ class LeaderLoop:
         self.tracker = tracker or LeaseTracker(policy.ttl_seconds)
         self._metrics = metrics
         self._reporter = reporter
+        self._audit = audit
         self._clock = clock
         self._stamp: LeaderStamp | None = None
         self._last_leader: str | None = None
@@ -189,6 +192,7 @@ class LeaderLoop:
         self._stamp = LeaderStamp(status.self_id, status.term)
         self.tracker.become_leader(status.term, self._clock(), self._node.snapshot().pods)
         log.info("leader term=%d pods=%d floor=%d", status.term, len(snapshot.pods), recorded)
+        self._audit.record("leader", term=status.term, floor=recorded)
         if self._reporter is not None:
             self._reporter.leader_change(status.term)
         return recorded

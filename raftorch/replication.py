@@ -25,14 +25,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pysyncobj import SyncObj, SyncObjConf, SyncObjException, replicated
+from pysyncobj.monotonic import monotonic as monotonicTime
+from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
+from persistence.audit import DISABLED, AuditTrail
 from persistence.errors import ConfigError
 from raftorch.config import RaftConfig
 from raftorch.model import ApplyResult, Command, LeaderStamp
@@ -64,10 +67,29 @@ class VoteGuard:
 
 
 class GuardedTransport(TCPTransport):
-    """pysyncobj's TCP transport with the vote guard applied to incoming messages."""
+    """pysyncobj's TCP transport with the vote guard applied to incoming messages, and
+    peers dialled at their route (`raft.peer_routes`) when they have one."""
+
+    def _connectIfNecessarySingle(self, node: Any) -> bool:
+        routes: dict[str, tuple[str, int]] = getattr(self._syncObj, "peer_routes", {})
+        route = routes.get(node.address)
+        if route is None:
+            return super()._connectIfNecessarySingle(node)
+        # pysyncobj's own steps, with the route in place of the node's address.
+        connection = self._connections.get(node)
+        if connection is not None and connection.state != CONNECTION_STATE.DISCONNECTED:
+            return True
+        if connection is None or not self._shouldConnect(node):
+            return False
+        last = self._lastConnectAttempt.get(node)
+        now = monotonicTime()
+        if last is not None and now - last < self._syncObj.conf.connectionRetryTime:
+            return False
+        self._lastConnectAttempt[node] = now
+        return bool(connection.connect(*route))
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
-        guard: VoteGuard | None = getattr(self._syncObj, "vote_guard", None)  # type: ignore[attr-defined]
+        guard: VoteGuard | None = getattr(self._syncObj, "vote_guard", None)
         if guard is not None and not guard.allows(message):
             return
         super()._onMessageReceived(node, message)
@@ -142,10 +164,14 @@ class LeaseNode(SyncObj):
         vote_hold_seconds: float,
         clock: Clock = time.monotonic,
         transport_class: type[TCPTransport] = GuardedTransport,
+        peer_routes: Mapping[str, tuple[str, int]] | None = None,
+        audit: AuditTrail = DISABLED,
     ) -> None:
         # Attributes set before SyncObj.__init__ are not replicated (pysyncobj records
         # the keys present at that point and serialises only the ones added later).
         self.vote_guard = VoteGuard(vote_hold_seconds, clock)
+        self.peer_routes = dict(peer_routes or {})
+        self.audit = audit
         self._runtime = _Runtime()
         try:
             super().__init__(self_address, list(peers), conf, transportClass=transport_class)
@@ -159,6 +185,8 @@ class LeaseNode(SyncObj):
     def execute(self, request_id: str, at: float, commands: tuple[Command, ...]) -> ApplyResult:
         """Applier of one entry: deterministic, never raises (see OwnershipState.apply)."""
         result = self._ownership.apply(request_id, at, commands)
+        for slot, pod, epoch in result.granted:  # a record of what was applied, never raises
+            self.audit.record("grant", slot=slot, pod=pod, epoch=epoch, entry=request_id)
         listener = self._runtime.on_applied
         # Renewal barriers (a stamp at most) change nothing a long-poll waits for.
         if listener is not None and any(not isinstance(c, LeaderStamp) for c in commands):

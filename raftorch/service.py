@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from persistence.audit import AuditTrail
 from persistence.db import Database, PoolSettings
 from persistence.errors import RaftorchError
 from persistence.events import NewEvent
@@ -118,6 +119,8 @@ class Orchestrator:
         config = self.config
         self._event_loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         self.db = Database(config.database.dsn.reveal(), pool_settings(config))
+        audit_file = config.node.audit_file
+        self.audit = AuditTrail(Path(audit_file) if audit_file else None, config.node.id)
         self.repos = Repositories.on(self.db)
         self.raft_metrics = RaftMetrics(self.registry)
         self.metrics = ServiceMetrics(self.registry)
@@ -136,6 +139,8 @@ class Orchestrator:
                 on_state_changed=self._on_raft_state_changed,
             ),
             vote_hold_seconds=config.raft.election_timeout_max_seconds,
+            peer_routes=config.raft.routes(),
+            audit=self.audit,
         )
         self.bridge = RaftBridge(
             self.node,
@@ -162,7 +167,7 @@ class Orchestrator:
         self.loop = LeaderLoop(self.node, self.bridge, self.cache, history, policy,
                                tick_seconds=config.lease.tick_interval_seconds,
                                tracker=self.tracker, metrics=self.raft_metrics,
-                               reporter=self.reporter)  # fmt: skip
+                               reporter=self.reporter, audit=self.audit)  # fmt: skip
         self.forwarder = Forwarder(timeout_seconds=35.0)
         self.pods = PodApi(config=config, node=self.node, bridge=self.bridge,
                            confirmer=self.confirmer, tracker=self.tracker, cache=self.cache,
@@ -284,6 +289,7 @@ class Orchestrator:
         await self.forwarder.close()
         await asyncio.to_thread(self.node.stop)
         await self.db.close()
+        self.audit.close()
         log.info("replica stopped node=%s", self.config.node.id)
 
     async def _hand_over_leadership(self) -> None:

@@ -26,6 +26,14 @@ def test_environment_and_flags() -> None:
     assert "tok-s3cr3t" not in repr(config) and "postgresql" not in repr(config)
 
 
+def test_audit_trail_and_leader_following() -> None:
+    default = _load([], BASE)
+    assert default.audit_file == "" and default.follow_leader is True  # type: ignore[attr-defined]
+    env = {**BASE, "RAFTORCH_ADAPTER_FOLLOW_LEADER": "FALSE"}
+    config = _load(["--audit-file", "/tmp/pod.audit"], env)
+    assert config.audit_file == "/tmp/pod.audit" and config.follow_leader is False  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
@@ -39,6 +47,7 @@ def test_environment_and_flags() -> None:
         (["--label", "zone"], BASE, "must be KEY=VALUE"),
         (["--pod-id", "bad id"], BASE, "pod id 'bad id' is invalid"),
         ([], {**BASE, "RAFTORCH_ADAPTER_CAPACITY": "lots"}, "capacity must be a whole number"),
+        ([], {**BASE, "RAFTORCH_ADAPTER_FOLLOW_LEADER": "maybe"}, "must be true or false"),
     ],
 )
 def test_bad_settings_fail_with_one_line(

@@ -383,6 +383,15 @@ def test_peers_must_not_repeat_or_include_bind() -> None:
     assert "raft.bind='127.0.0.1:4321'" in override_error("raft.peers", "127.0.0.1:4321,b:2")
 
 
+def test_peer_routes() -> None:
+    config = Config().with_overrides(
+        {"raft.peers": "b:2,c:3", "raft.peer_routes": "b:2=127.0.0.1:9002, c:3=[::1]:9003"}
+    )
+    assert config.raft.routes() == {"b:2": ("127.0.0.1", 9002), "c:3": ("::1", 9003)}
+    assert "expected peer=host:port, got 'b:2'" in override_error("raft.peer_routes", "b:2")
+    assert "'x:1' must be one of raft.peers" in override_error("raft.peer_routes", "x:1=h:1")
+
+
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [

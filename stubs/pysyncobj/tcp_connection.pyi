@@ -1,0 +1,4 @@
+class CONNECTION_STATE:
+    DISCONNECTED: int
+    CONNECTING: int
+    CONNECTED: int
