@@ -89,6 +89,16 @@ class Agent:
     def wake(self) -> None:
         self._wake.set()
 
+    def heartbeat_attempt_timeout(self) -> float:
+        """How long one replica may take to acknowledge a heartbeat before the next is tried.
+
+        Half a heartbeat interval (at most `request_timeout_seconds`): a replica that
+        hangs (a paused leader, a follower forwarding to it) must not use up the lease
+        while another replica could renew it. With TTL 3 s a full round over three
+        replicas takes at most 1.5 s, inside the 2.5 s a lease lasts past its send time.
+        """
+        return min(self.config.request_timeout_seconds, max(0.25, self.interval / 2))
+
     def lease_remaining(self) -> float:
         return max(0.0, self.deadline - self._clock())
 
@@ -181,7 +191,7 @@ class Agent:
             "/pod/v1/heartbeat",
             {"pod_id": self.config.pod_id, "sessions": reports},
             self.credential,
-            self.config.request_timeout_seconds,
+            self.heartbeat_attempt_timeout(),
         )
         if reply is None or reply[0] not in (200, 403, 410):
             self.metrics.heartbeat_failures.inc()

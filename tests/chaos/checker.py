@@ -1,0 +1,717 @@
+"""Invariant checker over a recorded chaos-campaign history: pure, stdlib only.
+
+`check(history)` walks the events recorded by the orchestrator replicas, the
+adapter pods and the nemesis, plus the sink table and the producer's log, and
+reports every breach of the invariants in DESIGN.md ("Invariants the tests must
+check"), numbered as there, with 6 = exactly-once, in-order delivery.
+
+All `t` values come from one CLOCK_MONOTONIC shared by every process on the
+host, so they are compared across sources without any slack. Messages give
+times relative to the first event ("+12.345s").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+GRACEFUL_PREFIXES = ("drain", "released", "shutdown")
+"""A `session_stop` reason starting with one of these is a clean hand-over; any other is a drop."""
+
+POD_FAULTS = frozenset({"pod-kill", "pod-pause", "pod-isolate"})
+"""Faults after which the failover latency of the slots their targets held is measured."""
+
+_FEW = 5  # how many examples a message lists
+
+Event = dict[str, Any]
+"""One recorded event as loaded from JSON: at least `t`, `wall`, `kind`, `source`."""
+
+
+class HistoryError(ValueError):
+    """The history is malformed; the message names the file and line, or the event."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One breach of invariant `invariant` (1-6), described well enough to debug."""
+
+    invariant: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"invariant {self.invariant}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A pod incarnation holding a valid lease on `slot` at `epoch` over [start, end).
+
+    `ended` says what closed it: "stop", "lapse" or "end of history".
+    """
+
+    slot: str
+    pod: str
+    pid: int
+    epoch: int
+    start: float
+    end: float
+    ended: str
+
+
+@dataclass(frozen=True)
+class Failover:
+    """Seconds from a pod fault until another incarnation had the target's slot running."""
+
+    fault_id: str
+    fault: str
+    pod: str
+    slot: str
+    seconds: float
+
+
+@dataclass
+class History:
+    """A recorded campaign: events (any order), lease TTL, recovery bound, queues.
+
+    `produced` maps a queue to the message ids the producer confirmed; `deliveries`
+    maps a queue to sink rows {seq, msg_id, slot, epoch, pod_id}.
+    """
+
+    events: list[Event]
+    ttl: float
+    recovery_bound: float
+    produced: dict[str, list[int]] = field(default_factory=dict)
+    deliveries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> History:
+        """Read {"ttl", "recovery_bound", "produced", "deliveries", "events"} from a JSON file."""
+        p = Path(path)
+        try:
+            raw = json.loads(p.read_bytes())
+        except ValueError as e:
+            raise HistoryError(f"{p}: not JSON: {e}") from e
+        if not isinstance(raw, dict):
+            raise HistoryError(f"{p}: expected a JSON object, got {type(raw).__name__}")
+        try:
+            return cls(
+                events=[dict(ev) for ev in raw["events"]],
+                ttl=float(raw["ttl"]),
+                recovery_bound=float(raw["recovery_bound"]),
+                produced={str(q): [int(i) for i in ids] for q, ids in raw["produced"].items()},
+                deliveries={
+                    str(q): [dict(r) for r in rows] for q, rows in raw["deliveries"].items()
+                },
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise HistoryError(f"{p}: not a history: {e!r}") from e
+
+
+def read_events(paths: Iterable[str | Path]) -> list[Event]:
+    """Merge JSON-lines event files into one list ordered by `t` (stable within a file).
+
+    A process killed by SIGKILL can leave its last line cut short: the last
+    non-blank line of a file is skipped if it does not parse. Any other bad line
+    raises `HistoryError` naming the file and the line number.
+    """
+    events: list[Event] = []
+    for path in paths:
+        p = Path(path)
+        lines = p.read_bytes().split(b"\n")
+        last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                ev = json.loads(line)
+            except ValueError as e:  # JSONDecodeError or a cut multi-byte character
+                if i == last:
+                    break
+                raise HistoryError(f"{p}:{i + 1}: not JSON: {e}") from e
+            problem = _event_problem(ev)
+            if problem:
+                raise HistoryError(f"{p}:{i + 1}: {problem}")
+            events.append(ev)
+    events.sort(key=lambda ev: float(ev["t"]))
+    return events
+
+
+def _event_problem(ev: object) -> str | None:
+    if not isinstance(ev, dict):
+        return f"not an event object: {ev!r}"
+    for key, types in (("t", (int, float)), ("kind", (str,)), ("source", (str,))):
+        if not isinstance(ev.get(key), types) or isinstance(ev.get(key), bool):
+            return f"event without a valid {key!r}: {ev!r}"
+    return None
+
+
+def _field(obj: dict[str, Any], key: str, *types: type) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, types) or isinstance(value, bool):
+        raise HistoryError(f"bad or missing {key!r} in {obj!r}")
+    return value
+
+
+def _num(obj: dict[str, Any], key: str) -> float:
+    return float(_field(obj, key, int, float))
+
+
+def _int(obj: dict[str, Any], key: str) -> int:
+    return int(_field(obj, key, int))
+
+
+def _str(obj: dict[str, Any], key: str) -> str:
+    return str(_field(obj, key, str))
+
+
+def _strs(obj: dict[str, Any], key: str) -> list[str]:
+    return [str(x) for x in _field(obj, key, list)]
+
+
+@dataclass(frozen=True)
+class _Grant:
+    slot: str
+    pod: str
+    epoch: int
+    entry: str
+    t: float  # earliest copy
+
+
+@dataclass(frozen=True)
+class _Fault:
+    id: str
+    fault: str
+    targets: list[str]
+    may_drop: list[str]
+    t: float
+    until: float  # end of the window in which it excuses drops
+
+
+@dataclass(frozen=True)
+class _Row:
+    queue: str
+    seq: int
+    msg_id: int
+    slot: str
+    epoch: int
+    pod: str
+
+
+def _row(queue: str, r: dict[str, Any]) -> _Row:
+    return _Row(
+        queue,
+        _int(r, "seq"),
+        _int(r, "msg_id"),
+        _str(r, "slot"),
+        _int(r, "epoch"),
+        _str(r, "pod_id"),
+    )
+
+
+@dataclass
+class _Facts:
+    """What every check needs, derived once from the history."""
+
+    history: History
+    events: list[Event]  # sorted by t
+    t0: float
+    t_end: float
+    grants: list[_Grant]  # deduplicated, by (t, epoch)
+    diverged: list[Violation]
+    intervals: list[Interval]
+    faults: list[_Fault]
+    rows: list[_Row]  # every delivery, by (queue, seq)
+    starts: Counter[str]
+
+    def at(self, t: float) -> str:
+        return f"+{t - self.t0:.3f}s"
+
+    def of(self, *kinds: str) -> list[Event]:
+        return [ev for ev in self.events if ev["kind"] in kinds]
+
+
+@dataclass
+class Report:
+    """The outcome of `check`: violations plus the numbers worth watching."""
+
+    violations: list[Violation] = field(default_factory=list)
+    fault_counts: dict[str, int] = field(default_factory=dict)
+    failovers: list[Failover] = field(default_factory=list)
+    ttl: float = 0.0
+    writes_rejected: int = 0
+    grants: int = 0
+    sessions_started: int = 0
+    sessions_refused: int = 0
+    sessions_without_lease: int = 0
+    drops: int = 0
+    drops_excused: int = 0
+    messages: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no invariant was breached."""
+        return not self.violations
+
+    @property
+    def failover_seconds(self) -> list[float]:
+        """Failover latencies in the order the faults happened."""
+        return [f.seconds for f in self.failovers]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary; percentiles are nearest-rank, None without samples."""
+        secs = self.failover_seconds
+        return {
+            "violations": [
+                {"invariant": v.invariant, "message": v.message} for v in self.violations
+            ],
+            "fault_counts": dict(self.fault_counts),
+            "failover_seconds": {"count": len(secs), **_stats(secs)},
+            "failover_beyond_ttl_seconds": _stats([s - self.ttl for s in secs]),
+            "writes_rejected": self.writes_rejected,
+            "grants": self.grants,
+            "sessions_started": self.sessions_started,
+            "sessions_refused": self.sessions_refused,
+            "sessions_without_lease": self.sessions_without_lease,
+            "drops": self.drops,
+            "drops_excused": self.drops_excused,
+            "messages": {q: dict(m) for q, m in self.messages.items()},
+        }
+
+    def summary(self) -> str:
+        """A few lines for a human: counts, latencies, one line per violation, verdict."""
+        summary = self.to_json()
+        fo, beyond = summary["failover_seconds"], summary["failover_beyond_ttl_seconds"]
+        faults = ", ".join(f"{k} {n}" for k, n in sorted(self.fault_counts.items())) or "none"
+        queues = "; ".join(
+            f"{q} {m['produced']} produced / {m['delivered']} delivered"
+            for q, m in sorted(self.messages.items())
+        )
+        lines = [
+            f"faults: {faults}",
+            f"grants {self.grants}, sessions started {self.sessions_started} "
+            f"(refused {self.sessions_refused}, without a lease {self.sessions_without_lease}), "
+            f"drops {self.drops} ({self.drops_excused} excused), "
+            f"writes rejected by the fence {self.writes_rejected}",
+            f"failover: {fo['count']} samples, p50 {_sec(fo['p50'])}, p99 {_sec(fo['p99'])}, "
+            f"max {_sec(fo['max'])}; beyond ttl p50 {_sec(beyond['p50'])}, "
+            f"p99 {_sec(beyond['p99'])}, max {_sec(beyond['max'])}",
+            f"messages: {queues or 'none'}",
+            *(str(v) for v in self.violations),
+            f"FAILED: {len(self.violations)} violations"
+            if self.violations
+            else "OK: no violations",
+        ]
+        return "\n".join(lines)
+
+
+def _sec(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}s"
+
+
+def _nearest_rank(values: list[float], pct: int) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(pct * len(ordered) / 100)) - 1]
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    return {
+        "p50": _nearest_rank(values, 50),
+        "p99": _nearest_rank(values, 99),
+        "max": max(values) if values else None,
+    }
+
+
+def check(history: History) -> Report:
+    """Check every invariant over `history`; raises `HistoryError` if it is malformed."""
+    facts = _facts(history)
+    drop_violations, drops, excused = _check_drops(facts)
+    violations = [
+        *_check_single_owner(facts),
+        *_check_fence(facts),
+        *facts.diverged,
+        *_check_epochs(facts),
+        *drop_violations,
+        *_check_recovery(facts),
+        *_check_messages(facts),
+    ]
+    violations.sort(key=lambda v: v.invariant)
+    queues = sorted(set(history.produced) | set(history.deliveries))
+    return Report(
+        violations=violations,
+        fault_counts=dict(Counter(_str(ev, "fault") for ev in facts.of("fault"))),
+        failovers=_failovers(facts),
+        ttl=history.ttl,
+        writes_rejected=len(facts.of("write_rejected")),
+        grants=len(facts.grants),
+        sessions_started=facts.starts["held"] + facts.starts["without lease"],
+        sessions_refused=facts.starts["refused"],
+        sessions_without_lease=facts.starts["without lease"],
+        drops=drops,
+        drops_excused=excused,
+        messages={
+            q: {
+                "produced": len(history.produced.get(q, [])),
+                "delivered": len(history.deliveries.get(q, [])),
+            }
+            for q in queues
+        },
+    )
+
+
+def lease_intervals(history: History) -> list[Interval]:
+    """Every lease-backed session holding in `history` (the basis of invariant 1)."""
+    return _facts(history).intervals
+
+
+def _facts(history: History) -> _Facts:
+    for i, ev in enumerate(history.events):
+        problem = _event_problem(ev)
+        if problem:
+            raise HistoryError(f"event #{i}: {problem}")
+    events = sorted(history.events, key=lambda ev: float(ev["t"]))
+    t0 = float(events[0]["t"]) if events else 0.0
+    t_end = float(events[-1]["t"]) if events else 0.0
+    grants, diverged = _grants(events, lambda t: f"+{t - t0:.3f}s")
+    intervals, starts = _intervals(events, t_end)
+    rows = [_row(q, r) for q, queue_rows in history.deliveries.items() for r in queue_rows]
+    rows.sort(key=lambda r: (r.queue, r.seq))
+    faults = _faults(events, t_end, history.ttl + history.recovery_bound)
+    return _Facts(history, events, t0, t_end, grants, diverged, intervals, faults, rows, starts)
+
+
+def _grants(
+    events: list[Event], at: Callable[[float], str]
+) -> tuple[list[_Grant], list[Violation]]:
+    """Deduplicate replica copies by (entry, slot); copies that disagree breach invariant 3."""
+    first: dict[tuple[str, str], _Grant] = {}
+    versions: dict[tuple[str, str], dict[tuple[str, int], set[str]]] = defaultdict(dict)
+    for ev in events:
+        if ev["kind"] != "grant":
+            continue
+        slot, pod, epoch, t = _str(ev, "slot"), _str(ev, "pod"), _int(ev, "epoch"), _num(ev, "t")
+        key = (str(_field(ev, "entry", str, int)), slot)
+        if key not in first:
+            first[key] = _Grant(slot, pod, epoch, key[0], t)
+        elif t < first[key].t:
+            first[key] = replace(first[key], t=t)
+        versions[key].setdefault((pod, epoch), set()).add(str(ev["source"]))
+    diverged: list[Violation] = []
+    for (entry, slot), seen in versions.items():
+        if len(seen) > 1:
+            copies = "; ".join(
+                f"{pod} epoch {epoch} on {','.join(sorted(src))}"
+                for (pod, epoch), src in sorted(seen.items())
+            )
+            when = at(first[entry, slot].t)
+            msg = f"replicas diverged on entry {entry} slot {slot} (applied from {when}): {copies}"
+            diverged.append(Violation(3, msg))
+    return sorted(first.values(), key=lambda g: (g.t, g.epoch)), diverged
+
+
+def _intervals(events: list[Event], t_end: float) -> tuple[list[Interval], Counter[str]]:
+    """One interval per session start that was not refused, per pod incarnation."""
+    leases: dict[tuple[str, int], list[tuple[float, float | None]]] = defaultdict(list)
+    sessions: dict[tuple[str, int, str, int], list[tuple[float, str]]] = defaultdict(list)
+    for ev in events:
+        kind = ev["kind"]
+        if kind == "lease":
+            deadline = None if ev.get("deadline") is None else _num(ev, "deadline")
+            leases[ev["source"], _int(ev, "pid")].append((_num(ev, "t"), deadline))
+        elif kind in ("session_start", "session_refused", "session_stop"):
+            key = (str(ev["source"]), _int(ev, "pid"), _str(ev, "slot"), _int(ev, "epoch"))
+            sessions[key].append((_num(ev, "t"), kind))
+    intervals: list[Interval] = []
+    starts: Counter[str] = Counter()
+    for (pod, pid, slot, epoch), seq in sessions.items():
+        for i, (start, kind) in enumerate(seq):
+            if kind != "session_start":
+                continue
+            refused, stop = _session_outcome(seq[i + 1 :])
+            if refused:
+                starts["refused"] += 1
+                continue
+            lapse = _lapse(leases[pod, pid], start)
+            starts["held" if lapse > start else "without lease"] += 1
+            ends = ((stop, "stop"), (lapse, "lapse"), (t_end, "end of history"))
+            end, ended = min(ends, key=lambda candidate: candidate[0])  # ties: first wins
+            intervals.append(Interval(slot, pod, pid, epoch, start, max(start, end), ended))
+    intervals.sort(key=lambda iv: (iv.start, iv.slot))
+    return intervals, starts
+
+
+def _session_outcome(later: list[tuple[float, str]]) -> tuple[bool, float]:
+    """(refused, stop time) of a start, given the same session's later events."""
+    restarted = False
+    for t, kind in later:
+        if kind == "session_refused" and not restarted:
+            return True, t
+        if kind == "session_stop":
+            return False, t
+        restarted = restarted or kind == "session_start"
+    return False, math.inf
+
+
+def _lapse(leases: list[tuple[float, float | None]], start: float) -> float:
+    """When the lease an incarnation holds at `start` lapses (`start` if it holds none)."""
+    i = bisect_right(leases, start, key=lambda lease: lease[0])
+    deadline = leases[i - 1][1] if i else None
+    if deadline is None or deadline <= start:
+        return start
+    for t, new_deadline in leases[i:]:
+        if t >= deadline:
+            break
+        if new_deadline is None or new_deadline <= t:
+            return t
+        deadline = new_deadline
+    return deadline
+
+
+def _faults(events: list[Event], t_end: float, grace: float) -> list[_Fault]:
+    """Faults with their excuse window [t, heal + grace]; `healed_all` heals every open fault."""
+    faults: list[_Fault] = []
+    for i, ev in enumerate(events):
+        if ev["kind"] != "fault":
+            continue
+        fault_id = _str(ev, "id")
+        healed = next(
+            (
+                _num(later, "t")
+                for later in islice(events, i + 1, None)
+                if later["kind"] == "healed_all"
+                or (later["kind"] == "heal" and later.get("id") == fault_id)
+            ),
+            None,
+        )
+        until = t_end if healed is None else healed + grace
+        kind, targets, may_drop = _str(ev, "fault"), _strs(ev, "targets"), _strs(ev, "may_drop")
+        faults.append(_Fault(fault_id, kind, targets, may_drop, _num(ev, "t"), until))
+    return faults
+
+
+def _check_single_owner(facts: _Facts) -> list[Violation]:
+    """Invariant 1: no two incarnations hold one slot at once; no lease outlives a newer grant."""
+    out: list[Violation] = []
+    held = [iv for iv in facts.intervals if iv.end > iv.start]
+
+    def who(iv: Interval) -> str:
+        return (
+            f"{iv.pod} pid {iv.pid} epoch {iv.epoch} "
+            f"[{facts.at(iv.start)}, {facts.at(iv.end)}) until {iv.ended}"
+        )
+
+    by_slot: dict[str, list[Interval]] = defaultdict(list)
+    for iv in held:
+        by_slot[iv.slot].append(iv)
+    for slot, ivs in sorted(by_slot.items()):
+        for i, a in enumerate(ivs):  # sorted by start
+            for b in ivs[i + 1 :]:
+                if b.start >= a.end:
+                    break
+                if (a.pod, a.pid) != (b.pod, b.pid):
+                    overlap = min(a.end, b.end) - b.start
+                    msg = f"slot {slot}: holders overlap for {overlap:.3f}s: {who(a)} and {who(b)}"
+                    out.append(Violation(1, msg))
+    grants: dict[str, list[_Grant]] = defaultdict(list)
+    for g in facts.grants:
+        grants[g.slot].append(g)
+    for iv in held:
+        newer = next(
+            (g for g in grants[iv.slot] if g.epoch > iv.epoch and g.pod != iv.pod and g.t < iv.end),
+            None,
+        )
+        if newer is not None:
+            msg = (
+                f"slot {iv.slot}: old owner's lease outlived the new owner's grant by "
+                f"{iv.end - newer.t:.3f}s: {who(iv)}, but epoch {newer.epoch} was granted "
+                f"to {newer.pod} at {facts.at(newer.t)}"
+            )
+            out.append(Violation(1, msg))
+    return out
+
+
+def _check_fence(facts: _Facts) -> list[Violation]:
+    """Invariant 2: per slot the accepted epochs never go down; rows come from the epoch's owner."""
+    out: list[Violation] = []
+    owners: dict[tuple[str, int], set[str]] = defaultdict(set)
+    for g in facts.grants:
+        owners[g.slot, g.epoch].add(g.pod)
+    by_slot: dict[tuple[str, str], list[_Row]] = defaultdict(list)
+    for row in facts.rows:
+        by_slot[row.queue, row.slot].append(row)
+    for (queue, slot), rows in sorted(by_slot.items()):
+        top: _Row | None = None
+        stale: list[tuple[_Row, _Row]] = []
+        for row in rows:
+            if top is not None and row.epoch < top.epoch:
+                stale.append((row, top))
+            elif top is None or row.epoch > top.epoch:
+                top = row
+        if stale:
+            examples = ", ".join(
+                f"seq {r.seq} epoch {r.epoch} by {r.pod} after seq {t.seq} epoch {t.epoch}"
+                f" by {t.pod}"
+                for r, t in stale[:_FEW]
+            )
+            msg = f"queue {queue} slot {slot}: {len(stale)} stale writes accepted: {examples}"
+            out.append(Violation(2, msg))
+        intruders = Counter(
+            (r.epoch, r.pod)
+            for r in rows
+            if owners.get((slot, r.epoch)) and r.pod not in owners[slot, r.epoch]
+        )
+        for (epoch, pod), n in sorted(intruders.items()):
+            granted = ", ".join(sorted(owners[slot, epoch]))
+            msg = f"queue {queue} slot {slot}: {n} rows of epoch {epoch} written by {pod}"
+            out.append(Violation(2, f"{msg}, but that epoch was granted to {granted}"))
+    return out
+
+
+def _check_epochs(facts: _Facts) -> list[Violation]:
+    """Invariant 3: the grants of one slot carry strictly increasing epochs."""
+    out: list[Violation] = []
+    top: dict[str, _Grant] = {}
+    for g in facts.grants:
+        prev = top.get(g.slot)
+        if prev is not None and g.epoch <= prev.epoch:
+            msg = (
+                f"slot {g.slot}: epoch {g.epoch} granted to {g.pod} at {facts.at(g.t)} "
+                f"(entry {g.entry}) after epoch {prev.epoch} to {prev.pod} at "
+                f"{facts.at(prev.t)} (entry {prev.entry})"
+            )
+            out.append(Violation(3, msg))
+        if prev is None or g.epoch > prev.epoch:
+            top[g.slot] = g
+    return out
+
+
+def _check_drops(facts: _Facts) -> tuple[list[Violation], int, int]:
+    """Invariant 4: every non-graceful stop lies in the window of a fault that may drop it."""
+    out: list[Violation] = []
+    drops = excused = 0
+    for ev in facts.of("session_stop"):
+        reason, pod, t = _str(ev, "reason"), str(ev["source"]), _num(ev, "t")
+        if reason.startswith(GRACEFUL_PREFIXES):
+            continue
+        drops += 1
+        open_faults = [f for f in facts.faults if f.t <= t <= f.until]
+        if any(pod in f.may_drop or "*" in f.may_drop for f in open_faults):
+            excused += 1
+            continue
+        context = ", ".join(f"{f.fault} {f.id} may drop {f.may_drop}" for f in open_faults)
+        msg = (
+            f"unexcused drop: {pod} pid {ev.get('pid')} stopped slot {ev.get('slot')} epoch "
+            f"{ev.get('epoch')} at {facts.at(t)} ({reason!r}); faults open: {context or 'none'}"
+        )
+        out.append(Violation(4, msg))
+    return out, drops, excused
+
+
+def _check_recovery(facts: _Facts) -> list[Violation]:
+    """Invariant 5: after each `healed_all`, the next `recovered` is ok and within ttl + bound."""
+    out: list[Violation] = []
+    bound = facts.history.ttl + facts.history.recovery_bound
+    pending: list[float] = []
+    for ev in facts.of("healed_all", "recovered"):
+        t = _num(ev, "t")
+        if ev["kind"] == "healed_all":
+            pending.append(t)
+            continue
+        ok, missing = ev.get("ok") is True, _strs(ev, "missing")
+        for healed in pending:
+            took, since = t - healed, f"healed_all at {facts.at(healed)}"
+            if not ok:
+                not_active = ", ".join(missing) or "?"
+                msg = f"{since}: gave up after {took:.3f}s, not ACTIVE: {not_active}"
+                out.append(Violation(5, msg))
+            elif took > bound:
+                msg = f"{since}: recovered after {took:.3f}s > ttl + recovery_bound {bound:.3f}s"
+                out.append(Violation(5, msg))
+        pending = []
+    for healed in pending:
+        msg = f"no recovered event in the {facts.t_end - healed:.3f}s until the end"
+        out.append(Violation(5, f"healed_all at {facts.at(healed)}: {msg}"))
+    return out
+
+
+def _check_messages(facts: _Facts) -> list[Violation]:
+    """Invariant 6: every produced message delivered exactly once, in order of seq."""
+    out: list[Violation] = []
+    produced = facts.history.produced
+    by_queue: dict[str, list[_Row]] = defaultdict(list)
+    for row in facts.rows:
+        by_queue[row.queue].append(row)
+    for queue in sorted(set(produced) | set(by_queue)):
+        rows = by_queue[queue]
+        if queue not in produced:
+            if rows:
+                out.append(Violation(6, f"queue {queue}: {len(rows)} rows but nothing produced"))
+            continue
+        counts = Counter(r.msg_id for r in rows)
+        wanted = set(produced[queue])
+        dups = sorted(i for i, n in counts.items() if n > 1)
+        lost = sorted(wanted - counts.keys())
+        phantom = sorted(counts.keys() - wanted)
+        extra = sum(counts[i] - 1 for i in dups)
+        for ids, what in (
+            (dups, f"delivered more than once ({extra} extra rows)"),
+            (lost, f"of {len(wanted)} produced lost"),
+            (phantom, "delivered but never produced"),
+        ):
+            if ids:
+                out.append(Violation(6, f"queue {queue}: {len(ids)} {what}, e.g. ids {ids[:_FEW]}"))
+        out.extend(_out_of_order(queue, rows))
+    return out
+
+
+def _out_of_order(queue: str, rows: list[_Row]) -> list[Violation]:
+    """First deliveries of ids must increase with seq; a repeat counts as a duplicate only."""
+    seen: set[int] = set()
+    top: _Row | None = None
+    late: list[tuple[_Row, _Row]] = []
+    for row in rows:
+        if row.msg_id in seen:
+            continue
+        seen.add(row.msg_id)
+        if top is not None and row.msg_id < top.msg_id:
+            late.append((row, top))
+        else:
+            top = row
+    if not late:
+        return []
+    examples = ", ".join(
+        f"id {r.msg_id} at seq {r.seq} after id {t.msg_id} at seq {t.seq}" for r, t in late[:_FEW]
+    )
+    return [Violation(6, f"queue {queue}: {len(late)} messages out of order: {examples}")]
+
+
+def _failovers(facts: _Facts) -> list[Failover]:
+    """Per pod fault and slot its target held: time until another incarnation ran the slot."""
+    running: dict[str, list[tuple[float, str, int]]] = defaultdict(list)
+    for ev in facts.of("session_running"):
+        running[_str(ev, "slot")].append((_num(ev, "t"), str(ev["source"]), _int(ev, "pid")))
+    out: list[Failover] = []
+    for f in facts.faults:
+        if f.fault not in POD_FAULTS:
+            continue
+        held = {
+            iv.slot: iv
+            for iv in facts.intervals
+            if iv.pod in f.targets and iv.start <= f.t < iv.end
+        }
+        for slot, iv in sorted(held.items()):
+            taken = next(
+                (t for t, pod, pid in running[slot] if t > f.t and (pod, pid) != (iv.pod, iv.pid)),
+                None,
+            )
+            if taken is not None:
+                out.append(Failover(f.id, f.fault, iv.pod, slot, taken - f.t))
+    return out
