@@ -92,12 +92,15 @@ class Agent:
     def heartbeat_attempt_timeout(self) -> float:
         """How long one replica may take to acknowledge a heartbeat before the next is tried.
 
-        Half a heartbeat interval (at most `request_timeout_seconds`): a replica that
-        hangs (a paused leader, a follower forwarding to it) must not use up the lease
-        while another replica could renew it. With TTL 3 s a full round over three
-        replicas takes at most 1.5 s, inside the 2.5 s a lease lasts past its send time.
+        A replica that hangs (a paused leader, a follower forwarding to it) must not use
+        up the lease while another replica could renew it, so every replica gets a try
+        before the lease runs out: the time left shared among them, at most half a
+        heartbeat interval and `request_timeout_seconds`, at least 0.25 s. (TTL 3 s:
+        a heartbeat leaves with about 1.5 s of lease left, so 0.5 s per replica.)
         """
-        return min(self.config.request_timeout_seconds, max(0.25, self.interval / 2))
+        left = self.deadline - self._clock()
+        share = left / max(1, len(self._urls)) if left > 0 else self.interval / 2
+        return min(self.config.request_timeout_seconds, self.interval / 2, max(0.25, share))
 
     def lease_remaining(self) -> float:
         return max(0.0, self.deadline - self._clock())
@@ -294,8 +297,13 @@ class Agent:
                 await self.run_once()
             except Exception:  # keep beating: a bug here must not stop lease keeping
                 log.exception("heartbeat step failed")
-            # The lease is ticking: after a failed heartbeat, try again soon.
-            wait = self.interval if self.credential and self.last_heartbeat_ok else RETRY_SECONDS
+            # The lease is ticking: after a failed heartbeat try again soon, sooner still
+            # when little of the lease is left.
+            wait = self.interval
+            if self.credential is None:
+                wait = RETRY_SECONDS
+            elif not self.last_heartbeat_ok:
+                wait = min(RETRY_SECONDS, max(0.1, self.lease_remaining() / 3))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,8 +119,10 @@ class SessionManager:
         session = Session(info, connector, "ACTIVE", context=context)
         self.sessions[info.slot] = session
         self._audit.record("session_start", slot=info.slot, epoch=info.epoch)
+        claimed = False
         try:
             await state.claim()
+            claimed = True
             await context.pin_artifacts()
             await connector.start(context)
         except (StaleEpochError, UnavailableError) as exc:  # stale grant, or retry next beat
@@ -128,9 +131,9 @@ class SessionManager:
             )
             await self._stop_connector(session)
             del self.sessions[info.slot]
-            self._audit.record(
-                "session_refused", slot=info.slot, epoch=info.epoch, reason=exc.message
-            )
+            # After a successful claim the session may have run briefly: say so.
+            self._audit.record("session_refused", slot=info.slot, epoch=info.epoch,
+                               reason=exc.message, claimed=claimed)  # fmt: skip
             return False
         except RaftorchError as exc:  # bad config, database down: report it, do not hide it
             log.warning("start failed slot=%s error=%s", info.slot, exc.message)
@@ -167,9 +170,11 @@ class SessionManager:
         if session is None:
             return
         if session.role == "ACTIVE":
-            # The lease is given up here; writes still in flight meet the fence.
-            self._audit.record("session_stop", slot=slot, epoch=session.info.epoch, reason=reason)
+            began = time.monotonic()
             await self._stop_connector(session)
+            # Recorded once the connector has stopped (an end is written after the fact).
+            self._audit.record("session_stop", slot=slot, epoch=session.info.epoch,
+                               reason=reason, began=began)  # fmt: skip
             self.stopped[slot] = session.info.epoch
             log.info("session stopped slot=%s epoch=%d reason=%s", slot, session.info.epoch, reason)
             self.emit(

@@ -64,12 +64,13 @@ class AuditTrail:
             log.warning("audit trail disabled path=%s error=%s", self._path, exc)
             self._path = None
 
-    def record(self, kind: str, **facts: Any) -> None:
-        """Write one line now (opening the file first if needed)."""
+    def record(self, kind: str, *, at: float | None = None, **facts: Any) -> None:
+        """Write one line now (opening the file first if needed); `at` is when it
+        happened on the monotonic clock, if that was earlier than now."""
         if self._path is None:
             return
         line = {
-            "t": self._clock(),
+            "t": self._clock() if at is None else at,
             "wall": self._wall(),
             "kind": kind,
             "source": self._source,

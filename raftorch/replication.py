@@ -22,6 +22,7 @@ Hardening over pysyncobj's defaults, each for a reason:
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pysyncobj import SyncObj, SyncObjConf, SyncObjException, replicated
+from pysyncobj.dns_resolver import globalDnsResolver
 from pysyncobj.monotonic import monotonic as monotonicTime
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
@@ -86,7 +88,11 @@ class GuardedTransport(TCPTransport):
         if last is not None and now - last < self._syncObj.conf.connectionRetryTime:
             return False
         self._lastConnectAttempt[node] = now
-        return bool(connection.connect(*route))
+        host, port = route
+        address = globalDnsResolver().resolve(host)  # pysyncobj dials IP addresses only
+        if address is None:
+            return False
+        return bool(connection.connect(address, port))
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
         guard: VoteGuard | None = getattr(self._syncObj, "vote_guard", None)
@@ -145,6 +151,10 @@ class _Runtime:
         self.thread: threading.Thread | None = None
         self.tick_errors = 0
         self.on_applied: Callable[[], None] | None = None
+        # Grants applied but not yet in the audit trail: (when, entry id, (slot, pod, epoch)).
+        self.granted: collections.deque[tuple[float, str, tuple[str, str, int]]] = (
+            collections.deque()
+        )
         self.transfer_requested = threading.Event()
 
 
@@ -185,8 +195,10 @@ class LeaseNode(SyncObj):
     def execute(self, request_id: str, at: float, commands: tuple[Command, ...]) -> ApplyResult:
         """Applier of one entry: deterministic, never raises (see OwnershipState.apply)."""
         result = self._ownership.apply(request_id, at, commands)
-        for slot, pod, epoch in result.granted:  # a record of what was applied, never raises
-            self.audit.record("grant", slot=slot, pod=pod, epoch=epoch, entry=request_id)
+        if result.granted and not result.duplicate and self.audit.enabled:
+            # Only noted here; the tick loop writes it down, so the applier does no I/O.
+            seen = time.monotonic()
+            self._runtime.granted.extend((seen, request_id, g) for g in result.granted)
         listener = self._runtime.on_applied
         # Renewal barriers (a stamp at most) change nothing a long-poll waits for.
         if listener is not None and any(not isinstance(c, LeaderStamp) for c in commands):
@@ -239,11 +251,18 @@ class LeaseNode(SyncObj):
         thread = self._runtime.thread
         if thread is not None:
             thread.join(timeout=5.0)
+        self._write_audit()
         self.destroy()
 
     def request_leadership_transfer(self) -> None:
         """Ask the tick thread to hand leadership to a follower (pysyncobj is not thread-safe)."""
         self._runtime.transfer_requested.set()
+
+    def _write_audit(self) -> None:
+        granted = self._runtime.granted
+        while granted:
+            seen, entry, (slot, pod, epoch) = granted.popleft()
+            self.audit.record("grant", at=seen, slot=slot, pod=pod, epoch=epoch, entry=entry)
 
     def _tick_loop(self) -> None:
         while not self._runtime.stopping.is_set():
@@ -252,6 +271,7 @@ class LeaseNode(SyncObj):
                     self._runtime.transfer_requested.clear()
                     self.transferLeadership()
                 self.doTick(TICK_WAIT_SECONDS)
+                self._write_audit()
             except Exception:  # a tick must never kill the thread; count and go on
                 self._runtime.tick_errors += 1
                 log.exception("raft tick failed errors=%d", self._runtime.tick_errors)

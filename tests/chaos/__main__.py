@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -31,12 +32,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--duration and --ttl must be positive")
     mixes = [m for chosen in args.mix or ["all"]
              for m in (LONG_MIXES if chosen == "all" else (chosen,))]  # fmt: skip
-    results = []
+    results: list[dict[str, object]] = []
     for mix in mixes:
         base = args.keep or Path(tempfile.mkdtemp(prefix="raftorch-chaos-"))
-        root = base / mix
-        outcome = run_campaign(mix, root, duration=args.duration, seed=args.seed, ttl=args.ttl)
-        results.append(outcome.to_json())
+        try:
+            outcome = run_campaign(
+                mix, base / mix, duration=args.duration, seed=args.seed, ttl=args.ttl
+            )
+            results.append(outcome.to_json())
+        except Exception as exc:  # the campaign itself broke: say so, go on with the next mix
+            print(f"chaos: mix {mix} could not finish: {exc}", file=sys.stderr)
+            results.append({"mix": mix, "violations": [{"invariant": 0, "message": str(exc)}]})
+        finally:
+            if args.keep is None:
+                shutil.rmtree(base, ignore_errors=True)
         sys.stdout.flush()
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))

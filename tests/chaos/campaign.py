@@ -38,6 +38,7 @@ class Outcome:
     report: Report
     recovery_seconds: list[float] = field(default_factory=list)
     root: Path | None = None
+    sources: set[str] = field(default_factory=set)  # who wrote an audit trail
 
     def to_json(self) -> dict[str, Any]:
         recovery = sorted(self.recovery_seconds)
@@ -75,23 +76,40 @@ def run_campaign(
         try:
             system.create_workload()
             wait_until(lambda: not system.not_active(), 90.0, "every adapter ACTIVE at start")
+            system.check_routing()
             trail = system.nemesis_trail
             started = time.monotonic()
             number = 0
-            while time.monotonic() - started < duration:
+            order: list[str] = []
+            # Every kind of the mix at least once, in a seeded random order, round after round.
+            while time.monotonic() - started < duration or number < len(kinds):
+                if not order:
+                    order = list(kinds)
+                    rng.shuffle(order)
                 number += 1
                 fault_id = f"f{number}"
-                kind = rng.choice(kinds)
-                injected = FAULTS[kind](system, rng)
-                trail.record("fault", id=fault_id, fault=injected.kind,
-                             targets=injected.targets, may_drop=injected.may_drop)  # fmt: skip
+
+                def announce(
+                    kind: str,
+                    targets: list[str],
+                    may_drop: list[str],
+                    pids: dict[str, int] | None = None,
+                    fault_id: str = fault_id,
+                ) -> None:
+                    trail.record("fault", id=fault_id, fault=kind, targets=targets,
+                                 may_drop=may_drop, pids=pids or {})  # fmt: skip
+
+                injected = FAULTS[order.pop()](system, rng, announce)
                 time.sleep(injected.hold_seconds)  # the fault's duration, not a wait for state
                 injected.heal()
                 trail.record("heal", id=fault_id)
                 trail.record("healed_all")
-                took, missing = _await_recovery(system, ttl)
-                trail.record("recovered", ok=not missing, missing=missing, took=took)
+                healed_at = time.monotonic()
+                took, missing = _await_recovery(system, ttl, healed_at)
+                trail.record("recovered", ok=not missing, missing=missing, took=took,
+                             active_since=healed_at + took)  # fmt: skip
                 recovery.append(took)
+                _record_crashes(system)
                 gap = f" MISSING {', '.join(missing)}" if missing else ""
                 held = injected.hold_seconds
                 log.write(f"  {fault_id} {injected.kind} {injected.targets} held {held:.1f}s, "
@@ -101,6 +119,7 @@ def run_campaign(
             produced = system.stop_producers()
             wait_until(lambda: system.delivered_up_to(produced), 120.0, "every message delivered")
             deliveries = system.deliveries()
+            _record_crashes(system)
         except BaseException:
             sys.stderr.write(system.logs())
             raise
@@ -116,18 +135,39 @@ def run_campaign(
         "produced": history.produced, "deliveries": history.deliveries,
         "events": history.events,
     }))  # fmt: skip
-    outcome = Outcome(mix, seed, ttl, elapsed, check(history), recovery, root)
+    sources = {str(event["source"]) for event in history.events}
+    outcome = Outcome(mix, seed, ttl, elapsed, check(history), recovery, root, sources)
     (root / "report.json").write_text(json.dumps(outcome.to_json(), indent=2))
     log.write(outcome.report.summary() + "\n")
     return outcome
 
 
-def _await_recovery(system: System, ttl: float) -> tuple[float, list[str]]:
-    """Seconds until every enabled adapter is ACTIVE, and what was not (if it gave up)."""
-    healed = time.monotonic()
+def _record_crashes(system: System) -> None:
+    for process, returncode in system.crashes():
+        system.nemesis_trail.record("crashed", process=process, returncode=returncode)
+
+
+def _await_recovery(system: System, ttl: float, healed: float) -> tuple[float, list[str]]:
+    """Seconds from the heal until every enabled slot is ACTIVE *for good*, and what was
+    not (if it gave up).
+
+    For good means: ACTIVE with the same owner and epoch for a whole TTL. Right after a
+    heal the orchestrator may still call ACTIVE a session whose pod just died (its lease
+    has not run out yet); the TTL-long window sees that expire and move, and recovery is
+    dated from the start of the window that held.
+    """
     deadline = healed + ttl + RECOVERY_BOUND_SECONDS + RECOVERY_PATIENCE_SECONDS
-    missing = system.not_active()
-    while missing and time.monotonic() < deadline:
+    stable_since: float | None = None
+    seen: object = None
+    while True:
+        now = time.monotonic()
+        slots = system.slots()
+        if isinstance(slots, str) or any(s != "ACTIVE" for s, _, _ in slots.values()):
+            stable_since = None
+        elif stable_since is None or slots != seen:
+            stable_since, seen = now, slots
+        elif now - stable_since >= ttl:
+            return stable_since - healed, []
+        if now > deadline:
+            return now - healed, system.not_active() or ["<owners still changing>"]
         time.sleep(POLL_SECONDS)
-        missing = system.not_active()
-    return time.monotonic() - healed, missing

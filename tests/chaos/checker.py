@@ -8,6 +8,27 @@ check"), numbered as there, with 6 = exactly-once, in-order delivery.
 All `t` values come from one CLOCK_MONOTONIC shared by every process on the
 host, so they are compared across sources without any slack. Messages give
 times relative to the first event ("+12.345s").
+
+How events are read:
+
+- Invariant 1 rests on lease intervals: a pod incarnation (source, pid) holds a
+  slot from its `session_start` until the first of its `session_stop` (at `t`,
+  written once the connector has stopped: later is conservative), the lapse of
+  its lease, and the end of the history. A `session_refused` with `claimed: true`
+  came after the pod claimed the fence, so the session may have run: it ends the
+  interval like a stop. Any other refusal means the start held nothing. A start
+  while the incarnation holds no valid lease breaches invariant 1: the pod starts
+  sessions only inside its lease.
+- Invariant 4: a `session_stop` whose reason does not start with "drain" is a
+  drop. It dates from `began` (when the stop started) if given, else from `t`,
+  and must lie in the excuse window of a fault whose `may_drop` names the pod
+  (or "*"). If the fault names the pid it hit (`pids: {pod: pid}`), only that
+  process is excused, not the pod's restarted successor. A window runs from the
+  fault to the first `recovered` after its `heal` (or the `healed_all` that
+  healed it) or the next fault after that heal, whichever comes first; without
+  either, to heal + ttl + recovery_bound; never healed, to the end of history.
+- Invariant 5 also covers `crashed` {process, returncode}: a process the
+  nemesis did not kill exited on its own.
 """
 
 from __future__ import annotations
@@ -22,7 +43,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-GRACEFUL_PREFIXES = ("drain", "released", "shutdown")
+GRACEFUL_PREFIXES = ("drain",)
 """A `session_stop` reason starting with one of these is a clean hand-over; any other is a drop."""
 
 POD_FAULTS = frozenset({"pod-kill", "pod-pause", "pod-isolate"})
@@ -53,7 +74,8 @@ class Violation:
 class Interval:
     """A pod incarnation holding a valid lease on `slot` at `epoch` over [start, end).
 
-    `ended` says what closed it: "stop", "lapse" or "end of history".
+    `ended` says what closed it: "stop", "refused after claim", "lapse", "end of history"
+    or "no lease" (the start found no valid lease: an empty interval, and a breach).
     """
 
     slot: str
@@ -175,6 +197,13 @@ def _strs(obj: dict[str, Any], key: str) -> list[str]:
     return [str(x) for x in _field(obj, key, list)]
 
 
+def _pids(obj: dict[str, Any]) -> dict[str, int]:
+    """The optional `pids` {pod: pid} of a fault; {} when absent."""
+    if obj.get("pids") is None:
+        return {}
+    return {str(pod): _int(obj["pids"], pod) for pod in _field(obj, "pids", dict)}
+
+
 @dataclass(frozen=True)
 class _Grant:
     slot: str
@@ -190,8 +219,19 @@ class _Fault:
     fault: str
     targets: list[str]
     may_drop: list[str]
+    pids: dict[str, int]  # pod -> the process the fault hit, where known
     t: float
     until: float  # end of the window in which it excuses drops
+
+    def excuses(self, pod: str, pid: object) -> bool:
+        """May this fault drop `pod`'s process `pid`?"""
+        if "*" in self.may_drop:
+            return True
+        return pod in self.may_drop and (pod not in self.pids or self.pids[pod] == pid)
+
+    def __str__(self) -> str:
+        pids = f" (pids {self.pids})" if self.pids else ""
+        return f"{self.fault} {self.id} may drop {self.may_drop}{pids}"
 
 
 @dataclass(frozen=True)
@@ -252,6 +292,7 @@ class Report:
     sessions_without_lease: int = 0
     drops: int = 0
     drops_excused: int = 0
+    crashes: int = 0
     messages: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
@@ -281,6 +322,7 @@ class Report:
             "sessions_without_lease": self.sessions_without_lease,
             "drops": self.drops,
             "drops_excused": self.drops_excused,
+            "crashes": self.crashes,
             "messages": {q: dict(m) for q, m in self.messages.items()},
         }
 
@@ -298,7 +340,8 @@ class Report:
             f"grants {self.grants}, sessions started {self.sessions_started} "
             f"(refused {self.sessions_refused}, without a lease {self.sessions_without_lease}), "
             f"drops {self.drops} ({self.drops_excused} excused), "
-            f"writes rejected by the fence {self.writes_rejected}",
+            f"writes rejected by the fence {self.writes_rejected}, "
+            f"processes exited on their own {self.crashes}",
             f"failover: {fo['count']} samples, p50 {_sec(fo['p50'])}, p99 {_sec(fo['p99'])}, "
             f"max {_sec(fo['max'])}; beyond ttl p50 {_sec(beyond['p50'])}, "
             f"p99 {_sec(beyond['p99'])}, max {_sec(beyond['max'])}",
@@ -341,6 +384,7 @@ def check(history: History) -> Report:
         *_check_epochs(facts),
         *drop_violations,
         *_check_recovery(facts),
+        *_check_crashes(facts),
         *_check_messages(facts),
     ]
     violations.sort(key=lambda v: v.invariant)
@@ -357,6 +401,7 @@ def check(history: History) -> Report:
         sessions_without_lease=facts.starts["without lease"],
         drops=drops,
         drops_excused=excused,
+        crashes=len(facts.of("crashed")),
         messages={
             q: {
                 "produced": len(history.produced.get(q, [])),
@@ -417,8 +462,15 @@ def _grants(
     return sorted(first.values(), key=lambda g: (g.t, g.epoch)), diverged
 
 
+_CLAIMED_REFUSAL = "refused after claim"
+"""A `session_refused` with `claimed: true`: the session may have run, so it ends like a stop."""
+
+
 def _intervals(events: list[Event], t_end: float) -> tuple[list[Interval], Counter[str]]:
-    """One interval per session start that was not refused, per pod incarnation."""
+    """One interval per session start that was not refused, per pod incarnation.
+
+    A start without a valid lease yields an empty interval that `ended` with "no lease".
+    """
     leases: dict[tuple[str, int], list[tuple[float, float | None]]] = defaultdict(list)
     sessions: dict[tuple[str, int, str, int], list[tuple[float, str]]] = defaultdict(list)
     for ev in events:
@@ -428,6 +480,8 @@ def _intervals(events: list[Event], t_end: float) -> tuple[list[Interval], Count
             leases[ev["source"], _int(ev, "pid")].append((_num(ev, "t"), deadline))
         elif kind in ("session_start", "session_refused", "session_stop"):
             key = (str(ev["source"]), _int(ev, "pid"), _str(ev, "slot"), _int(ev, "epoch"))
+            if kind == "session_refused" and _claimed(ev):
+                kind = _CLAIMED_REFUSAL
             sessions[key].append((_num(ev, "t"), kind))
     intervals: list[Interval] = []
     starts: Counter[str] = Counter()
@@ -435,29 +489,42 @@ def _intervals(events: list[Event], t_end: float) -> tuple[list[Interval], Count
         for i, (start, kind) in enumerate(seq):
             if kind != "session_start":
                 continue
-            refused, stop = _session_outcome(seq[i + 1 :])
+            refused, stop, stopped = _session_outcome(seq[i + 1 :])
             if refused:
                 starts["refused"] += 1
                 continue
             lapse = _lapse(leases[pod, pid], start)
-            starts["held" if lapse > start else "without lease"] += 1
-            ends = ((stop, "stop"), (lapse, "lapse"), (t_end, "end of history"))
+            if lapse <= start:
+                starts["without lease"] += 1
+                intervals.append(Interval(slot, pod, pid, epoch, start, start, "no lease"))
+                continue
+            starts["held"] += 1
+            ends = ((stop, stopped), (lapse, "lapse"), (t_end, "end of history"))
             end, ended = min(ends, key=lambda candidate: candidate[0])  # ties: first wins
             intervals.append(Interval(slot, pod, pid, epoch, start, max(start, end), ended))
     intervals.sort(key=lambda iv: (iv.start, iv.slot))
     return intervals, starts
 
 
-def _session_outcome(later: list[tuple[float, str]]) -> tuple[bool, float]:
-    """(refused, stop time) of a start, given the same session's later events."""
+def _claimed(ev: Event) -> bool:
+    claimed = ev.get("claimed", False)
+    if not isinstance(claimed, bool):
+        raise HistoryError(f"bad 'claimed' in {ev!r}")
+    return claimed
+
+
+def _session_outcome(later: list[tuple[float, str]]) -> tuple[bool, float, str]:
+    """(refused, end time, what ended it) of a start, given the same session's later events."""
     restarted = False
     for t, kind in later:
         if kind == "session_refused" and not restarted:
-            return True, t
+            return True, t, "refused"
         if kind == "session_stop":
-            return False, t
+            return False, t, "stop"
+        if kind == _CLAIMED_REFUSAL:
+            return False, t, kind
         restarted = restarted or kind == "session_start"
-    return False, math.inf
+    return False, math.inf, "stop"
 
 
 def _lapse(leases: list[tuple[float, float | None]], start: float) -> float:
@@ -476,24 +543,39 @@ def _lapse(leases: list[tuple[float, float | None]], start: float) -> float:
 
 
 def _faults(events: list[Event], t_end: float, grace: float) -> list[_Fault]:
-    """Faults with their excuse window [t, heal + grace]; `healed_all` heals every open fault."""
+    """Faults with their excuse windows; `healed_all` heals every open fault.
+
+    A window runs from the fault to the first `recovered` or `fault` after its heal (the
+    harness waits for recovery before the next fault, so a window must not excuse what
+    the next one does), else to heal + `grace`; never healed, to `t_end`.
+    """
     faults: list[_Fault] = []
     for i, ev in enumerate(events):
         if ev["kind"] != "fault":
             continue
         fault_id = _str(ev, "id")
-        healed = next(
+        heal = next(
             (
-                _num(later, "t")
-                for later in islice(events, i + 1, None)
-                if later["kind"] == "healed_all"
-                or (later["kind"] == "heal" and later.get("id") == fault_id)
+                j
+                for j in range(i + 1, len(events))
+                if events[j]["kind"] == "healed_all"
+                or (events[j]["kind"] == "heal" and events[j].get("id") == fault_id)
             ),
             None,
         )
-        until = t_end if healed is None else healed + grace
+        if heal is None:
+            until = t_end
+        else:
+            until = next(
+                (
+                    _num(later, "t")
+                    for later in islice(events, heal + 1, None)
+                    if later["kind"] in ("recovered", "fault")
+                ),
+                _num(events[heal], "t") + grace,
+            )
         kind, targets, may_drop = _str(ev, "fault"), _strs(ev, "targets"), _strs(ev, "may_drop")
-        faults.append(_Fault(fault_id, kind, targets, may_drop, _num(ev, "t"), until))
+        faults.append(_Fault(fault_id, kind, targets, may_drop, _pids(ev), _num(ev, "t"), until))
     return faults
 
 
@@ -520,6 +602,13 @@ def _check_single_owner(facts: _Facts) -> list[Violation]:
                     overlap = min(a.end, b.end) - b.start
                     msg = f"slot {slot}: holders overlap for {overlap:.3f}s: {who(a)} and {who(b)}"
                     out.append(Violation(1, msg))
+    for iv in facts.intervals:
+        if iv.ended == "no lease":
+            msg = (
+                f"{iv.pod} pid {iv.pid} started slot {iv.slot} epoch {iv.epoch} at "
+                f"{facts.at(iv.start)} without a valid lease"
+            )
+            out.append(Violation(1, msg))
     grants: dict[str, list[_Grant]] = defaultdict(list)
     for g in facts.grants:
         grants[g.slot].append(g)
@@ -594,21 +683,25 @@ def _check_epochs(facts: _Facts) -> list[Violation]:
 
 
 def _check_drops(facts: _Facts) -> tuple[list[Violation], int, int]:
-    """Invariant 4: every non-graceful stop lies in the window of a fault that may drop it."""
+    """Invariant 4: every non-graceful stop lies in the window of a fault that may drop it.
+
+    A stop dates from `began` (when it started) if recorded, else from `t`.
+    """
     out: list[Violation] = []
     drops = excused = 0
     for ev in facts.of("session_stop"):
-        reason, pod, t = _str(ev, "reason"), str(ev["source"]), _num(ev, "t")
+        reason, pod, pid = _str(ev, "reason"), str(ev["source"]), ev.get("pid")
         if reason.startswith(GRACEFUL_PREFIXES):
             continue
+        t = _num(ev, "began") if ev.get("began") is not None else _num(ev, "t")
         drops += 1
         open_faults = [f for f in facts.faults if f.t <= t <= f.until]
-        if any(pod in f.may_drop or "*" in f.may_drop for f in open_faults):
+        if any(f.excuses(pod, pid) for f in open_faults):
             excused += 1
             continue
-        context = ", ".join(f"{f.fault} {f.id} may drop {f.may_drop}" for f in open_faults)
+        context = ", ".join(str(f) for f in open_faults)
         msg = (
-            f"unexcused drop: {pod} pid {ev.get('pid')} stopped slot {ev.get('slot')} epoch "
+            f"unexcused drop: {pod} pid {pid} stopped slot {ev.get('slot')} epoch "
             f"{ev.get('epoch')} at {facts.at(t)} ({reason!r}); faults open: {context or 'none'}"
         )
         out.append(Violation(4, msg))
@@ -616,7 +709,12 @@ def _check_drops(facts: _Facts) -> tuple[list[Violation], int, int]:
 
 
 def _check_recovery(facts: _Facts) -> list[Violation]:
-    """Invariant 5: after each `healed_all`, the next `recovered` is ok and within ttl + bound."""
+    """Invariant 5: after each `healed_all`, the next `recovered` is ok and within ttl + bound.
+
+    A `recovered` event may say since when the recovered state held (`active_since`,
+    monotonic): the harness records it only after watching the state stay put for a
+    while, and the recovery dates from the start of that stretch, not from the record.
+    """
     out: list[Violation] = []
     bound = facts.history.ttl + facts.history.recovery_bound
     pending: list[float] = []
@@ -626,8 +724,10 @@ def _check_recovery(facts: _Facts) -> list[Violation]:
             pending.append(t)
             continue
         ok, missing = ev.get("ok") is True, _strs(ev, "missing")
+        if ok and isinstance(ev.get("active_since"), int | float):
+            t = min(t, float(ev["active_since"]))
         for healed in pending:
-            took, since = t - healed, f"healed_all at {facts.at(healed)}"
+            took, since = max(0.0, t - healed), f"healed_all at {facts.at(healed)}"
             if not ok:
                 not_active = ", ".join(missing) or "?"
                 msg = f"{since}: gave up after {took:.3f}s, not ACTIVE: {not_active}"
@@ -639,6 +739,18 @@ def _check_recovery(facts: _Facts) -> list[Violation]:
     for healed in pending:
         msg = f"no recovered event in the {facts.t_end - healed:.3f}s until the end"
         out.append(Violation(5, f"healed_all at {facts.at(healed)}: {msg}"))
+    return out
+
+
+def _check_crashes(facts: _Facts) -> list[Violation]:
+    """Invariant 5: no process exits unless the nemesis killed it (`crashed` events)."""
+    out: list[Violation] = []
+    for ev in facts.of("crashed"):
+        process = _str(ev, "process")
+        code = None if ev.get("returncode") is None else _int(ev, "returncode")
+        returncode = "unknown" if code is None else str(code)
+        msg = f"process {process} exited on its own (returncode {returncode})"
+        out.append(Violation(5, f"{msg} at {facts.at(_num(ev, 't'))}"))
     return out
 
 

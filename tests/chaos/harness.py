@@ -46,6 +46,8 @@ class Replica:
     root: Path
     process: subprocess.Popen[bytes] | None = None
     raft_proxies: dict[int, FaultProxy] = field(default_factory=dict)  # to peer j
+    paused: bool = False
+    starts: int = 0
 
     @property
     def node_id(self) -> str:
@@ -70,6 +72,7 @@ class Pod:
     proxies: list[FaultProxy] = field(default_factory=list)  # to each replica
     process: subprocess.Popen[bytes] | None = None
     paused: bool = False
+    starts: int = 0
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -149,6 +152,8 @@ class System:
         self.queues: list[str] = []
         self.producers: list[Producer] = []
         self.adapters: dict[str, str] = {}  # name -> id
+        self.killed: set[int] = set()  # pids the nemesis killed
+        self.crashes_seen: set[int] = set()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -188,36 +193,81 @@ class System:
         wait_until(self.leader, 20.0, "a leader")
         for pod in self.pods:
             self.start_pod(pod)
+        # Sessions are placed when enabled (no rebalancing later): every pod must be in.
+        wait_until(self._all_pods_registered, 60.0, "every pod registered")
+
+    def _all_pods_registered(self) -> bool:
+        reply = self.api("GET", "/api/v1/pods")
+        ids = {p["id"] for p in reply.body["items"] if p["state"] == "ACTIVE"}
+        return reply.status == 200 and ids >= {p.pod_id for p in self.pods}
 
     def close(self) -> None:
+        """Stop everything; each step runs even when an earlier one failed."""
         for producer in self.producers:
             producer.stopping.set()
-        for pod in self.pods:
-            self._end(pod.process, pod.paused)
-        for replica in self.replicas:
-            self._end(replica.process, False)
-        if self._tcp_server is not None:
-            server = self._tcp_server
-            self.proxies.call(server.close)
-        self.proxies.stop()
-        for producer in self.producers:
-            producer.join(timeout=10)
-        self.nemesis_trail.close()
-        if self._own_pg:
-            self.pg.cleanup()
+        try:
+            for process in [p.process for p in self.pods] + [r.process for r in self.replicas]:
+                self._end(process)
+            if self._tcp_server is not None:
+                server = self._tcp_server
+                self.proxies.call(server.close)
+        finally:
+            try:
+                self.proxies.stop()
+            finally:
+                for producer in self.producers:
+                    producer.join(timeout=10)
+                self.nemesis_trail.close()
+                if self._own_pg:
+                    self.pg.cleanup()
 
     @staticmethod
-    def _end(process: subprocess.Popen[bytes] | None, paused: bool) -> None:
+    def _end(process: subprocess.Popen[bytes] | None) -> None:
         if process is None or process.poll() is not None:
             return
-        if paused:
-            process.send_signal(signal.SIGCONT)
+        process.send_signal(signal.SIGCONT)  # in case it is paused; harmless otherwise
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL on purpose (so the exit is not taken for a crash)."""
+        self.killed.add(process.pid)
+        process.kill()
+        process.wait(timeout=10)
+
+    def crashes(self) -> list[tuple[str, int | None]]:
+        """Processes that exited without the nemesis killing them (each reported once)."""
+        found = []
+        named = [(p.pod_id, p.process) for p in self.pods]
+        named += [(r.node_id, r.process) for r in self.replicas]
+        for name, process in named:
+            if process is None or process.poll() is None or process.pid in self.killed:
+                continue
+            if process.pid not in self.crashes_seen:
+                self.crashes_seen.add(process.pid)
+                found.append((f"{name} pid {process.pid}", process.returncode))
+        return found
+
+    def check_routing(self) -> None:
+        """Every Raft pair and every pod really talks through its proxies (else partitions
+        would cut nothing)."""
+        for replica in self.replicas:
+            for peer in self.replicas:
+                if peer.index <= replica.index:
+                    continue
+                there = replica.raft_proxies[peer.index].bytes_to_upstream
+                back = peer.raft_proxies[replica.index].bytes_to_upstream
+                assert there + back > 0, (
+                    f"no Raft traffic through the proxies {replica.node_id}-{peer.node_id}"
+                )
+        for pod in self.pods:
+            assert any(p.bytes_to_upstream > 0 for p in pod.proxies), (
+                f"{pod.pod_id} bypasses its proxies"
+            )
 
     # --- replicas -----------------------------------------------------------------------
 
@@ -229,7 +279,10 @@ class System:
             {
                 "RAFTORCH_NODE__ID": replica.node_id,
                 "RAFTORCH_NODE__DATA_DIR": str(replica.root),
-                "RAFTORCH_NODE__AUDIT_FILE": str(self.audit_dir / f"{replica.node_id}.audit"),
+                # One file per process: a line torn by SIGKILL stays at its file's end.
+                "RAFTORCH_NODE__AUDIT_FILE": str(
+                    self.audit_dir / f"{replica.node_id}.{replica.starts}.audit"
+                ),
                 "RAFTORCH_RAFT__BIND": replica.raft_address,
                 "RAFTORCH_RAFT__PEERS": ",".join(p.raft_address for p in peers),
                 "RAFTORCH_RAFT__PEER_ROUTES": ",".join(routes),
@@ -252,6 +305,8 @@ class System:
         return env
 
     def start_replica(self, replica: Replica) -> None:
+        replica.starts += 1
+        replica.paused = False
         with (self.root / f"{replica.node_id}.log").open("ab") as out:
             replica.process = subprocess.Popen(
                 [sys.executable, "-m", "raftorch.cli", "serve"],
@@ -275,7 +330,9 @@ class System:
                 reply = call("GET", replica.api_url + "/api/v1/cluster", timeout=1.0)
             except OSError:
                 return None
-            if reply.status != 200 or reply.body.get("leader") is None:
+            if reply.status != 200 or not isinstance(reply.body, dict):
+                return None
+            if reply.body.get("leader") is None:
                 return None
             seen.add(reply.body["leader"])
         if len(seen) != 1:
@@ -292,6 +349,7 @@ class System:
     # --- pods ---------------------------------------------------------------------------
 
     def start_pod(self, pod: Pod) -> None:
+        pod.starts += 1
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTORCH_")}
         env.update(
             {
@@ -304,7 +362,9 @@ class System:
                 "RAFTORCH_ADAPTER_DATABASE_DSN": self.dsn,
                 "RAFTORCH_ADAPTER_METRICS_PORT": str(pod.metrics_port),
                 "RAFTORCH_ADAPTER_CAPACITY": "50",
-                "RAFTORCH_ADAPTER_AUDIT_FILE": str(self.audit_dir / f"{pod.pod_id}.audit"),
+                "RAFTORCH_ADAPTER_AUDIT_FILE": str(
+                    self.audit_dir / f"{pod.pod_id}.{pod.starts}.audit"
+                ),
             }
         )
         with (self.root / f"{pod.pod_id}.log").open("ab") as out:
@@ -364,31 +424,59 @@ class System:
             producer.start()
             self.producers.append(producer)
 
-    def not_active(self) -> list[str]:
-        """Slots of enabled adapters that are not ACTIVE (all of them if nobody answers)."""
+    def slots(self) -> dict[str, tuple[str, str, int]] | str:
+        """Enabled adapters' slots as name:index -> (status, owner, epoch), or why not known."""
         try:
             reply = self.api("GET", "/api/v1/adapters?limit=1000")
         except AssertionError:
-            return ["<no replica answered>"]
+            return "no replica answered"
         if reply.status != 200:
-            return [f"<adapters: {reply.status}>"]
-        missing = []
+            return f"adapters: HTTP {reply.status}"
+        slots: dict[str, tuple[str, str, int]] = {}
         for adapter in reply.body["items"]:
             if adapter["admin_state"] != "ENABLED":
                 continue
+            # A slot exists only once granted: the adapter's own status and its slot count
+            # also say whether every instance is placed.
+            if adapter["status"] != "ACTIVE" or len(adapter["slots"]) != adapter["instances"]:
+                placed = f"{len(adapter['slots'])}/{adapter['instances']} placed"
+                slots[f"{adapter['name']}:*"] = (f"{adapter['status']} {placed}", "", 0)
             for slot in adapter["slots"]:
-                if slot["status"] != "ACTIVE":
-                    missing.append(f"{adapter['name']}:{slot['slot'][-2:]}={slot['status']}")
-        return missing
+                name = f"{adapter['name']}:{slot['slot'].rsplit('/', 1)[-1]}"
+                slots[name] = (slot["status"], slot["owner_pod"] or "", slot["epoch"] or 0)
+        return slots
+
+    def not_active(self) -> list[str]:
+        """Slots of enabled adapters that are not ACTIVE (or why that is not known)."""
+        slots = self.slots()
+        if isinstance(slots, str):
+            return [f"<{slots}>"]
+        return [f"{name}={status}" for name, (status, _, _) in slots.items() if status != "ACTIVE"]
 
     def stop_producers(self) -> dict[str, list[int]]:
+        """Stop producing; the ids in each queue (1..max: a batch whose outcome the
+        producer never learned may have committed, so the table is asked)."""
         for producer in self.producers:
             producer.stopping.set()
         for producer in self.producers:
             producer.join(timeout=30)
             if producer.error is not None:
                 raise AssertionError(f"producer {producer.queue} failed: {producer.error!r}")
-        return {p.queue: list(range(1, p.produced + 1)) for p in self.producers}
+
+        async def last_ids() -> dict[str, int]:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                return {
+                    q: int(await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {q}"))
+                    for q in self.queues
+                }
+            finally:
+                await conn.close()
+
+        last = asyncio.run(last_ids())
+        for producer in self.producers:
+            assert last[producer.queue] >= producer.produced, "queue lost confirmed ids"
+        return {q: list(range(1, n + 1)) for q, n in last.items()}
 
     def deliveries(self) -> dict[str, list[dict[str, Any]]]:
         async def fetch() -> dict[str, list[dict[str, Any]]]:

@@ -14,6 +14,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 from tests.chaos.harness import Pod, Replica, System
 from tests.integration.processes import wait_until
@@ -21,11 +22,18 @@ from tests.integration.processes import wait_until
 Heal = Callable[[], None]
 
 
+class Announce(Protocol):
+    """Records the fault in the nemesis trail; called just before the damage is done."""
+
+    def __call__(
+        self, kind: str, targets: list[str], may_drop: list[str], pids: dict[str, int] | None = None
+    ) -> None: ...
+
+
 @dataclass(frozen=True)
 class Injected:
     kind: str
     targets: list[str]
-    may_drop: list[str]
     hold_seconds: float
     heal: Heal
 
@@ -38,18 +46,23 @@ def _leader(system: System) -> Replica:
     return wait_until(system.leader, 20.0, "a leader to aim at")
 
 
-def pod_kill(system: System, rng: random.Random) -> Injected:
+def _pid(process: object) -> int:
+    return int(getattr(process, "pid", 0))
+
+
+def pod_kill(system: System, rng: random.Random, announce: Announce) -> Injected:
     pod = _live_pod(system, rng)
     assert pod.process is not None
-    pod.process.kill()
-    pod.process.wait(timeout=10)
-    return Injected("pod-kill", [pod.pod_id], [pod.pod_id], rng.uniform(1.0, 4.0),
+    announce("pod-kill", [pod.pod_id], [pod.pod_id], {pod.pod_id: _pid(pod.process)})
+    system.kill(pod.process)
+    return Injected("pod-kill", [pod.pod_id], rng.uniform(1.0, 4.0),
                     lambda: system.start_pod(pod))  # fmt: skip
 
 
-def pod_pause(system: System, rng: random.Random) -> Injected:
+def pod_pause(system: System, rng: random.Random, announce: Announce) -> Injected:
     pod = _live_pod(system, rng)
     assert pod.process is not None
+    announce("pod-pause", [pod.pod_id], [pod.pod_id], {pod.pod_id: _pid(pod.process)})
     pod.process.send_signal(signal.SIGSTOP)
     pod.paused = True
 
@@ -59,11 +72,12 @@ def pod_pause(system: System, rng: random.Random) -> Injected:
         pod.paused = False
 
     hold = rng.uniform(1.2, 2.0) * system.ttl  # past the TTL: the pod must be fenced
-    return Injected("pod-pause", [pod.pod_id], [pod.pod_id], hold, heal)
+    return Injected("pod-pause", [pod.pod_id], hold, heal)
 
 
-def pod_isolate(system: System, rng: random.Random) -> Injected:
+def pod_isolate(system: System, rng: random.Random, announce: Announce) -> Injected:
     pod = _live_pod(system, rng)
+    announce("pod-isolate", [pod.pod_id], [pod.pod_id], {pod.pod_id: _pid(pod.process)})
     for proxy in pod.proxies:
         proxy.cut()
 
@@ -72,40 +86,47 @@ def pod_isolate(system: System, rng: random.Random) -> Injected:
             proxy.heal()
 
     hold = rng.uniform(1.2, 2.0) * system.ttl
-    return Injected("pod-isolate", [pod.pod_id], [pod.pod_id], hold, heal)
+    return Injected("pod-isolate", [pod.pod_id], hold, heal)
 
 
-def _kill_replica(system: System, replica: Replica, kind: str, rng: random.Random) -> Injected:
+def _kill_replica(
+    system: System, replica: Replica, kind: str, rng: random.Random, announce: Announce
+) -> Injected:
     assert replica.process is not None
-    replica.process.kill()
-    replica.process.wait(timeout=10)
-    return Injected(kind, [replica.node_id], [], rng.uniform(0.5, 3.0),
+    announce(kind, [replica.node_id], [])
+    system.kill(replica.process)
+    return Injected(kind, [replica.node_id], rng.uniform(0.5, 3.0),
                     lambda: system.start_replica(replica))  # fmt: skip
 
 
-def leader_kill(system: System, rng: random.Random) -> Injected:
-    return _kill_replica(system, _leader(system), "leader-kill", rng)
+def leader_kill(system: System, rng: random.Random, announce: Announce) -> Injected:
+    return _kill_replica(system, _leader(system), "leader-kill", rng, announce)
 
 
-def replica_kill(system: System, rng: random.Random) -> Injected:
+def replica_kill(system: System, rng: random.Random, announce: Announce) -> Injected:
     replica = rng.choice([r for r in system.replicas if r.alive()])
-    return _kill_replica(system, replica, "replica-kill", rng)
+    return _kill_replica(system, replica, "replica-kill", rng, announce)
 
 
-def leader_pause(system: System, rng: random.Random) -> Injected:
+def leader_pause(system: System, rng: random.Random, announce: Announce) -> Injected:
     leader = _leader(system)
     assert leader.process is not None
+    announce("leader-pause", [leader.node_id], [])
     leader.process.send_signal(signal.SIGSTOP)
+    leader.paused = True
 
     def heal() -> None:
         assert leader.process is not None
         leader.process.send_signal(signal.SIGCONT)
+        leader.paused = False
 
     hold = rng.uniform(1.2, 2.0) * system.ttl
-    return Injected("leader-pause", [leader.node_id], [], hold, heal)
+    return Injected("leader-pause", [leader.node_id], hold, heal)
 
 
-def _cut_off(system: System, group: list[Replica], kind: str, rng: random.Random) -> Injected:
+def _cut_off(
+    system: System, group: list[Replica], kind: str, rng: random.Random, announce: Announce
+) -> Injected:
     """Cut every Raft link between `group` and the other replicas (pods still reach all)."""
     inside = {r.index for r in group}
     links = [
@@ -114,6 +135,7 @@ def _cut_off(system: System, group: list[Replica], kind: str, rng: random.Random
         for peer in replica.raft_proxies
         if (replica.index in inside) != (peer in inside)
     ]
+    announce(kind, [r.node_id for r in group], [])
     for link in links:
         link.cut()
 
@@ -122,12 +144,12 @@ def _cut_off(system: System, group: list[Replica], kind: str, rng: random.Random
             link.heal()
 
     hold = rng.uniform(1.0, 2.0) * system.ttl
-    return Injected(kind, [r.node_id for r in group], [], hold, heal)
+    return Injected(kind, [r.node_id for r in group], hold, heal)
 
 
-def partition_leader(system: System, rng: random.Random) -> Injected:
+def partition_leader(system: System, rng: random.Random, announce: Announce) -> Injected:
     leader = _leader(system)
-    injected = _cut_off(system, [leader], "partition-leader", rng)
+    injected = _cut_off(system, [leader], "partition-leader", rng, announce)
     # The cut must take effect: the majority elects a leader of its own. (If the Raft
     # links bypassed the proxies, this is where the campaign would say so.)
     majority = [r for r in system.replicas if r is not leader]
@@ -136,51 +158,52 @@ def partition_leader(system: System, rng: random.Random) -> Injected:
     return injected
 
 
-def partition_split(system: System, rng: random.Random) -> Injected:
+def partition_split(system: System, rng: random.Random, announce: Announce) -> Injected:
     """A minority (with the leader half of the time) against the majority."""
     size = (len(system.replicas) - 1) // 2
     leader = _leader(system)
     others = [r for r in system.replicas if r is not leader]
     with_leader = rng.random() < 0.5
     group = [leader, *rng.sample(others, size - 1)] if with_leader else rng.sample(others, size)
-    return _cut_off(system, group, "partition-split", rng)
+    return _cut_off(system, group, "partition-split", rng, announce)
 
 
-def db_stop(system: System, rng: random.Random) -> Injected:
+def db_stop(system: System, rng: random.Random, announce: Announce) -> Injected:
+    announce("db-stop", ["postgresql"], [])
     system.pg.stop("immediate")
-    return Injected("db-stop", ["postgresql"], [], rng.uniform(3.0, 8.0), system.pg.start)
+    return Injected("db-stop", ["postgresql"], rng.uniform(3.0, 8.0), system.pg.start)
 
 
-def cluster_restart(system: System, rng: random.Random) -> Injected:
+def cluster_restart(system: System, rng: random.Random, announce: Announce) -> Injected:
     """Every replica killed at once, all started again together: a cold restart."""
+    targets = [r.node_id for r in system.replicas]
+    # Pods cannot renew while no replica runs: losing sessions is allowed here.
+    announce("cluster-restart", targets, ["*"])
     for replica in system.replicas:
-        if replica.process is not None and replica.process.poll() is None:
-            replica.process.kill()
-            replica.process.wait(timeout=10)
+        if replica.process is not None:
+            system.kill(replica.process)
 
     def heal() -> None:
         for replica in system.replicas:
             system.start_replica(replica)
 
-    # Pods cannot renew while no replica runs: losing sessions is allowed here.
-    return Injected("cluster-restart", [r.node_id for r in system.replicas], ["*"],
-                    rng.uniform(0.2, 1.0), heal)  # fmt: skip
+    return Injected("cluster-restart", targets, rng.uniform(0.2, 1.0), heal)
 
 
-def rolling_restart(system: System, rng: random.Random) -> Injected:
+def rolling_restart(system: System, rng: random.Random, announce: Announce) -> Injected:
     """Each replica in turn killed and started again, back well within the TTL."""
+    targets = [r.node_id for r in system.replicas]
+    announce("rolling-restart", targets, [])
     for replica in system.replicas:
         assert replica.process is not None
-        replica.process.kill()
-        replica.process.wait(timeout=10)
+        system.kill(replica.process)
         system.start_replica(replica)
         wait_until(partial(system.ready, replica), 30.0, f"{replica.node_id} back")
         wait_until(system.leader, 20.0, "a leader after restarting a replica")
-    return Injected("rolling-restart", [r.node_id for r in system.replicas], [], 0.0,
-                    lambda: None)  # fmt: skip
+    return Injected("rolling-restart", targets, 0.0, lambda: None)
 
 
-FAULTS: dict[str, Callable[[System, random.Random], Injected]] = {
+FAULTS: dict[str, Callable[[System, random.Random, Announce], Injected]] = {
     "pod-kill": pod_kill,
     "pod-pause": pod_pause,
     "pod-isolate": pod_isolate,

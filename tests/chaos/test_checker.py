@@ -73,14 +73,31 @@ class Campaign:
         self.add(t, "session_start", pod, pid=pid, slot=slot, epoch=epoch)
         return self.add(t + 0.05, "session_running", pod, pid=pid, slot=slot, epoch=epoch)
 
-    def stop(self, t: float, pod: str, slot: str, epoch: int, *, pid: int, reason: str) -> Campaign:
-        return self.add(t, "session_stop", pod, pid=pid, slot=slot, epoch=epoch, reason=reason)
-
-    def fault(
-        self, t: float, fault_id: str, fault: str, targets: list[str], may_drop: list[str]
+    def stop(
+        self, t: float, pod: str, slot: str, epoch: int, *, pid: int, reason: str, **fields: Any
     ) -> Campaign:
         return self.add(
-            t, "fault", "nemesis", id=fault_id, fault=fault, targets=targets, may_drop=may_drop
+            t, "session_stop", pod, pid=pid, slot=slot, epoch=epoch, reason=reason, **fields
+        )
+
+    def fault(
+        self,
+        t: float,
+        fault_id: str,
+        fault: str,
+        targets: list[str],
+        may_drop: list[str],
+        **fields: Any,
+    ) -> Campaign:
+        return self.add(
+            t,
+            "fault",
+            "nemesis",
+            id=fault_id,
+            fault=fault,
+            targets=targets,
+            may_drop=may_drop,
+            **fields,
         )
 
     def heal(self, t: float, fault_id: str) -> Campaign:
@@ -89,8 +106,10 @@ class Campaign:
     def healed_all(self, t: float) -> Campaign:
         return self.add(t, "healed_all", "nemesis")
 
-    def recovered(self, t: float, ok: bool = True, missing: tuple[str, ...] = ()) -> Campaign:
-        return self.add(t, "recovered", "harness", ok=ok, missing=list(missing))
+    def recovered(
+        self, t: float, ok: bool = True, missing: tuple[str, ...] = (), **facts: Any
+    ) -> Campaign:
+        return self.add(t, "recovered", "harness", ok=ok, missing=list(missing), **facts)
 
     def produce(self, queue: str, *msg_ids: int) -> Campaign:
         self.produced.setdefault(queue, []).extend(msg_ids)
@@ -161,7 +180,7 @@ def test_clean_failover_passes_and_reports_latency() -> None:
     assert summary["failover_beyond_ttl_seconds"]["max"] == pytest.approx(6.25 - 3.5 - TTL)
     assert summary["fault_counts"] == {"pod-kill": 1}
     assert (summary["grants"], summary["sessions_started"]) == (2, 2)
-    assert (summary["writes_rejected"], summary["drops"]) == (1, 0)
+    assert (summary["writes_rejected"], summary["drops"], summary["crashes"]) == (1, 0, 0)
     assert summary["messages"] == {"q": {"produced": 6, "delivered": 6}}
     json.dumps(summary)
     assert report.summary().endswith("OK: no violations")
@@ -232,10 +251,11 @@ def test_replicas_disagreeing_on_one_entry_are_flagged() -> None:
     only(c.check(), 3, "diverged", "entry e9", "pod-1 epoch 3 on r0,r1", "pod-2 epoch 3 on r2")
 
 
-def dropped_at(t: float, reason: str = "lease expired: fenced itself") -> Campaign:
+def dropped_at(t: float, reason: str = "lease expired: fenced itself", **fields: Any) -> Campaign:
     c = Campaign().renew("pod-1", 11, 0.0, 20.0)
     c.grant(0.5, "a", "pod-1", 1).session(0.6, "pod-1", "a", 1, pid=11)
-    return c.stop(t, "pod-1", "a", 1, pid=11, reason=reason).add(30.0, "note", "harness")
+    c.stop(t, "pod-1", "a", 1, pid=11, reason=reason, **fields)
+    return c.add(30.0, "note", "harness")
 
 
 def test_drop_without_a_fault_is_flagged() -> None:
@@ -245,12 +265,20 @@ def test_drop_without_a_fault_is_flagged() -> None:
     assert (report.drops, report.drops_excused) == (1, 0)
 
 
-@pytest.mark.parametrize("reason", ["drain", "released by the orchestrator", "shutdown: SIGTERM"])
+@pytest.mark.parametrize("reason", ["drain", "drain: SIGTERM"])
 def test_graceful_stop_is_not_a_drop(reason: str) -> None:
     report = dropped_at(5.0, reason).check()
 
     assert report.ok, report.summary()
     assert report.drops == 0
+
+
+@pytest.mark.parametrize("reason", ["released by the orchestrator", "shutdown: SIGTERM"])
+def test_only_a_drain_is_graceful(reason: str) -> None:
+    report = dropped_at(5.0, reason).check()
+
+    only(report, 4, "unexcused", reason)
+    assert report.drops == 1
 
 
 @pytest.mark.parametrize("may_drop", [["pod-1"], ["*"]])
@@ -278,12 +306,83 @@ def test_drop_after_the_window_closes_is_flagged() -> None:
     only(after.check(), 4, "unexcused", "+10.100s")
 
 
+@pytest.mark.parametrize("healed_by", ["heal", "healed_all"])
+def test_first_recovery_after_the_heal_closes_the_window(healed_by: str) -> None:
+    def campaign(drop: float) -> Campaign:
+        c = dropped_at(drop).fault(1.0, "f1", "pod-pause", ["pod-1"], ["pod-1"])
+        c.recovered(1.5)  # before the heal: a recovery from something else
+        c.heal(2.0, "f1") if healed_by == "heal" else c.healed_all(2.0)
+        return c.recovered(3.5)
+
+    assert campaign(3.4).check().ok
+    only(campaign(3.6).check(), 4, "unexcused", "+3.600s", "faults open: none")
+
+
+def test_next_fault_closes_the_window_of_the_previous_one() -> None:
+    c = dropped_at(5.0).fault(1.0, "f1", "pod-kill", ["pod-1"], ["pod-1"]).heal(2.0, "f1")
+    c.fault(4.0, "f2", "leader-kill", ["r0"], ["pod-2"]).heal(4.5, "f2")
+
+    v = only(c.check(), 4, "unexcused", "faults open: leader-kill f2 may drop ['pod-2']")
+    assert "f1" not in v.message
+
+
+def test_a_fault_still_in_force_is_not_closed_by_the_next_fault() -> None:
+    c = dropped_at(5.0).fault(1.0, "f1", "pod-pause", ["pod-1"], ["pod-1"])
+    c.fault(3.0, "f2", "leader-kill", ["r0"], []).heal(3.5, "f2").heal(6.0, "f1")
+
+    assert c.check().ok
+
+
+def test_drop_dates_from_when_the_stop_began() -> None:
+    # window: [1.0, heal 2.0 + ttl 3.0 + bound 5.0] = [1.0, 10.0]; the stop took 0.6s.
+    def campaign(began: float) -> Campaign:
+        c = dropped_at(10.5, began=began)
+        return c.fault(1.0, "f1", "replica-kill", ["r1"], ["*"]).heal(2.0, "f1")
+
+    assert campaign(9.9).check().ok
+    only(campaign(10.1).check(), 4, "unexcused", "+10.100s")
+    # The lease interval still ends at the record: the later time is the conservative one.
+    assert held(campaign(9.9)) == [("pod-1", 11, 10.5, "stop")]
+
+
+@pytest.mark.parametrize(
+    ("may_drop", "pids", "excused"),
+    [
+        (["pod-1"], {"pod-1": 11}, True),
+        (["pod-1"], {"pod-2": 21}, True),  # names another pod's process only
+        (["pod-1"], {"pod-1": 10}, False),  # pid 11 is pod-1 restarted after the kill
+        (["*"], {"pod-1": 10}, True),
+    ],
+)
+def test_fault_naming_pids_excuses_only_the_process_it_hit(
+    may_drop: list[str], pids: dict[str, int], excused: bool
+) -> None:
+    c = dropped_at(5.0).fault(4.0, "f1", "pod-kill", ["pod-1"], may_drop, pids=pids)
+
+    report = c.check()
+
+    if excused:
+        assert report.ok, report.summary()
+    else:
+        only(report, 4, "unexcused", "pod-1 pid 11", "(pids {'pod-1': 10})")
+
+
 def test_healed_all_closes_faults_without_their_own_heal() -> None:
     c = dropped_at(10.1).fault(1.0, "f1", "cluster-restart", ["r0", "r1", "r2"], ["*"])
     c.healed_all(2.0).recovered(3.0)
 
     only(c.check(), 4, "unexcused", "faults open: none")
     assert dropped_at(10.1).fault(1.0, "f1", "cluster-restart", ["r0"], ["*"]).check().ok
+
+
+@pytest.mark.parametrize(
+    ("source", "code", "shown"), [("harness", 1, "1"), ("nemesis", None, "unknown")]
+)
+def test_process_exiting_on_its_own_is_flagged(source: str, code: int | None, shown: str) -> None:
+    report = failover().add(5.0, "crashed", source, process="r1", returncode=code).check()
+
+    only(report, 5, f"process r1 exited on its own (returncode {shown})", "+5.000s")
+    assert report.crashes == report.to_json()["crashes"] == 1
 
 
 def test_recovery_in_time_passes() -> None:
@@ -294,6 +393,13 @@ def test_late_recovery_is_flagged() -> None:
     report = Campaign().healed_all(10.0).recovered(20.0).check()
 
     only(report, 5, "recovered after 10.000s", "8.000s")
+
+
+def test_recovery_dates_from_when_the_state_began_to_hold() -> None:
+    # Recorded late (after a stable stretch), but ACTIVE since 12.0: in time.
+    assert Campaign().healed_all(10.0).recovered(25.0, active_since=12.0).check().ok
+    late = Campaign().healed_all(10.0).recovered(25.0, active_since=19.0).check()
+    only(late, 5, "recovered after 9.000s", "8.000s")
 
 
 def test_failed_recovery_is_flagged() -> None:
@@ -374,12 +480,17 @@ def test_session_stop_ends_the_interval() -> None:
     assert held(c) == [("pod-1", 11, 7.0, "stop")]
 
 
-def test_refused_start_holds_nothing() -> None:
+def stale_owner_tries() -> Campaign:
     c = Campaign().renew("pod-1", 11, 0.0, 10.0).renew("pod-2", 21, 0.0, 10.0)
     c.grant(0.4, "a", "pod-2", 2).session(0.5, "pod-2", "a", 2, pid=21)
-    c.add(1.0, "session_start", "pod-1", pid=11, slot="a", epoch=1)  # stale owner tries
+    return c.add(1.0, "session_start", "pod-1", pid=11, slot="a", epoch=1)
+
+
+@pytest.mark.parametrize("claim", [{}, {"claimed": False}], ids=["unsaid", "not claimed"])
+def test_refused_start_holds_nothing(claim: dict[str, bool]) -> None:
+    c = stale_owner_tries()
     without_refusal = c.check()
-    c.add(1.05, "session_refused", "pod-1", pid=11, slot="a", epoch=1, reason="fence: epoch 2")
+    c.add(1.05, "session_refused", "pod-1", pid=11, slot="a", epoch=1, reason="fence", **claim)
 
     report = c.check()
 
@@ -387,6 +498,18 @@ def test_refused_start_holds_nothing() -> None:
     assert (report.sessions_started, report.sessions_refused) == (1, 1)
     assert [iv.pod for iv in lease_intervals(c.build())] == ["pod-2"]
     flagged(without_refusal, 1, "overlap", "pod-1 pid 11 epoch 1")
+
+
+def test_refusal_after_claiming_ends_the_interval_like_a_stop() -> None:
+    c = stale_owner_tries().add(
+        1.25, "session_refused", "pod-1", pid=11, slot="a", epoch=1, reason="db", claimed=True
+    )
+
+    report = c.check()
+
+    assert (report.sessions_started, report.sessions_refused) == (2, 0)
+    assert held(c)[1] == ("pod-1", 11, 1.25, "refused after claim")
+    flagged(report, 1, "overlap for 0.250s", "pod-1 pid 11 epoch 1", "until refused after claim")
 
 
 def test_start_retried_after_a_refusal_holds() -> None:
@@ -407,11 +530,17 @@ def test_refusal_belongs_to_the_latest_start() -> None:
     assert [iv.start for iv in lease_intervals(c.build())] == [1.0]
 
 
-def test_start_without_a_lease_is_counted_but_holds_nothing() -> None:
-    report = Campaign().session(1.0, "pod-1", "a", 1, pid=11).check()
+@pytest.mark.parametrize("lease", [None, 0.9], ids=["never", "lapsed"])
+def test_start_without_a_lease_is_flagged(lease: float | None) -> None:
+    c = Campaign().session(1.0, "pod-1", "a", 1, pid=11)
+    if lease is not None:
+        c.lease(0.0, "pod-1", lease, pid=11)
 
-    assert report.ok
+    report = c.check()
+
+    only(report, 1, "pod-1 pid 11 started slot a epoch 1 at", "without a valid lease")
     assert report.sessions_without_lease == 1
+    assert held(c) == [("pod-1", 11, 1.0, "no lease")]
 
 
 def test_read_events_merges_files_and_skips_a_truncated_last_line(tmp_path: Path) -> None:
@@ -484,6 +613,30 @@ def test_malformed_event_is_an_error_not_a_pass() -> None:
 
     with pytest.raises(HistoryError, match="'epoch'"):
         c.check()
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "key"),
+    [
+        (
+            "fault",
+            {"id": "f1", "fault": "pod-kill", "targets": [], "may_drop": [], "pids": [1]},
+            "pids",
+        ),
+        (
+            "fault",
+            {"id": "f1", "fault": "pod-kill", "targets": [], "may_drop": [], "pids": {"p": "1"}},
+            "p",
+        ),
+        ("session_refused", {"pid": 1, "slot": "a", "epoch": 1, "claimed": "yes"}, "claimed"),
+        ("session_stop", {"pid": 1, "slot": "a", "epoch": 1, "reason": "x", "began": "0"}, "began"),
+        ("crashed", {"returncode": 1}, "process"),
+        ("crashed", {"process": "r0", "returncode": "1"}, "returncode"),
+    ],
+)
+def test_malformed_optional_fields_are_errors(kind: str, fields: dict[str, Any], key: str) -> None:
+    with pytest.raises(HistoryError, match=f"'{key}'"):
+        Campaign().add(1.0, kind, "pod-1", **fields).check()
 
 
 def samples(*seconds: float) -> Report:

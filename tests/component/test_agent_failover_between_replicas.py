@@ -12,7 +12,6 @@ from prometheus_client import CollectorRegistry
 from adapter.agent import Agent
 from adapter.config import AgentConfig
 from adapter.metrics import PodMetrics
-from persistence.localserver import free_ports
 from raftorch.config import Secret
 
 TTL = 3.0
@@ -51,8 +50,8 @@ async def test_a_hanging_replica_does_not_use_up_the_lease(tmp_path: Path) -> No
     server, hanging_port, held = await _hanging_server()
     runner = web.AppRunner(_replica())
     await runner.setup()
-    [good_port] = free_ports(1)
-    await web.TCPSite(runner, "127.0.0.1", good_port).start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    good_port = runner.addresses[0][1]
     config = AgentConfig(
         pod_id="pod-1",
         orchestrators=(f"http://127.0.0.1:{good_port}", f"http://127.0.0.1:{hanging_port}"),
