@@ -38,6 +38,8 @@ MSGPACK = "application/msgpack"
 LEADER_HEADER = "X-Raftorch-Leader"
 Reply = tuple[int, dict[str, Any]]
 RETRY_SECONDS = 0.5  # between attempts while registering or after a failed heartbeat
+HEDGE_FRACTION = 0.2  # of a heartbeat interval: how long a heartbeat waits before also
+# asking the next replica
 
 
 class Agent:
@@ -89,19 +91,6 @@ class Agent:
     def wake(self) -> None:
         self._wake.set()
 
-    def heartbeat_attempt_timeout(self) -> float:
-        """How long one replica may take to acknowledge a heartbeat before the next is tried.
-
-        A replica that hangs (a paused leader, a follower forwarding to it) must not use
-        up the lease while another replica could renew it, so every replica gets a try
-        before the lease runs out: the time left shared among them, at most half a
-        heartbeat interval and `request_timeout_seconds`, at least 0.25 s. (TTL 3 s:
-        a heartbeat leaves with about 1.5 s of lease left, so 0.5 s per replica.)
-        """
-        left = self.deadline - self._clock()
-        share = left / max(1, len(self._urls)) if left > 0 else self.interval / 2
-        return min(self.config.request_timeout_seconds, self.interval / 2, max(0.25, share))
-
     def lease_remaining(self) -> float:
         return max(0.0, self.deadline - self._clock())
 
@@ -147,6 +136,71 @@ class Agent:
                 log.debug("orchestrator unreachable url=%s error=%s", url, exc)
         return None
 
+    async def _attempt(
+        self, url: str, path: str, data: bytes, headers: dict[str, str], timeout: float
+    ) -> tuple[float, Reply] | None:
+        """One POST to one replica: (its send time, the reply), or None (no answer, 503)."""
+        assert self._http is not None
+        sent = self._clock()
+        try:
+            async with self._http.post(
+                url + path, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as answer:
+                payload = await answer.read()
+                self._follow_leader(answer.headers.get(LEADER_HEADER), url)
+                if answer.status == 503:
+                    return None
+                return sent, (answer.status, _decode(payload, answer.content_type))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.debug("orchestrator unreachable url=%s error=%s", url, exc)
+            return None
+
+    async def _hedged_post(
+        self, path: str, body: Any, token: str, budget: float
+    ) -> tuple[float, Reply] | None:
+        """POST to the preferred replica; while no answer comes, again to the next one every
+        hedge interval (round robin), earlier attempts left running. The first answer wins,
+        with the send time of the attempt that got it. None when nothing answered in time.
+
+        A replica that hangs (a paused leader, a follower still forwarding to it) then
+        costs one hedge interval, not the lease: once the others have elected a new
+        leader, the next attempt through any of them reaches it. A first-round refusal
+        moves on at once.
+        """
+        headers = {"Authorization": f"Bearer {token}", "Accept": MSGPACK,
+                   "Content-Type": MSGPACK}  # fmt: skip
+        data = msgpack.packb(body)
+        urls = list(self._urls)
+        hedge = max(0.05, self.interval * HEDGE_FRACTION)
+        give_up = self._clock() + budget
+        next_launch, launched = self._clock(), 0
+        tasks: set[asyncio.Task[tuple[float, Reply] | None]] = set()
+        try:
+            while (now := self._clock()) < give_up:
+                if now >= next_launch and len(tasks) < 2 * len(urls):
+                    url = urls[launched % len(urls)]
+                    tasks.add(asyncio.create_task(self._attempt(url, path, data, headers,
+                                                                give_up - now)))  # fmt: skip
+                    launched += 1
+                    next_launch = now + hedge
+                wait = max(0.0, min(next_launch, give_up) - self._clock())
+                if not tasks:
+                    await asyncio.sleep(wait)
+                    continue
+                done, tasks = await asyncio.wait(
+                    tasks, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    if (won := task.result()) is not None:
+                        return won
+                if done and launched < len(urls):
+                    next_launch = self._clock()  # refused at once: try the next replica now
+            return None
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     def _follow_leader(self, leader: str | None, answered: str) -> None:
         preferred = leader.rstrip("/") if leader and self.config.follow_leader else answered
         if preferred in self._urls:
@@ -188,18 +242,17 @@ class Agent:
             return
         reports = self.sessions.reports()
         stopped = {r["slot"]: r["epoch"] for r in reports if r["status"] == "STOPPED"}
-        sent = self._clock()
-        reply = await self._call(
-            "POST",
+        won = await self._hedged_post(
             "/pod/v1/heartbeat",
             {"pod_id": self.config.pod_id, "sessions": reports},
             self.credential,
-            self.heartbeat_attempt_timeout(),
+            max(self.interval, self.config.request_timeout_seconds),
         )
-        if reply is None or reply[0] not in (200, 403, 410):
+        if won is None or won[1][0] not in (200, 403, 410):
             self.metrics.heartbeat_failures.inc()
             self.last_heartbeat_ok = False
             return
+        sent, reply = won  # the lease counts from the send time of the attempt answered
         self.last_heartbeat_ok = True
         status, answer = reply
         if status != 200:

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
-    failed = [r["mix"] for r in results if r["violations"]]
+    failed = [str(r["mix"]) for r in results if r["violations"]]
     verdict = "violations in " + ", ".join(failed) if failed else "no violations"
     print(f"chaos: {len(results)} mixes, {verdict}")
     return 1 if failed else 0

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,28 @@ class System:
         self.killed.add(process.pid)
         process.kill()
         process.wait(timeout=10)
+
+    def stop_gracefully(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGTERM and wait (a clean stop, not a crash)."""
+        self.killed.add(process.pid)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+
+    def pods_renewed_since(self, wall: float) -> bool:
+        """The leader has acknowledged a heartbeat of every pod after unix time `wall`."""
+        leader = self.leader()
+        if leader is None:
+            return False
+        reply = call("GET", leader.api_url + "/api/v1/pods", timeout=2.0)
+        if reply.status != 200 or not isinstance(reply.body, dict):
+            return False
+        renewed = {
+            pod["id"]
+            for pod in reply.body["items"]
+            if pod.get("last_heartbeat")
+            and datetime.fromisoformat(pod["last_heartbeat"]).timestamp() > wall
+        }
+        return renewed >= {p.pod_id for p in self.pods if p.alive()}
 
     def crashes(self) -> list[tuple[str, int | None]]:
         """Processes that exited without the nemesis killing them (each reported once)."""

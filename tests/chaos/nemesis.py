@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -191,15 +192,18 @@ def cluster_restart(system: System, rng: random.Random, announce: Announce) -> I
 
 
 def rolling_restart(system: System, rng: random.Random, announce: Announce) -> Injected:
-    """Each replica in turn killed and started again, back well within the TTL."""
+    """Each replica in turn stopped (SIGTERM, as a Kubernetes rolling update does) and
+    started again; the next one only once this one is ready, there is a leader and that
+    leader has renewed every pod since (back well within the TTL)."""
     targets = [r.node_id for r in system.replicas]
     announce("rolling-restart", targets, [])
     for replica in system.replicas:
         assert replica.process is not None
-        system.kill(replica.process)
+        system.stop_gracefully(replica.process)
         system.start_replica(replica)
+        restarted = time.time()
         wait_until(partial(system.ready, replica), 30.0, f"{replica.node_id} back")
-        wait_until(system.leader, 20.0, "a leader after restarting a replica")
+        wait_until(partial(system.pods_renewed_since, restarted), 20.0, "every pod renewed")
     return Injected("rolling-restart", targets, 0.0, lambda: None)
 
 
