@@ -33,15 +33,43 @@ How events are read:
 
 from __future__ import annotations
 
-import json
 import math
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from itertools import islice
-from pathlib import Path
 from typing import Any
+
+from tests.chaos.history import (
+    Event,
+    History,
+    HistoryError,
+    event_problem,
+    field_of,
+    integer,
+    number,
+    pids_of,
+    read_events,
+    text,
+    texts,
+)
+from tests.chaos.report import Failover, Interval, Report, Violation
+
+__all__ = [
+    "GRACEFUL_PREFIXES",
+    "POD_FAULTS",
+    "Event",
+    "Failover",
+    "History",
+    "HistoryError",
+    "Interval",
+    "Report",
+    "Violation",
+    "check",
+    "lease_intervals",
+    "read_events",
+]
 
 GRACEFUL_PREFIXES = ("drain",)
 """A `session_stop` reason starting with one of these is a clean hand-over; any other is a drop."""
@@ -50,158 +78,6 @@ POD_FAULTS = frozenset({"pod-kill", "pod-pause", "pod-isolate"})
 """Faults after which the failover latency of the slots their targets held is measured."""
 
 _FEW = 5  # how many examples a message lists
-
-Event = dict[str, Any]
-"""One recorded event as loaded from JSON: at least `t`, `wall`, `kind`, `source`."""
-
-
-class HistoryError(ValueError):
-    """The history is malformed; the message names the file and line, or the event."""
-
-
-@dataclass(frozen=True)
-class Violation:
-    """One breach of invariant `invariant` (1-6), described well enough to debug."""
-
-    invariant: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"invariant {self.invariant}: {self.message}"
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A pod incarnation holding a valid lease on `slot` at `epoch` over [start, end).
-
-    `ended` says what closed it: "stop", "refused after claim", "lapse", "end of history"
-    or "no lease" (the start found no valid lease: an empty interval, and a breach).
-    """
-
-    slot: str
-    pod: str
-    pid: int
-    epoch: int
-    start: float
-    end: float
-    ended: str
-
-
-@dataclass(frozen=True)
-class Failover:
-    """Seconds from a pod fault until another incarnation had the target's slot running."""
-
-    fault_id: str
-    fault: str
-    pod: str
-    slot: str
-    seconds: float
-
-
-@dataclass
-class History:
-    """A recorded campaign: events (any order), lease TTL, recovery bound, queues.
-
-    `produced` maps a queue to the message ids the producer confirmed; `deliveries`
-    maps a queue to sink rows {seq, msg_id, slot, epoch, pod_id}.
-    """
-
-    events: list[Event]
-    ttl: float
-    recovery_bound: float
-    produced: dict[str, list[int]] = field(default_factory=dict)
-    deliveries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: str | Path) -> History:
-        """Read {"ttl", "recovery_bound", "produced", "deliveries", "events"} from a JSON file."""
-        p = Path(path)
-        try:
-            raw = json.loads(p.read_bytes())
-        except ValueError as e:
-            raise HistoryError(f"{p}: not JSON: {e}") from e
-        if not isinstance(raw, dict):
-            raise HistoryError(f"{p}: expected a JSON object, got {type(raw).__name__}")
-        try:
-            return cls(
-                events=[dict(ev) for ev in raw["events"]],
-                ttl=float(raw["ttl"]),
-                recovery_bound=float(raw["recovery_bound"]),
-                produced={str(q): [int(i) for i in ids] for q, ids in raw["produced"].items()},
-                deliveries={
-                    str(q): [dict(r) for r in rows] for q, rows in raw["deliveries"].items()
-                },
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise HistoryError(f"{p}: not a history: {e!r}") from e
-
-
-def read_events(paths: Iterable[str | Path]) -> list[Event]:
-    """Merge JSON-lines event files into one list ordered by `t` (stable within a file).
-
-    A process killed by SIGKILL can leave its last line cut short: the last
-    non-blank line of a file is skipped if it does not parse. Any other bad line
-    raises `HistoryError` naming the file and the line number.
-    """
-    events: list[Event] = []
-    for path in paths:
-        p = Path(path)
-        lines = p.read_bytes().split(b"\n")
-        last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                ev = json.loads(line)
-            except ValueError as e:  # JSONDecodeError or a cut multi-byte character
-                if i == last:
-                    break
-                raise HistoryError(f"{p}:{i + 1}: not JSON: {e}") from e
-            problem = _event_problem(ev)
-            if problem:
-                raise HistoryError(f"{p}:{i + 1}: {problem}")
-            events.append(ev)
-    events.sort(key=lambda ev: float(ev["t"]))
-    return events
-
-
-def _event_problem(ev: object) -> str | None:
-    if not isinstance(ev, dict):
-        return f"not an event object: {ev!r}"
-    for key, types in (("t", (int, float)), ("kind", (str,)), ("source", (str,))):
-        if not isinstance(ev.get(key), types) or isinstance(ev.get(key), bool):
-            return f"event without a valid {key!r}: {ev!r}"
-    return None
-
-
-def _field(obj: dict[str, Any], key: str, *types: type) -> Any:
-    value = obj.get(key)
-    if not isinstance(value, types) or isinstance(value, bool):
-        raise HistoryError(f"bad or missing {key!r} in {obj!r}")
-    return value
-
-
-def _num(obj: dict[str, Any], key: str) -> float:
-    return float(_field(obj, key, int, float))
-
-
-def _int(obj: dict[str, Any], key: str) -> int:
-    return int(_field(obj, key, int))
-
-
-def _str(obj: dict[str, Any], key: str) -> str:
-    return str(_field(obj, key, str))
-
-
-def _strs(obj: dict[str, Any], key: str) -> list[str]:
-    return [str(x) for x in _field(obj, key, list)]
-
-
-def _pids(obj: dict[str, Any]) -> dict[str, int]:
-    """The optional `pids` {pod: pid} of a fault; {} when absent."""
-    if obj.get("pids") is None:
-        return {}
-    return {str(pod): _int(obj["pids"], pod) for pod in _field(obj, "pids", dict)}
 
 
 @dataclass(frozen=True)
@@ -247,11 +123,11 @@ class _Row:
 def _row(queue: str, r: dict[str, Any]) -> _Row:
     return _Row(
         queue,
-        _int(r, "seq"),
-        _int(r, "msg_id"),
-        _str(r, "slot"),
-        _int(r, "epoch"),
-        _str(r, "pod_id"),
+        integer(r, "seq"),
+        integer(r, "msg_id"),
+        text(r, "slot"),
+        integer(r, "epoch"),
+        text(r, "pod_id"),
     )
 
 
@@ -277,102 +153,6 @@ class _Facts:
         return [ev for ev in self.events if ev["kind"] in kinds]
 
 
-@dataclass
-class Report:
-    """The outcome of `check`: violations plus the numbers worth watching."""
-
-    violations: list[Violation] = field(default_factory=list)
-    fault_counts: dict[str, int] = field(default_factory=dict)
-    failovers: list[Failover] = field(default_factory=list)
-    ttl: float = 0.0
-    writes_rejected: int = 0
-    grants: int = 0
-    sessions_started: int = 0
-    sessions_refused: int = 0
-    sessions_without_lease: int = 0
-    drops: int = 0
-    drops_excused: int = 0
-    crashes: int = 0
-    messages: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when no invariant was breached."""
-        return not self.violations
-
-    @property
-    def failover_seconds(self) -> list[float]:
-        """Failover latencies in the order the faults happened."""
-        return [f.seconds for f in self.failovers]
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready summary; percentiles are nearest-rank, None without samples."""
-        secs = self.failover_seconds
-        return {
-            "violations": [
-                {"invariant": v.invariant, "message": v.message} for v in self.violations
-            ],
-            "fault_counts": dict(self.fault_counts),
-            "failover_seconds": {"count": len(secs), **_stats(secs)},
-            "failover_beyond_ttl_seconds": _stats([s - self.ttl for s in secs]),
-            "writes_rejected": self.writes_rejected,
-            "grants": self.grants,
-            "sessions_started": self.sessions_started,
-            "sessions_refused": self.sessions_refused,
-            "sessions_without_lease": self.sessions_without_lease,
-            "drops": self.drops,
-            "drops_excused": self.drops_excused,
-            "crashes": self.crashes,
-            "messages": {q: dict(m) for q, m in self.messages.items()},
-        }
-
-    def summary(self) -> str:
-        """A few lines for a human: counts, latencies, one line per violation, verdict."""
-        summary = self.to_json()
-        fo, beyond = summary["failover_seconds"], summary["failover_beyond_ttl_seconds"]
-        faults = ", ".join(f"{k} {n}" for k, n in sorted(self.fault_counts.items())) or "none"
-        queues = "; ".join(
-            f"{q} {m['produced']} produced / {m['delivered']} delivered"
-            for q, m in sorted(self.messages.items())
-        )
-        lines = [
-            f"faults: {faults}",
-            f"grants {self.grants}, sessions started {self.sessions_started} "
-            f"(refused {self.sessions_refused}, without a lease {self.sessions_without_lease}), "
-            f"drops {self.drops} ({self.drops_excused} excused), "
-            f"writes rejected by the fence {self.writes_rejected}, "
-            f"processes exited on their own {self.crashes}",
-            f"failover: {fo['count']} samples, p50 {_sec(fo['p50'])}, p99 {_sec(fo['p99'])}, "
-            f"max {_sec(fo['max'])}; beyond ttl p50 {_sec(beyond['p50'])}, "
-            f"p99 {_sec(beyond['p99'])}, max {_sec(beyond['max'])}",
-            f"messages: {queues or 'none'}",
-            *(str(v) for v in self.violations),
-            f"FAILED: {len(self.violations)} violations"
-            if self.violations
-            else "OK: no violations",
-        ]
-        return "\n".join(lines)
-
-
-def _sec(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}s"
-
-
-def _nearest_rank(values: list[float], pct: int) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(pct * len(ordered) / 100)) - 1]
-
-
-def _stats(values: list[float]) -> dict[str, float | None]:
-    return {
-        "p50": _nearest_rank(values, 50),
-        "p99": _nearest_rank(values, 99),
-        "max": max(values) if values else None,
-    }
-
-
 def check(history: History) -> Report:
     """Check every invariant over `history`; raises `HistoryError` if it is malformed."""
     facts = _facts(history)
@@ -391,7 +171,7 @@ def check(history: History) -> Report:
     queues = sorted(set(history.produced) | set(history.deliveries))
     return Report(
         violations=violations,
-        fault_counts=dict(Counter(_str(ev, "fault") for ev in facts.of("fault"))),
+        fault_counts=dict(Counter(text(ev, "fault") for ev in facts.of("fault"))),
         failovers=_failovers(facts),
         ttl=history.ttl,
         writes_rejected=len(facts.of("write_rejected")),
@@ -419,7 +199,7 @@ def lease_intervals(history: History) -> list[Interval]:
 
 def _facts(history: History) -> _Facts:
     for i, ev in enumerate(history.events):
-        problem = _event_problem(ev)
+        problem = event_problem(ev)
         if problem:
             raise HistoryError(f"event #{i}: {problem}")
     events = sorted(history.events, key=lambda ev: float(ev["t"]))
@@ -442,8 +222,13 @@ def _grants(
     for ev in events:
         if ev["kind"] != "grant":
             continue
-        slot, pod, epoch, t = _str(ev, "slot"), _str(ev, "pod"), _int(ev, "epoch"), _num(ev, "t")
-        key = (str(_field(ev, "entry", str, int)), slot)
+        slot, pod, epoch, t = (
+            text(ev, "slot"),
+            text(ev, "pod"),
+            integer(ev, "epoch"),
+            number(ev, "t"),
+        )
+        key = (str(field_of(ev, "entry", str, int)), slot)
         if key not in first:
             first[key] = _Grant(slot, pod, epoch, key[0], t)
         elif t < first[key].t:
@@ -476,13 +261,13 @@ def _intervals(events: list[Event], t_end: float) -> tuple[list[Interval], Count
     for ev in events:
         kind = ev["kind"]
         if kind == "lease":
-            deadline = None if ev.get("deadline") is None else _num(ev, "deadline")
-            leases[ev["source"], _int(ev, "pid")].append((_num(ev, "t"), deadline))
+            deadline = None if ev.get("deadline") is None else number(ev, "deadline")
+            leases[ev["source"], integer(ev, "pid")].append((number(ev, "t"), deadline))
         elif kind in ("session_start", "session_refused", "session_stop"):
-            key = (str(ev["source"]), _int(ev, "pid"), _str(ev, "slot"), _int(ev, "epoch"))
+            key = (str(ev["source"]), integer(ev, "pid"), text(ev, "slot"), integer(ev, "epoch"))
             if kind == "session_refused" and _claimed(ev):
                 kind = _CLAIMED_REFUSAL
-            sessions[key].append((_num(ev, "t"), kind))
+            sessions[key].append((number(ev, "t"), kind))
     intervals: list[Interval] = []
     starts: Counter[str] = Counter()
     for (pod, pid, slot, epoch), seq in sessions.items():
@@ -553,7 +338,7 @@ def _faults(events: list[Event], t_end: float, grace: float) -> list[_Fault]:
     for i, ev in enumerate(events):
         if ev["kind"] != "fault":
             continue
-        fault_id = _str(ev, "id")
+        fault_id = text(ev, "id")
         heal = next(
             (
                 j
@@ -568,14 +353,16 @@ def _faults(events: list[Event], t_end: float, grace: float) -> list[_Fault]:
         else:
             until = next(
                 (
-                    _num(later, "t")
+                    number(later, "t")
                     for later in islice(events, heal + 1, None)
                     if later["kind"] in ("recovered", "fault")
                 ),
-                _num(events[heal], "t") + grace,
+                number(events[heal], "t") + grace,
             )
-        kind, targets, may_drop = _str(ev, "fault"), _strs(ev, "targets"), _strs(ev, "may_drop")
-        faults.append(_Fault(fault_id, kind, targets, may_drop, _pids(ev), _num(ev, "t"), until))
+        kind, targets, may_drop = text(ev, "fault"), texts(ev, "targets"), texts(ev, "may_drop")
+        faults.append(
+            _Fault(fault_id, kind, targets, may_drop, pids_of(ev), number(ev, "t"), until)
+        )
     return faults
 
 
@@ -690,10 +477,10 @@ def _check_drops(facts: _Facts) -> tuple[list[Violation], int, int]:
     out: list[Violation] = []
     drops = excused = 0
     for ev in facts.of("session_stop"):
-        reason, pod, pid = _str(ev, "reason"), str(ev["source"]), ev.get("pid")
+        reason, pod, pid = text(ev, "reason"), str(ev["source"]), ev.get("pid")
         if reason.startswith(GRACEFUL_PREFIXES):
             continue
-        t = _num(ev, "began") if ev.get("began") is not None else _num(ev, "t")
+        t = number(ev, "began") if ev.get("began") is not None else number(ev, "t")
         drops += 1
         open_faults = [f for f in facts.faults if f.t <= t <= f.until]
         if any(f.excuses(pod, pid) for f in open_faults):
@@ -719,11 +506,11 @@ def _check_recovery(facts: _Facts) -> list[Violation]:
     bound = facts.history.ttl + facts.history.recovery_bound
     pending: list[float] = []
     for ev in facts.of("healed_all", "recovered"):
-        t = _num(ev, "t")
+        t = number(ev, "t")
         if ev["kind"] == "healed_all":
             pending.append(t)
             continue
-        ok, missing = ev.get("ok") is True, _strs(ev, "missing")
+        ok, missing = ev.get("ok") is True, texts(ev, "missing")
         if ok and isinstance(ev.get("active_since"), int | float):
             t = min(t, float(ev["active_since"]))
         for healed in pending:
@@ -746,11 +533,11 @@ def _check_crashes(facts: _Facts) -> list[Violation]:
     """Invariant 5: no process exits unless the nemesis killed it (`crashed` events)."""
     out: list[Violation] = []
     for ev in facts.of("crashed"):
-        process = _str(ev, "process")
-        code = None if ev.get("returncode") is None else _int(ev, "returncode")
+        process = text(ev, "process")
+        code = None if ev.get("returncode") is None else integer(ev, "returncode")
         returncode = "unknown" if code is None else str(code)
         msg = f"process {process} exited on its own (returncode {returncode})"
-        out.append(Violation(5, f"{msg} at {facts.at(_num(ev, 't'))}"))
+        out.append(Violation(5, f"{msg} at {facts.at(number(ev, 't'))}"))
     return out
 
 
@@ -809,7 +596,7 @@ def _failovers(facts: _Facts) -> list[Failover]:
     """Per pod fault and slot its target held: time until another incarnation ran the slot."""
     running: dict[str, list[tuple[float, str, int]]] = defaultdict(list)
     for ev in facts.of("session_running"):
-        running[_str(ev, "slot")].append((_num(ev, "t"), str(ev["source"]), _int(ev, "pid")))
+        running[text(ev, "slot")].append((number(ev, "t"), str(ev["source"]), integer(ev, "pid")))
     out: list[Failover] = []
     for f in facts.faults:
         if f.fault not in POD_FAULTS:
