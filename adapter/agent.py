@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 MSGPACK = "application/msgpack"
 LEADER_HEADER = "X-Raftorch-Leader"
 Reply = tuple[int, dict[str, Any]]
+Request = tuple[bytes | None, dict[str, str]]  # body, headers
 RETRY_SECONDS = 0.5  # between attempts while registering or after a failed heartbeat
 HEDGE_FRACTION = 0.2  # of a heartbeat interval: how long a heartbeat waits before also
 # asking the next replica
@@ -112,39 +113,28 @@ class Agent:
     async def _call(
         self, method: str, path: str, body: Any, token: str, timeout: float
     ) -> Reply | None:
-        """Try each replica, the last known leader first; None when none answered."""
-        assert self._http is not None
-        headers = {"Authorization": f"Bearer {token}", "Accept": MSGPACK}
-        data = None
-        if body is not None:
-            data, headers["Content-Type"] = msgpack.packb(body), MSGPACK
+        """Try each replica in turn, the last known leader first; None when none answered."""
+        request = _request(body, token)
         for url in list(self._urls):
-            try:
-                async with self._http.request(
-                    method,
-                    url + path,
-                    data=data,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=timeout),
-                ) as answer:
-                    payload = await answer.read()
-                    self._follow_leader(answer.headers.get(LEADER_HEADER), url)
-                    if answer.status == 503:
-                        continue
-                    return answer.status, _decode(payload, answer.content_type)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.debug("orchestrator unreachable url=%s error=%s", url, exc)
+            won = await self._attempt(method, url, path, request, timeout)
+            if won is not None:
+                return won[1]
         return None
 
     async def _attempt(
-        self, url: str, path: str, data: bytes, headers: dict[str, str], timeout: float
+        self, method: str, url: str, path: str, request: Request, timeout: float
     ) -> tuple[float, Reply] | None:
-        """One POST to one replica: (its send time, the reply), or None (no answer, 503)."""
+        """One request to one replica: (its send time, the reply), or None (no answer, 503)."""
         assert self._http is not None
+        data, headers = request
         sent = self._clock()
         try:
-            async with self._http.post(
-                url + path, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            async with self._http.request(
+                method,
+                url + path,
+                data=data,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
             ) as answer:
                 payload = await answer.read()
                 self._follow_leader(answer.headers.get(LEADER_HEADER), url)
@@ -167,9 +157,7 @@ class Agent:
         leader, the next attempt through any of them reaches it. A first-round refusal
         moves on at once.
         """
-        headers = {"Authorization": f"Bearer {token}", "Accept": MSGPACK,
-                   "Content-Type": MSGPACK}  # fmt: skip
-        data = msgpack.packb(body)
+        request = _request(body, token)
         urls = list(self._urls)
         hedge = max(0.05, self.interval * HEDGE_FRACTION)
         give_up = self._clock() + budget
@@ -179,8 +167,8 @@ class Agent:
             while (now := self._clock()) < give_up:
                 if now >= next_launch and len(tasks) < 2 * len(urls):
                     url = urls[launched % len(urls)]
-                    tasks.add(asyncio.create_task(self._attempt(url, path, data, headers,
-                                                                give_up - now)))  # fmt: skip
+                    attempt = self._attempt("POST", url, path, request, give_up - now)
+                    tasks.add(asyncio.create_task(attempt))
                     launched += 1
                     next_launch = now + hedge
                 wait = max(0.0, min(next_launch, give_up) - self._clock())
@@ -417,6 +405,15 @@ class Agent:
                 self.config.request_timeout_seconds,
             )
             log.info("released sessions=%d answer=%s", len(released), reply and reply[0])
+
+
+def _request(body: Any, token: str) -> Request:
+    """The msgpack body (None without one) and headers of a call to the pod API."""
+    headers = {"Authorization": f"Bearer {token}", "Accept": MSGPACK}
+    if body is None:
+        return None, headers
+    headers["Content-Type"] = MSGPACK
+    return msgpack.packb(body), headers
 
 
 def _decode(payload: bytes, content_type: str) -> dict[str, Any]:

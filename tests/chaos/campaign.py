@@ -26,7 +26,6 @@ from tests.integration.processes import wait_until
 RECOVERY_BOUND_SECONDS = 10.0
 """Invariant 5's stated bound: ACTIVE again within TTL + this after a fault heals."""
 RECOVERY_PATIENCE_SECONDS = 30.0  # how long past the bound the schedule still waits
-POLL_SECONDS = 0.1
 
 
 @dataclass
@@ -147,6 +146,12 @@ def _record_crashes(system: System) -> None:
         system.nemesis_trail.record("crashed", process=process, returncode=returncode)
 
 
+@dataclass
+class _Stretch:
+    since: float | None = None
+    seen: object = None
+
+
 def _await_recovery(system: System, ttl: float, healed: float) -> tuple[float, list[str]]:
     """Seconds from the heal until every enabled slot is ACTIVE *for good*, and what was
     not (if it gave up).
@@ -156,18 +161,22 @@ def _await_recovery(system: System, ttl: float, healed: float) -> tuple[float, l
     has not run out yet); the TTL-long window sees that expire and move, and recovery is
     dated from the start of the window that held.
     """
-    deadline = healed + ttl + RECOVERY_BOUND_SECONDS + RECOVERY_PATIENCE_SECONDS
-    stable_since: float | None = None
-    seen: object = None
-    while True:
-        now = time.monotonic()
-        slots = system.slots()
+    stretch = _Stretch()
+
+    def settled() -> float | None:
+        """The start of a stretch of all-ACTIVE, unchanged slots at least a TTL long."""
+        now, slots = time.monotonic(), system.slots()
         if isinstance(slots, str) or any(s != "ACTIVE" for s, _, _ in slots.values()):
-            stable_since = None
-        elif stable_since is None or slots != seen:
-            stable_since, seen = now, slots
-        elif now - stable_since >= ttl:
-            return stable_since - healed, []
-        if now > deadline:
-            return now - healed, system.not_active() or ["<owners still changing>"]
-        time.sleep(POLL_SECONDS)
+            stretch.since = None
+        elif stretch.since is None or slots != stretch.seen:
+            stretch.since, stretch.seen = now, slots
+        elif now - stretch.since >= ttl:
+            return stretch.since
+        return None
+
+    patience = ttl + RECOVERY_BOUND_SECONDS + RECOVERY_PATIENCE_SECONDS
+    try:
+        since = wait_until(settled, patience, "every slot ACTIVE for a whole TTL")
+    except AssertionError:
+        return time.monotonic() - healed, system.not_active() or ["<owners still changing>"]
+    return since - healed, []

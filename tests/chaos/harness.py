@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import asyncpg
 from persistence.audit import AuditTrail
 from persistence.localserver import PostgresServer, free_ports
 from tests.chaos.proxy import FaultProxy, ProxyServer
-from tests.integration.processes import ADMIN_TOKEN, POD_TOKEN, SECRET, call, wait_until
+from tests.integration.processes import call, pod_env, replica_env, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -295,37 +294,16 @@ class System:
     # --- replicas -----------------------------------------------------------------------
 
     def replica_env(self, replica: Replica) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTORCH_")}
         peers = [r for r in self.replicas if r is not replica]
         routes = [f"{p.raft_address}={replica.raft_proxies[p.index].address}" for p in peers]
-        env.update(
-            {
-                "RAFTORCH_NODE__ID": replica.node_id,
-                "RAFTORCH_NODE__DATA_DIR": str(replica.root),
-                # One file per process: a line torn by SIGKILL stays at its file's end.
-                "RAFTORCH_NODE__AUDIT_FILE": str(
-                    self.audit_dir / f"{replica.node_id}.{replica.starts}.audit"
-                ),
-                "RAFTORCH_RAFT__BIND": replica.raft_address,
-                "RAFTORCH_RAFT__PEERS": ",".join(p.raft_address for p in peers),
-                "RAFTORCH_RAFT__PEER_ROUTES": ",".join(routes),
-                "RAFTORCH_RAFT__SECRET": SECRET,
-                "RAFTORCH_RAFT__ELECTION_TIMEOUT_MIN_SECONDS": "0.2",
-                "RAFTORCH_RAFT__ELECTION_TIMEOUT_MAX_SECONDS": "0.6",
-                "RAFTORCH_RAFT__APPEND_ENTRIES_PERIOD_SECONDS": "0.05",
-                "RAFTORCH_LEASE__TTL_SECONDS": str(self.ttl),
-                "RAFTORCH_API__HOST": "127.0.0.1",
-                "RAFTORCH_API__PORT": str(replica.api_port),
-                "RAFTORCH_API__ADMIN_TOKEN": ADMIN_TOKEN,
-                "RAFTORCH_API__POD_BOOTSTRAP_TOKEN": POD_TOKEN,
-                "RAFTORCH_DATABASE__DSN": self.dsn,
-                "RAFTORCH_DATABASE__CONNECT_ATTEMPTS": "3",
-                "RAFTORCH_DATABASE__CONNECT_TIMEOUT_SECONDS": "1",
-                "RAFTORCH_DATABASE__COMMAND_TIMEOUT_SECONDS": "2",
-                "RAFTORCH_LOG__LEVEL": "INFO",
-            }
-        )
-        return env
+        # One audit file per process: a line torn by SIGKILL stays at its file's end.
+        audit = self.audit_dir / f"{replica.node_id}.{replica.starts}.audit"
+        return replica_env(
+            replica.node_id, replica.root, raft_bind=replica.raft_address,
+            peers=[p.raft_address for p in peers], api_port=replica.api_port, dsn=self.dsn,
+            ttl=self.ttl,
+            RAFTORCH_NODE__AUDIT_FILE=str(audit), RAFTORCH_RAFT__PEER_ROUTES=",".join(routes),
+        )  # fmt: skip
 
     def start_replica(self, replica: Replica) -> None:
         replica.starts += 1
@@ -373,23 +351,11 @@ class System:
 
     def start_pod(self, pod: Pod) -> None:
         pod.starts += 1
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTORCH_")}
-        env.update(
-            {
-                "RAFTORCH_ADAPTER_POD_ID": pod.pod_id,
-                "RAFTORCH_ADAPTER_ORCHESTRATORS": ",".join(
-                    f"http://{p.address}" for p in pod.proxies
-                ),
-                "RAFTORCH_ADAPTER_FOLLOW_LEADER": "false",
-                "RAFTORCH_ADAPTER_BOOTSTRAP_TOKEN": POD_TOKEN,
-                "RAFTORCH_ADAPTER_DATABASE_DSN": self.dsn,
-                "RAFTORCH_ADAPTER_METRICS_PORT": str(pod.metrics_port),
-                "RAFTORCH_ADAPTER_CAPACITY": "50",
-                "RAFTORCH_ADAPTER_AUDIT_FILE": str(
-                    self.audit_dir / f"{pod.pod_id}.{pod.starts}.audit"
-                ),
-            }
-        )
+        env = pod_env(
+            pod.pod_id, [f"http://{p.address}" for p in pod.proxies], self.dsn,
+            pod.metrics_port, follow_leader="false",
+            audit_file=str(self.audit_dir / f"{pod.pod_id}.{pod.starts}.audit"),
+        )  # fmt: skip
         with (self.root / f"{pod.pod_id}.log").open("ab") as out:
             pod.process = subprocess.Popen(
                 [sys.executable, "-m", "adapter.cli", "run"],

@@ -8,17 +8,17 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from tests.chaos.proxy import LOOPBACK, FaultProxy, ProxyServer, ProxyState
+from tests.integration.processes import wait_until
 
 pytestmark = pytest.mark.timeout(10)
 
 IO_SECONDS = 3.0  # bound on any wait for something that should happen
 SILENCE_SECONDS = 0.3  # how long we listen to conclude that nothing arrives
-POLL_SECONDS = 0.01
 
 
 class EchoServer:
@@ -100,14 +100,6 @@ def proxies() -> Iterator[ProxyServer]:
         yield server
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + IO_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {IO_SECONDS}s waiting for {what}")
-        time.sleep(POLL_SECONDS)
-
-
 def connect(proxy: FaultProxy) -> socket.socket:
     return socket.create_connection((LOOPBACK, proxy.port), timeout=IO_SECONDS)
 
@@ -163,7 +155,7 @@ def test_forwards_both_ways_and_counts_bytes(echo: EchoServer, proxies: ProxySer
             roundtrip(sock, payload)
 
     sent = 3 + 300 + 5
-    wait_until(lambda: proxy.bytes_to_client == sent, "echoed bytes counted")
+    wait_until(lambda: proxy.bytes_to_client == sent, IO_SECONDS, "echoed bytes counted")
     assert proxy.bytes_to_upstream == sent
     assert proxy.connections_accepted == 1
     assert echo.accepted == 1
@@ -181,7 +173,7 @@ def test_large_payload_across_a_half_closed_connection(proxies: ProxyServer) -> 
             assert recv_to_eof(sock) == payload
         assert proxy.bytes_to_upstream == len(payload)
         assert proxy.bytes_to_client == len(payload)
-        wait_until(lambda: proxy.open_connections == 0, "the finished connection to be closed")
+        wait_until(lambda: proxy.open_connections == 0, IO_SECONDS, "the connection to close")
     finally:
         upstream.close()
 
@@ -222,7 +214,7 @@ def test_connections_made_during_a_cut_are_accepted_but_black_holed(
     proxy = proxies.add(LOOPBACK, echo.port, "link")
     proxy.cut()
     with connect(proxy) as sock:  # accepted: the client would time out, not be refused
-        wait_until(lambda: proxy.connections_accepted == 1, "the proxy to accept")
+        wait_until(lambda: proxy.connections_accepted == 1, IO_SECONDS, "the proxy to accept")
         sock.sendall(b"hello?")
         assert_silent(sock)
         assert echo.accepted == 0
@@ -251,7 +243,7 @@ def test_reset_kills_current_connections_and_keeps_forwarding(
 
     with connect(proxy) as sock:
         roundtrip(sock)
-    wait_until(lambda: echo.accepted == 3, "the upstream to see the new connection")
+    wait_until(lambda: echo.accepted == 3, IO_SECONDS, "the upstream to see the new connection")
 
 
 def test_unreachable_upstream_resets_the_client_promptly(proxies: ProxyServer) -> None:
@@ -261,7 +253,7 @@ def test_unreachable_upstream_resets_the_client_promptly(proxies: ProxyServer) -
     with pytest.raises(ConnectionResetError), connect(proxy) as sock:
         sock.recv(1)
     assert time.monotonic() - started < 1.0
-    wait_until(lambda: proxy.upstream_failures == 1, "the failure to be counted")
+    wait_until(lambda: proxy.upstream_failures == 1, IO_SECONDS, "the failure to be counted")
 
 
 def test_a_broken_connection_does_not_affect_the_others(
@@ -274,7 +266,7 @@ def test_a_broken_connection_does_not_affect_the_others(
         broken.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         broken.close()  # RST towards the proxy
 
-        wait_until(lambda: proxy.open_connections == 1, "the broken connection to be dropped")
+        wait_until(lambda: proxy.open_connections == 1, IO_SECONDS, "the broken one dropped")
         roundtrip(healthy)
 
 
@@ -334,7 +326,7 @@ def test_stop_with_open_connections_is_quick_and_final(echo: EchoServer) -> None
     with contextlib.ExitStack() as stack:
         socks = [stack.enter_context(connect(proxy)) for proxy in (forwarding, partitioned)]
         roundtrip(socks[0])
-        wait_until(lambda: partitioned.connections_accepted == 1, "the proxy to accept")
+        wait_until(lambda: partitioned.connections_accepted == 1, IO_SECONDS, "the proxy to accept")
 
         started = time.monotonic()
         server.stop()

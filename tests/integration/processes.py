@@ -77,6 +77,64 @@ def call(
     return Reply(status, parsed, headers)
 
 
+def replica_env(
+    node_id: str,
+    data_dir: Path,
+    *,
+    raft_bind: str,
+    peers: list[str],
+    api_port: int,
+    dsn: str,
+    ttl: float,
+    **extra: str,
+) -> dict[str, str]:
+    """The environment of a test replica: fast Raft timings, the test tokens, `extra` on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTORCH_")}
+    env.update(
+        {
+            "RAFTORCH_NODE__ID": node_id,
+            "RAFTORCH_NODE__DATA_DIR": str(data_dir),
+            "RAFTORCH_RAFT__BIND": raft_bind,
+            "RAFTORCH_RAFT__PEERS": ",".join(peers),
+            "RAFTORCH_RAFT__SECRET": SECRET,
+            "RAFTORCH_RAFT__ELECTION_TIMEOUT_MIN_SECONDS": "0.2",
+            "RAFTORCH_RAFT__ELECTION_TIMEOUT_MAX_SECONDS": "0.6",
+            "RAFTORCH_RAFT__APPEND_ENTRIES_PERIOD_SECONDS": "0.05",
+            "RAFTORCH_LEASE__TTL_SECONDS": str(ttl),
+            "RAFTORCH_API__HOST": "127.0.0.1",
+            "RAFTORCH_API__PORT": str(api_port),
+            "RAFTORCH_API__ADMIN_TOKEN": ADMIN_TOKEN,
+            "RAFTORCH_API__POD_BOOTSTRAP_TOKEN": POD_TOKEN,
+            "RAFTORCH_DATABASE__DSN": dsn,
+            "RAFTORCH_DATABASE__CONNECT_ATTEMPTS": "3",
+            "RAFTORCH_DATABASE__CONNECT_TIMEOUT_SECONDS": "1",
+            "RAFTORCH_DATABASE__COMMAND_TIMEOUT_SECONDS": "2",
+            "RAFTORCH_LOG__LEVEL": "INFO",
+            **extra,
+        }
+    )
+    return env
+
+
+def pod_env(
+    pod_id: str, orchestrators: list[str], dsn: str, metrics_port: int, **extra: str
+) -> dict[str, str]:
+    """The environment of a test pod; `extra` keys are RAFTORCH_ADAPTER_<KEY> settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTORCH_")}
+    env.update(
+        {
+            "RAFTORCH_ADAPTER_POD_ID": pod_id,
+            "RAFTORCH_ADAPTER_ORCHESTRATORS": ",".join(orchestrators),
+            "RAFTORCH_ADAPTER_BOOTSTRAP_TOKEN": POD_TOKEN,
+            "RAFTORCH_ADAPTER_DATABASE_DSN": dsn,
+            "RAFTORCH_ADAPTER_METRICS_PORT": str(metrics_port),
+            "RAFTORCH_ADAPTER_CAPACITY": "50",
+            **{f"RAFTORCH_ADAPTER_{k.upper()}": v for k, v in extra.items()},
+        }
+    )
+    return env
+
+
 @dataclass
 class ReplicaProcess:
     node_id: str
@@ -113,31 +171,10 @@ class ProcessCluster:
         ]  # fmt: skip
 
     def env(self, replica: ReplicaProcess) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTORCH_")}
-        peers = ",".join(r.raft_address for r in self.replicas if r is not replica)
-        env.update(
-            {
-                "RAFTORCH_NODE__ID": replica.node_id,
-                "RAFTORCH_NODE__DATA_DIR": str(replica.data_dir),
-                "RAFTORCH_RAFT__BIND": replica.raft_address,
-                "RAFTORCH_RAFT__PEERS": peers,
-                "RAFTORCH_RAFT__SECRET": SECRET,
-                "RAFTORCH_RAFT__ELECTION_TIMEOUT_MIN_SECONDS": "0.2",
-                "RAFTORCH_RAFT__ELECTION_TIMEOUT_MAX_SECONDS": "0.6",
-                "RAFTORCH_RAFT__APPEND_ENTRIES_PERIOD_SECONDS": "0.05",
-                "RAFTORCH_LEASE__TTL_SECONDS": str(self.ttl),
-                "RAFTORCH_API__HOST": "127.0.0.1",
-                "RAFTORCH_API__PORT": str(replica.api_port),
-                "RAFTORCH_API__ADMIN_TOKEN": ADMIN_TOKEN,
-                "RAFTORCH_API__POD_BOOTSTRAP_TOKEN": POD_TOKEN,
-                "RAFTORCH_DATABASE__DSN": self.dsn,
-                "RAFTORCH_DATABASE__CONNECT_ATTEMPTS": "3",
-                "RAFTORCH_DATABASE__CONNECT_TIMEOUT_SECONDS": "1",
-                "RAFTORCH_DATABASE__COMMAND_TIMEOUT_SECONDS": "2",
-                "RAFTORCH_LOG__LEVEL": "INFO",
-            }
-        )
-        return env
+        peers = [r.raft_address for r in self.replicas if r is not replica]
+        return replica_env(replica.node_id, replica.data_dir, raft_bind=replica.raft_address,
+                           peers=peers, api_port=replica.api_port, dsn=self.dsn,
+                           ttl=self.ttl)  # fmt: skip
 
     def start(self, replica: ReplicaProcess) -> None:
         log = replica.log_path.open("ab")
@@ -226,18 +263,7 @@ def start_pod(cluster: ProcessCluster, pod_id: str, root: Path, **extra: str) ->
     """A `raftorch-adapter run` process talking to every replica of `cluster`."""
     [port] = free_ports(1)
     pod = PodProcess(pod_id, port, root / f"{pod_id}.log")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTORCH_")}
-    env.update(
-        {
-            "RAFTORCH_ADAPTER_POD_ID": pod_id,
-            "RAFTORCH_ADAPTER_ORCHESTRATORS": ",".join(r.api_url for r in cluster.replicas),
-            "RAFTORCH_ADAPTER_BOOTSTRAP_TOKEN": POD_TOKEN,
-            "RAFTORCH_ADAPTER_DATABASE_DSN": cluster.dsn,
-            "RAFTORCH_ADAPTER_METRICS_PORT": str(port),
-            "RAFTORCH_ADAPTER_CAPACITY": "50",
-            **{f"RAFTORCH_ADAPTER_{k.upper()}": v for k, v in extra.items()},
-        }
-    )
+    env = pod_env(pod_id, [r.api_url for r in cluster.replicas], cluster.dsn, port, **extra)
     log = pod.log_path.open("ab")
     pod.process = subprocess.Popen(
         [sys.executable, "-m", "adapter.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
