@@ -81,6 +81,10 @@ class Agent:
         self.interval = 2.0
         self.deadline = -math.inf  # the lease is valid while clock() < deadline
         self.version = ""
+        # Entries applied to the newest state whose assignments were applied here: an
+        # answer read from older state (a slow heartbeat reply, a lagging replica) must
+        # not undo what a newer one started.
+        self.revision = -1
         self.last_heartbeat_ok = True
         self._urls = list(config.orchestrators)
         self._http: aiohttp.ClientSession | None = None
@@ -218,6 +222,7 @@ class Agent:
             return False
         answer = reply[1]
         self.credential = str(answer["credential"])
+        self.revision = -1  # a new registration may be with a rebuilt cluster: start over
         self.ttl = float(answer["lease_ttl_seconds"])
         self.interval = float(answer["heartbeat_interval_seconds"])
         self._registered.set()
@@ -256,8 +261,7 @@ class Agent:
             await self.sessions.stop(
                 order["slot"], f"fenced by the orchestrator: {order['reason']}"
             )
-        await self._apply(answer["assignments"], may_stop=True)
-        self.version = str(answer["version"])
+        await self._apply_newer(answer, may_stop=True)
 
     async def _registration_lost(self, why: str) -> None:
         log.warning("registration lost pod=%s: %s", self.config.pod_id, why)
@@ -279,6 +283,17 @@ class Agent:
             config=dict(assignment["config"]),
             artifacts=tuple(assignment.get("artifacts", ())),
         )
+
+    async def _apply_newer(self, answer: Mapping[str, Any], *, may_stop: bool) -> None:
+        """Apply an answer's assignments unless they were read from older replicated state
+        than ones already applied (answers of one pod can arrive out of order)."""
+        revision = int(answer.get("revision", 0))
+        if revision < self.revision:
+            log.debug("older assignments ignored revision=%d have=%d", revision, self.revision)
+            return
+        self.revision = revision
+        self.version = str(answer["version"])
+        await self._apply(answer["assignments"], may_stop=may_stop)
 
     async def _apply(self, assignments: list[Mapping[str, Any]], *, may_stop: bool) -> None:
         async with self._apply_lock:
@@ -361,8 +376,7 @@ class Agent:
                 "GET", path, None, credential, self.config.long_poll_seconds + 5
             )
             if reply is not None and reply[0] == 200:
-                self.version = str(reply[1]["version"])
-                await self._apply(reply[1]["assignments"], may_stop=False)
+                await self._apply_newer(reply[1], may_stop=False)
             else:
                 await asyncio.sleep(0.5)  # back off before asking again
 

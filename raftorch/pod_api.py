@@ -317,10 +317,12 @@ class PodApi:
             self._reporter.committed(snapshot, entry, result, self._tracker.renewals())
             if any(isinstance(c, Release) for c in commands):
                 self._wake_leader()
-        assignments = self._assignments(self._node.snapshot(), req.pod_id)
+        latest = self._node.snapshot()
+        assignments = self._assignments(latest, req.pod_id)
         return HeartbeatReply(term=term, leader=self._leader_hint(),
                               lease_ttl_seconds=self._config.lease.ttl_seconds,
                               version=self._version(assignments),
+                              revision=latest.applied_entries,
                               assignments=assignments, stop=stop)  # fmt: skip
 
     async def assignments(self, request: web.Request) -> web.Response:
@@ -343,7 +345,8 @@ class PodApi:
             version = self._version(found)
             remaining = deadline - self._clock()
             if version != known or remaining <= 0:
-                reply = AssignmentsReply(version=version, term=self._node.status().term,
+                reply = AssignmentsReply(version=version, revision=snapshot.applied_entries,
+                                         term=self._node.status().term,
                                          leader=self._leader_hint(), assignments=found)  # fmt: skip
                 return self._reply(request, reply)
             await self.applied.wait(remaining)

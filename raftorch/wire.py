@@ -87,12 +87,14 @@ class HeartbeatReply(msgspec.Struct, kw_only=True):
     leader: str | None
     lease_ttl_seconds: float
     version: str
+    revision: int  # entries applied to the state the assignments were read from
     assignments: list[Assignment]
     stop: list[StopOrder]
 
 
 class AssignmentsReply(msgspec.Struct, kw_only=True):
     version: str
+    revision: int  # entries applied to the state the assignments were read from
     term: int
     leader: str | None
     assignments: list[Assignment]

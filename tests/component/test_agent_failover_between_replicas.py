@@ -1,4 +1,4 @@
-"""A pod whose preferred replica hangs renews its lease through another one in time."""
+"""The pod agent against stand-in replicas: a hung replica, answers out of order."""
 
 from __future__ import annotations
 
@@ -86,3 +86,30 @@ async def test_a_hanging_replica_does_not_use_up_the_lease(tmp_path: Path) -> No
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_assignments_read_from_older_state_are_not_applied() -> None:
+    """A heartbeat reply computed just before a grant can arrive after the long-poll reply
+    that carried the grant; it must not stop the session the newer reply started."""
+    config = AgentConfig(
+        pod_id="pod-1",
+        orchestrators=("http://127.0.0.1:1",),
+        bootstrap_token=Secret("t"),
+        database_dsn=Secret("postgresql://nobody@127.0.0.1:1/none"),
+    )
+    agent = Agent(config, {}, PodMetrics(CollectorRegistry()))
+    applied: list[tuple[list[str], bool]] = []
+
+    async def record(assignments: list[dict[str, str]], *, may_stop: bool) -> None:
+        applied.append(([a["slot"] for a in assignments], may_stop))
+
+    agent._apply = record  # type: ignore[assignment,method-assign]
+    granted = {"version": "b", "revision": 12, "assignments": [{"slot": "s/0"}]}
+    before = {"version": "a", "revision": 11, "assignments": []}
+    await agent._apply_newer(granted, may_stop=False)
+    await agent._apply_newer(before, may_stop=True)
+    assert applied == [(["s/0"], False)]
+    assert (agent.version, agent.revision) == ("b", 12)
+    same = {"version": "b", "revision": 12, "assignments": [{"slot": "s/0"}]}
+    await agent._apply_newer(same, may_stop=True)
+    assert applied[-1] == (["s/0"], True)
