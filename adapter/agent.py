@@ -18,10 +18,11 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import msgpack
+import msgspec
 
 from adapter.config import AgentConfig
 from adapter.metrics import PodMetrics
@@ -29,13 +30,20 @@ from adapter.sdk import Connector, SessionInfo
 from adapter.sessions import SessionManager
 from persistence.audit import AuditTrail
 from persistence.db import Database, PoolSettings
-from persistence.events import EventCategory, EventLevel, EventRepository, NewEvent
+from persistence.events import EventRepository, NewEvent
 from persistence.writebehind import WriteBehind
+from protocol.codec import MSGPACK, ErrorBody
+from protocol.pod import (
+    LEADER_HEADER,
+    Assignment,
+    AssignmentsReply,
+    HeartbeatReply,
+    RegisterReply,
+)
+from protocol.values import EventCategory, EventLevel
 
 log = logging.getLogger(__name__)
 
-MSGPACK = "application/msgpack"
-LEADER_HEADER = "X-Raftorch-Leader"
 Reply = tuple[int, dict[str, Any]]
 Request = tuple[bytes | None, dict[str, str]]  # body, headers
 RETRY_SECONDS = 0.5  # between attempts while registering or after a failed heartbeat
@@ -217,14 +225,14 @@ class Agent:
             self.config.bootstrap_token.reveal(),
             self.config.request_timeout_seconds,
         )
-        if reply is None or reply[0] != 201:
-            log.warning("registration not accepted: %s", reply)
+        answer = _typed(reply, 201, RegisterReply)
+        if answer is None:
+            log.warning("registration not accepted: %s", _why(reply))
             return False
-        answer = reply[1]
-        self.credential = str(answer["credential"])
+        self.credential = answer.credential
         self.revision = -1  # a new registration may be with a rebuilt cluster: start over
-        self.ttl = float(answer["lease_ttl_seconds"])
-        self.interval = float(answer["heartbeat_interval_seconds"])
+        self.ttl = answer.lease_ttl_seconds
+        self.interval = answer.heartbeat_interval_seconds
         self._registered.set()
         log.info("registered pod=%s ttl=%.1fs", self.config.pod_id, self.ttl)
         self.audit.record("registered", ttl=self.ttl)
@@ -246,21 +254,25 @@ class Agent:
             self.last_heartbeat_ok = False
             return
         sent, reply = won  # the lease counts from the send time of the attempt answered
-        self.last_heartbeat_ok = True
-        status, answer = reply
-        if status != 200:
-            await self._registration_lost(answer.get("error", {}).get("message", str(status)))
+        if reply[0] != 200:
+            self.last_heartbeat_ok = True
+            await self._registration_lost(_why(reply))
             return
-        deadline = sent + float(answer["lease_ttl_seconds"]) - self.config.safety_margin_seconds
+        answer = _typed(reply, 200, HeartbeatReply)
+        if answer is None:
+            log.warning("heartbeat answer is not a heartbeat reply: %s", _why(reply))
+            self.metrics.heartbeat_failures.inc()
+            self.last_heartbeat_ok = False
+            return
+        self.last_heartbeat_ok = True
+        deadline = sent + answer.lease_ttl_seconds - self.config.safety_margin_seconds
         self.audit.record("lease", deadline=deadline)  # before it takes effect
         self.deadline = deadline
         self._renewed.set()
         self.metrics.heartbeat_rtt.observe(self._clock() - sent)
         self.sessions.reported(stopped)
-        for order in answer["stop"]:
-            await self.sessions.stop(
-                order["slot"], f"fenced by the orchestrator: {order['reason']}"
-            )
+        for order in answer.stop:
+            await self.sessions.stop(order.slot, f"fenced by the orchestrator: {order.reason}")
         await self._apply_newer(answer, may_stop=True)
 
     async def _registration_lost(self, why: str) -> None:
@@ -273,49 +285,51 @@ class Agent:
 
     # --- assignments ------------------------------------------------------------------
 
-    def _info(self, assignment: Mapping[str, Any]) -> SessionInfo:
+    def _info(self, assignment: Assignment) -> SessionInfo:
         return SessionInfo(
-            slot=str(assignment["slot"]),
-            adapter_id=str(assignment["adapter_id"]),
-            epoch=int(assignment["epoch"]),
+            slot=assignment.slot,
+            adapter_id=assignment.adapter_id,
+            epoch=assignment.epoch,
             pod_id=self.config.pod_id,
-            connector=str(assignment["connector"]),
-            config=dict(assignment["config"]),
-            artifacts=tuple(assignment.get("artifacts", ())),
+            connector=assignment.connector,
+            config=assignment.config,
+            artifacts=tuple(assignment.artifacts),
         )
 
-    async def _apply_newer(self, answer: Mapping[str, Any], *, may_stop: bool) -> None:
+    async def _apply_newer(
+        self, answer: HeartbeatReply | AssignmentsReply, *, may_stop: bool
+    ) -> None:
         """Apply an answer's assignments unless they were read from older replicated state
         than ones already applied (answers of one pod can arrive out of order)."""
-        revision = int(answer.get("revision", 0))
+        revision = answer.revision
         if revision < self.revision:
             log.debug("older assignments ignored revision=%d have=%d", revision, self.revision)
             return
         self.revision = revision
-        self.version = str(answer["version"])
-        await self._apply(answer["assignments"], may_stop=may_stop)
+        self.version = answer.version
+        await self._apply(answer.assignments, may_stop=may_stop)
 
-    async def _apply(self, assignments: list[Mapping[str, Any]], *, may_stop: bool) -> None:
+    async def _apply(self, assignments: list[Assignment], *, may_stop: bool) -> None:
         async with self._apply_lock:
-            desired = {str(a["slot"]): a for a in assignments}
+            desired = {a.slot: a for a in assignments}
             for slot, session in list(self.sessions.sessions.items()):
                 wanted = desired.get(slot)
                 stale = (
                     wanted is not None
-                    and wanted["role"] == "ACTIVE"
-                    and (session.role == "ACTIVE" and session.info.epoch != wanted["epoch"])
+                    and wanted.role == "ACTIVE"
+                    and (session.role == "ACTIVE" and session.info.epoch != wanted.epoch)
                 )
                 demoted = (
-                    wanted is not None and wanted["role"] == "STANDBY" and session.role == "ACTIVE"
+                    wanted is not None and wanted.role == "STANDBY" and session.role == "ACTIVE"
                 )
                 if may_stop and (wanted is None or stale or demoted):
                     await self.sessions.stop(slot, "no longer assigned to this pod")
             for slot, wanted in desired.items():
                 current = self.sessions.sessions.get(slot)
-                if wanted["role"] == "ACTIVE" and (current is None or current.role != "ACTIVE"):
+                if wanted.role == "ACTIVE" and (current is None or current.role != "ACTIVE"):
                     if self._clock() < self.deadline:
                         await self.sessions.start(self._info(wanted))
-                elif wanted["role"] == "STANDBY" and current is None:
+                elif wanted.role == "STANDBY" and current is None:
                     await self.sessions.prepare(self._info(wanted))
 
     # --- loops ------------------------------------------------------------------------
@@ -375,8 +389,9 @@ class Agent:
             reply = await self._call(
                 "GET", path, None, credential, self.config.long_poll_seconds + 5
             )
-            if reply is not None and reply[0] == 200:
-                await self._apply_newer(reply[1], may_stop=False)
+            answer = _typed(reply, 200, AssignmentsReply)
+            if answer is not None:
+                await self._apply_newer(answer, may_stop=False)
             else:
                 await asyncio.sleep(0.5)  # back off before asking again
 
@@ -438,3 +453,27 @@ def _decode(payload: bytes, content_type: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+T = TypeVar("T")
+
+
+def _typed(reply: Reply | None, status: int, kind: type[T]) -> T | None:
+    """The answer as `kind` when it came with `status`; None otherwise (logged by callers)."""
+    if reply is None or reply[0] != status:
+        return None
+    try:
+        return msgspec.convert(reply[1], kind)
+    except msgspec.ValidationError as exc:
+        log.warning("malformed answer from the orchestrator: %s", exc)
+        return None
+
+
+def _why(reply: Reply | None) -> str:
+    """The orchestrator's error message of a refusal, or what little is known."""
+    if reply is None:
+        return "no replica answered"
+    try:
+        return msgspec.convert(reply[1], ErrorBody).error.message
+    except msgspec.ValidationError:
+        return f"HTTP {reply[0]}"

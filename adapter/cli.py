@@ -21,9 +21,9 @@ from adapter.agent import Agent
 from adapter.config import AgentConfig, add_arguments, from_arguments
 from adapter.metrics import PodMetrics
 from adapter.plugins import load_connectors
-from persistence.errors import ConfigError, RaftorchError
-from raftorch import __version__
-from raftorch.cli import configure_logging
+from protocol import __version__
+from protocol.errors import ConfigError, RaftorchError
+from protocol.logs import configure_logging
 
 DRAIN_SECONDS = 15.0
 

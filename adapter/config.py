@@ -9,8 +9,8 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from persistence.errors import ConfigError
-from raftorch.config import Secret
+from protocol.errors import ConfigError
+from protocol.secret import Secret
 
 ENV_PREFIX = "RAFTORCH_ADAPTER_"
 _POD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from raftorch import __version__
+from protocol import __version__
 
 if TYPE_CHECKING:
     from adapter.agent import Agent

@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping
 from importlib import metadata
 
 from adapter.sdk import Connector
-from persistence.errors import ConfigError
+from protocol.errors import ConfigError
 
 GROUP = "raftorch.connectors"
-_TYPE_MAX = 128  # the pod API's limits (raftorch.wire.ConnectorOffer)
+_TYPE_MAX = 128  # the pod API's limits (protocol.pod.ConnectorOffer)
 _VERSION_MAX = 64
 
 

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 from persistence.artifacts import ArtifactRepository
 from persistence.db import Connection, Database
-from persistence.errors import NotFoundError, StaleEpochError
-from persistence.events import EventCategory, EventLevel
 from persistence.session_state import SessionStateStore, put_in
+from protocol.errors import NotFoundError, StaleEpochError
+from protocol.values import EventCategory, EventLevel
 
 
 class SessionStatus(enum.StrEnum):

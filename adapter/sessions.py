@@ -19,10 +19,11 @@ from adapter.sdk import Connector, FencedState, SessionContext, SessionInfo, Ses
 from persistence.artifacts import ArtifactRepository
 from persistence.audit import DISABLED, AuditTrail
 from persistence.db import Database
-from persistence.errors import RaftorchError, StaleEpochError, UnavailableError
-from persistence.events import EventCategory, EventLevel, NewEvent
+from persistence.events import NewEvent
 from persistence.session_state import SessionStateStore
 from persistence.writebehind import WriteBehind
+from protocol.errors import RaftorchError, StaleEpochError, UnavailableError
+from protocol.values import EventCategory, EventLevel
 
 log = logging.getLogger(__name__)
 

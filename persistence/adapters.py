@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import enum
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,18 +11,8 @@ from typing import Any
 import asyncpg
 
 from persistence.db import Connection, Database
-from persistence.errors import ConflictError, NotFoundError, ValidationError
-
-
-class AdminState(enum.StrEnum):
-    ENABLED = "ENABLED"
-    DISABLED = "DISABLED"
-
-
-class DeploymentMode(enum.StrEnum):
-    SINGLE = "single"
-    ACTIVE_PASSIVE = "active_passive"
-    SCALE_OUT = "scale_out"
+from protocol.errors import ConflictError, NotFoundError, ValidationError
+from protocol.values import NAME_RE, AdminState, DeploymentMode
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +66,6 @@ def _record(row: asyncpg.Record) -> AdapterRecord:
 def _check_instances(mode: DeploymentMode, instances: int) -> None:
     if mode is not DeploymentMode.SCALE_OUT and instances != 1:
         raise ValidationError(f"instances must be 1 for mode {mode.value}, got {instances}")
-
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def check_name(name: str, what: str = "adapter name") -> None:

@@ -10,7 +10,7 @@ import asyncpg
 
 from persistence.adapters import check_name
 from persistence.db import Database
-from persistence.errors import ConflictError, NotFoundError, ValidationError
+from protocol.errors import ConflictError, NotFoundError, ValidationError
 
 MAX_ARTIFACT_BYTES = 16 * 1024 * 1024
 

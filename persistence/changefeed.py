@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from persistence.db import PoolSettings, connect_with_retry
-from persistence.errors import RaftorchError, UnavailableError
+from protocol.errors import RaftorchError, UnavailableError
 
 log = logging.getLogger(__name__)
 

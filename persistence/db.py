@@ -1,7 +1,7 @@
 """The asyncpg pool: connects with retry and backoff, and translates driver errors.
 
 This is the boundary the rest of raftorch talks to. Nothing above it ever sees an
-asyncpg exception: every failure leaves as a `persistence.errors` type, so the HTTP
+asyncpg exception: every failure leaves as a `protocol.errors` type, so the HTTP
 layer can answer 503 for "database unavailable" and 409 for a conflict.
 """
 
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from persistence.errors import (
+from protocol.errors import (
     ConflictError,
     NotFoundError,
     RaftorchError,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -11,19 +10,8 @@ from typing import Any
 import asyncpg
 
 from persistence.db import Database
-from persistence.errors import ValidationError
-
-
-class EventLevel(enum.StrEnum):
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-
-
-class EventCategory(enum.StrEnum):
-    CONNECTION = "connection"
-    ACTION = "action"
-    SYSTEM = "system"
+from protocol.errors import ValidationError
+from protocol.values import EventCategory, EventLevel
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ class LeaseRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class Grant:
+class LeaseGrant:
     session: str
     pod_id: str
     epoch: int
@@ -31,7 +31,7 @@ class LeaseHistoryRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def record_grants(self, grants: list[Grant]) -> None:
+    async def record_grants(self, grants: list[LeaseGrant]) -> None:
         """Record grants in one statement (idempotent on session and epoch)."""
         if not grants:
             return

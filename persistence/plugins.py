@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from persistence.db import Database
-from persistence.errors import ValidationError
+from protocol.errors import ValidationError
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from persistence.db import Connection, Database
-from persistence.errors import StaleEpochError, ValidationError
+from protocol.errors import StaleEpochError, ValidationError
 
 _FENCE_SQL = """
 INSERT INTO session_fences AS f (session, epoch, owner) VALUES ($1, $2, $3)

@@ -12,7 +12,7 @@ import asyncpg
 
 from persistence.adapters import check_name
 from persistence.db import Database
-from persistence.errors import NotFoundError
+from protocol.errors import NotFoundError
 
 
 class Role(enum.StrEnum):

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from persistence.errors import RaftorchError
+from protocol.errors import RaftorchError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Throwaway PostgreSQL servers for the tests, and the pytest fixtures that hand them out.
 
-`PostgresServer` (in `persistence.localserver`, shared with `raftorch demo`) runs a real
+`PostgresServer` (in `devtools.postgres`, shared with `raftorch demo`) runs a real
 PostgreSQL from the binaries on PATH (`initdb`, `pg_ctl`) in a temporary directory, listening on
 127.0.0.1 on a port from the OS that stays the same across stop/start. PostgreSQL refuses to run
 as root, so under root every server process runs as the ``postgres`` system user.
@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from persistence.localserver import (
+from devtools.postgres import (
     DEFAULT_SETTINGS,
     PostgresServer,
     StopMode,

@@ -13,7 +13,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from persistence.errors import ConfigError
+from protocol.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

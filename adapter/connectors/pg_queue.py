@@ -23,8 +23,8 @@ from typing import Any
 
 from adapter.connectors import Backoff, ConfigReader, cancel_and_wait
 from adapter.sdk import Connector, SessionContext, SessionInfo, SessionStatus
-from persistence.errors import RaftorchError, StaleEpochError, ValidationError
-from persistence.events import EventCategory, EventLevel
+from protocol.errors import RaftorchError, StaleEpochError, ValidationError
+from protocol.values import EventCategory, EventLevel
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from adapter.connectors import Backoff, ConfigReader, cancel_and_wait
 from adapter.sdk import Connector, SessionContext, SessionInfo, SessionStatus
-from persistence.events import EventLevel
+from protocol.values import EventLevel
 
 log = logging.getLogger(__name__)
 

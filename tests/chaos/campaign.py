@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persistence.localserver import PostgresServer
+from devtools.postgres import PostgresServer
 from tests.chaos.checker import History, Report, check, read_events
 from tests.chaos.harness import System
 from tests.chaos.nemesis import FAULTS, MIXES

@@ -24,8 +24,8 @@ from typing import Any
 
 import asyncpg
 
+from devtools.postgres import PostgresServer, free_ports
 from persistence.audit import AuditTrail
-from persistence.localserver import PostgresServer, free_ports
 from tests.chaos.proxy import FaultProxy, ProxyServer
 from tests.integration.processes import call, pod_env, replica_env, wait_until
 
@@ -310,7 +310,7 @@ class System:
         replica.paused = False
         with (self.root / f"{replica.node_id}.log").open("ab") as out:
             replica.process = subprocess.Popen(
-                [sys.executable, "-m", "raftorch.cli", "serve"],
+                [sys.executable, "-m", "raftorch.ops.cli", "serve"],
                 env=self.replica_env(replica),
                 stdout=out,
                 stderr=subprocess.STDOUT,

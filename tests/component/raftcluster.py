@@ -19,14 +19,15 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from persistence.localserver import free_ports
-from raftorch.bridge import RaftBridge
+from devtools.postgres import free_ports
 from raftorch.config import RaftConfig, Secret
-from raftorch.controller import LeaderLoop
-from raftorch.leases import LeaseTracker, RenewalConfirmer
-from raftorch.metrics import RaftMetrics
-from raftorch.model import AdapterSpec, Policy
-from raftorch.replication import GuardedTransport, LeaseNode, build_conf
+from raftorch.core.model import AdapterSpec, Policy
+from raftorch.leader.leases import LeaseTracker, RenewalConfirmer
+from raftorch.leader.loop import LeaderLoop
+from raftorch.raft.bridge import RaftBridge
+from raftorch.raft.metrics import RaftMetrics
+from raftorch.raft.node import LeaseNode, build_conf
+from raftorch.raft.transport import GuardedTransport
 
 T = TypeVar("T")
 

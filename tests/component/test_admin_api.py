@@ -23,21 +23,24 @@ from prometheus_client import CollectorRegistry
 
 from persistence.db import Database, PoolSettings
 from persistence.writebehind import WriteBehind
-from raftorch.admin_api import (
-    ADMIN_ROUTES,
+from protocol.admin import (
     AdapterList,
     AdapterOut,
+    ArtifactList,
+    ArtifactOut,
     ClusterOut,
     EventList,
+    PluginList,
     PodList,
-    add_admin_routes,
 )
-from raftorch.artifacts_api import ArtifactList, ArtifactOut, PluginList
-from raftorch.cache import ConfigCache
-from raftorch.config import Config
-from raftorch.context import Context, Repositories
-from raftorch.httpcore import TokenCache, create_app
-from raftorch.model import (
+from protocol.values import SlotStatus
+from raftorch.api.admin import ADMIN_ROUTES, add_admin_routes
+from raftorch.api.context import Context, Repositories
+from raftorch.api.edge import TokenCache, create_app
+from raftorch.api.openapi import add_openapi_route, app_routes
+from raftorch.config import config_from_mapping
+from raftorch.config.cache import ConfigCache
+from raftorch.core.model import (
     AnnounceReplica,
     ApplyResult,
     Command,
@@ -46,10 +49,8 @@ from raftorch.model import (
     ReportStatus,
     slot_id,
 )
-from raftorch.openapi import add_openapi_route, app_routes
-from raftorch.replication import RaftStatus
-from raftorch.state import OwnershipState, Snapshot
-from raftorch.statemachines import SlotStatus
+from raftorch.core.ownership import OwnershipState, Snapshot
+from raftorch.raft.node import RaftStatus
 
 ADMIN = "rt_test-bootstrap-admin-token"
 SELF = "127.0.0.1:4001"
@@ -140,7 +141,7 @@ async def harness(
     routes: Callable[[web.Application], None] | None = None,
 ) -> AsyncIterator[Harness]:
     """An admin app on a fresh replica context; `api` overrides settings of [api]."""
-    config = Config.from_mapping({"api": {"admin_token": ADMIN, **(api or {})}})
+    config = config_from_mapping({"api": {"admin_token": ADMIN, **(api or {})}})
     async with Database(dsn, FAST) as db:
         repos = Repositories.on(db)
         cache = ConfigCache(db, dsn, FAST, resync_interval_seconds=30.0)

@@ -10,8 +10,8 @@ import pytest
 from persistence.db import Database
 from persistence.migrate import migrate
 from persistence.tokens import Role
-from raftorch.admin_api import ADMIN_ROUTES
-from raftorch.httpcore import TokenCache
+from raftorch.api.admin import ADMIN_ROUTES
+from raftorch.api.edge import TokenCache
 from tests.component.test_admin_api import ADMIN, NEW, Harness, harness
 from tests.pgserver import PostgresServer
 

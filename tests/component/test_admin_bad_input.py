@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from persistence.errors import RaftorchError
+from protocol.errors import RaftorchError
 from tests.component.test_admin_api import NEW, Harness, harness
 
 LIMIT = 4096

@@ -6,13 +6,16 @@ import asyncio
 import json
 from pathlib import Path
 
+import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from adapter.agent import Agent
 from adapter.config import AgentConfig
 from adapter.metrics import PodMetrics
-from raftorch.config import Secret
+from protocol.codec import JSON
+from protocol.pod import Assignment, AssignmentsReply, HeartbeatReply, RegisterReply
+from protocol.secret import Secret
 
 TTL = 3.0
 
@@ -29,16 +32,17 @@ async def _hanging_server() -> tuple[asyncio.Server, int, list[asyncio.StreamWri
 
 
 def _replica() -> web.Application:
+    """A stand-in that answers with the real wire types (so it cannot drift from them)."""
+
     async def register(_request: web.Request) -> web.Response:
-        return web.json_response(
-            {"credential": "c", "lease_ttl_seconds": TTL, "heartbeat_interval_seconds": TTL / 3},
-            status=201,
-        )
+        reply = RegisterReply(pod_id="pod-1", credential="c", lease_ttl_seconds=TTL,
+                              heartbeat_interval_seconds=TTL / 3, term=1, leader=None)  # fmt: skip
+        return web.Response(body=msgspec.json.encode(reply), status=201, content_type=JSON)
 
     async def heartbeat(_request: web.Request) -> web.Response:
-        return web.json_response(
-            {"lease_ttl_seconds": TTL, "stop": [], "assignments": [], "version": "1"}
-        )
+        reply = HeartbeatReply(term=1, leader=None, lease_ttl_seconds=TTL, version="1",
+                               revision=1, assignments=[], stop=[])  # fmt: skip
+        return web.Response(body=msgspec.json.encode(reply), content_type=JSON)
 
     app = web.Application()
     app.router.add_post("/pod/v1/register", register)
@@ -100,16 +104,20 @@ async def test_assignments_read_from_older_state_are_not_applied() -> None:
     agent = Agent(config, {}, PodMetrics(CollectorRegistry()))
     applied: list[tuple[list[str], bool]] = []
 
-    async def record(assignments: list[dict[str, str]], *, may_stop: bool) -> None:
-        applied.append(([a["slot"] for a in assignments], may_stop))
+    async def record(assignments: list[Assignment], *, may_stop: bool) -> None:
+        applied.append(([a.slot for a in assignments], may_stop))
 
-    agent._apply = record  # type: ignore[assignment,method-assign]
-    granted = {"version": "b", "revision": 12, "assignments": [{"slot": "s/0"}]}
-    before = {"version": "a", "revision": 11, "assignments": []}
+    agent._apply = record  # type: ignore[method-assign]
+    slot = Assignment(slot="s/0", adapter_id="s", role="ACTIVE", epoch=3, connector="c",
+                      config={}, artifacts=[])  # fmt: skip
+    granted = AssignmentsReply(version="b", revision=12, term=1, leader=None, assignments=[slot])
+    before = HeartbeatReply(term=1, leader=None, lease_ttl_seconds=TTL, version="a",
+                            revision=11, assignments=[], stop=[])  # fmt: skip
     await agent._apply_newer(granted, may_stop=False)
     await agent._apply_newer(before, may_stop=True)
     assert applied == [(["s/0"], False)]
     assert (agent.version, agent.revision) == ("b", 12)
-    same = {"version": "b", "revision": 12, "assignments": [{"slot": "s/0"}]}
+    same = HeartbeatReply(term=1, leader=None, lease_ttl_seconds=TTL, version="b",
+                          revision=12, assignments=[slot], stop=[])  # fmt: skip
     await agent._apply_newer(same, may_stop=True)
     assert applied[-1] == (["s/0"], True)

@@ -9,9 +9,9 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from persistence.adapters import DeploymentMode
-from persistence.errors import UnavailableError
-from raftorch.model import AdapterSpec, Command, Grant, Policy, RegisterPod
+from protocol.errors import UnavailableError
+from protocol.values import DeploymentMode
+from raftorch.core.model import AdapterSpec, Command, Grant, Policy, RegisterPod
 from tests.component.raftcluster import Cluster, Replica, StaticAdapters, one_leader, wait_for
 
 SESSIONS = 10_000

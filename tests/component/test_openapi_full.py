@@ -6,16 +6,16 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from raftorch.config import Config
-from raftorch.httpapp import build_app
-from raftorch.openapi import app_routes
-from raftorch.service import Orchestrator
+from raftorch.api.app import build_app
+from raftorch.api.openapi import app_routes
+from raftorch.config import config_from_mapping
+from raftorch.ops.replica import Orchestrator
 from tests.component.raftcluster import free_ports
 
 
 async def test_document_matches_every_route_of_the_replica_app(tmp_path: Path) -> None:
     [raft_port] = free_ports(1)
-    config = Config.from_mapping(
+    config = config_from_mapping(
         {
             "node": {"data_dir": str(tmp_path)},
             "raft": {"bind": f"127.0.0.1:{raft_port}", "insecure_dev_mode": True},

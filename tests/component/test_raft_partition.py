@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from persistence.adapters import DeploymentMode
-from persistence.errors import UnavailableError
-from raftorch.model import AdapterSpec, Policy, RegisterPod
+from protocol.errors import UnavailableError
+from protocol.values import DeploymentMode
+from raftorch.core.model import AdapterSpec, Policy, RegisterPod
 from tests.component.raftcluster import Cluster, Replica, StaticAdapters, one_leader, wait_for
 
 TTL = 2.0

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from persistence.adapters import DeploymentMode
 from persistence.db import Database
-from persistence.lease_history import Grant as GrantRecord
-from persistence.lease_history import LeaseHistoryRepository
-from raftorch.model import AdapterSpec, Grant, Policy, RegisterPod, Release
+from persistence.lease_history import LeaseGrant, LeaseHistoryRepository
+from protocol.values import DeploymentMode
+from raftorch.core.model import AdapterSpec, Grant, Policy, RegisterPod, Release
 from tests.component.raftcluster import Cluster, FixedFloor, StaticAdapters, one_leader, wait_for
 
 
@@ -101,7 +100,7 @@ async def test_cold_restart_with_journals_wiped_takes_the_floor_from_postgres(
             await _all_equal(cluster)
             granted = cluster.replica(0).node.snapshot().slots.values()
             await history.record_grants(
-                [GrantRecord(s.slot, s.owner or "", s.epoch) for s in granted]
+                [LeaseGrant(s.slot, s.owner or "", s.epoch) for s in granted]
             )
             for index in range(3):
                 cluster.kill(index)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from raftorch.model import Grant, RegisterPod
+from raftorch.core.model import Grant, RegisterPod
 from tests.component.raftcluster import Cluster, one_leader, wait_for
 
 

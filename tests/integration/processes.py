@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from persistence.localserver import free_ports
+from devtools.postgres import free_ports
 
 T = TypeVar("T")
 POLL_SECONDS = 0.05  # how often a deadline wait looks again
@@ -179,7 +179,7 @@ class ProcessCluster:
     def start(self, replica: ReplicaProcess) -> None:
         log = replica.log_path.open("ab")
         replica.process = subprocess.Popen(
-            [sys.executable, "-m", "raftorch.cli", "serve"],
+            [sys.executable, "-m", "raftorch.ops.cli", "serve"],
             env=self.env(replica),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from persistence.adapters import AdapterChanges, AdapterRepository, AdminState, DeploymentMode
+from persistence.adapters import AdapterChanges, AdapterRepository
 from persistence.artifacts import ArtifactRepository
 from persistence.changefeed import RESYNC, ChangeFeed
 from persistence.db import Database
+from protocol.values import AdminState, DeploymentMode
 
 
 async def test_changes_reach_a_subscriber_within_a_second(pg_dsn: str) -> None:

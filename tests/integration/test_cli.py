@@ -16,7 +16,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTORCH_")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "raftorch.cli", *args],
+        [sys.executable, "-m", "raftorch.ops.cli", *args],
         env=full_env,
         capture_output=True,
         text=True,

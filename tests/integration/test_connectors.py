@@ -23,10 +23,10 @@ from adapter.connectors.tcp_client import TcpClient
 from adapter.sdk import Connector, FencedState, SessionContext, SessionInfo, SessionStatus
 from persistence.artifacts import ArtifactRepository
 from persistence.db import Database, PoolSettings
-from persistence.errors import ConfigError
-from persistence.events import EventCategory, EventLevel
 from persistence.migrate import migrate
 from persistence.session_state import SessionStateStore
+from protocol.errors import ConfigError
+from protocol.values import EventCategory, EventLevel
 from tests.pgserver import PostgresServer
 
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from persistence.localserver import PostgresServer
+from devtools.postgres import PostgresServer
 from tests.integration.processes import (
     ProcessCluster,
     adapter_state,

@@ -7,11 +7,12 @@ import time
 
 import pytest
 
-from persistence.adapters import AdapterRepository, DeploymentMode
+from persistence.adapters import AdapterRepository
 from persistence.changefeed import RESYNC, ChangeFeed
 from persistence.db import Database, PoolSettings
-from persistence.errors import UnavailableError
 from persistence.migrate import migrate
+from protocol.errors import UnavailableError
+from protocol.values import DeploymentMode
 from tests.pgserver import PostgresServer
 
 FAST = PoolSettings(

@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from persistence import localserver
+from devtools import postgres as localserver
 from tests.pgserver import PostgresServer, create_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -8,15 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from persistence.adapters import AdapterChanges, AdapterRepository, AdminState, DeploymentMode
+from persistence.adapters import AdapterChanges, AdapterRepository
 from persistence.artifacts import ArtifactRepository
 from persistence.db import Database
-from persistence.errors import ConflictError, NotFoundError, ValidationError
-from persistence.events import EventCategory, EventLevel, EventRepository, NewEvent
-from persistence.lease_history import Grant, LeaseHistoryRepository
+from persistence.events import EventRepository, NewEvent
+from persistence.lease_history import LeaseGrant, LeaseHistoryRepository
 from persistence.plugins import PluginRepository
 from persistence.session_state import SessionStateStore
 from persistence.tokens import Role, TokenRepository, hash_token
+from protocol.errors import ConflictError, NotFoundError, ValidationError
+from protocol.values import AdminState, DeploymentMode, EventCategory, EventLevel
 
 
 @pytest.fixture
@@ -135,8 +136,8 @@ async def test_events_newest_first_and_dropped_for_deleted_adapters(db: Database
 async def test_max_epoch_covers_lease_history_and_fences(db: Database) -> None:
     history = LeaseHistoryRepository(db)
     assert await history.max_epoch() == 0
-    await history.record_grants([Grant("s1", "pod-a", 3), Grant("s2", "pod-b", 7)])
-    await history.record_grants([Grant("s1", "pod-a", 3)])  # idempotent
+    await history.record_grants([LeaseGrant("s1", "pod-a", 3), LeaseGrant("s2", "pod-b", 7)])
+    await history.record_grants([LeaseGrant("s1", "pod-a", 3)])  # idempotent
     await history.record_end("s1", 3, "expired")
     assert await history.max_epoch() == 7
     await SessionStateStore(db).claim("s9", 12, "pod-c")

@@ -10,9 +10,9 @@ import pytest
 from adapter.sdk import FencedState, SessionContext, SessionInfo, SessionStatus
 from persistence.artifacts import ArtifactRepository
 from persistence.db import Database
-from persistence.errors import NotFoundError, StaleEpochError
-from persistence.events import EventCategory, EventLevel
 from persistence.session_state import SessionStateStore
+from protocol.errors import NotFoundError, StaleEpochError
+from protocol.values import EventCategory, EventLevel
 
 
 def _context(db: Database, epoch: int, pod: str, recorded: list[Any]) -> SessionContext:

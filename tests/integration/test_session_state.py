@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from persistence.db import Database
-from persistence.errors import StaleEpochError, ValidationError
 from persistence.session_state import SessionStateStore, put_in
+from protocol.errors import StaleEpochError, ValidationError
 
 
 @pytest.fixture

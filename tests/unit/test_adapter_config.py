@@ -6,7 +6,7 @@ import pytest
 
 from adapter.cli import build_parser
 from adapter.config import from_arguments
-from persistence.errors import ConfigError
+from protocol.errors import ConfigError
 
 BASE = {
     "RAFTORCH_ADAPTER_BOOTSTRAP_TOKEN": "tok-s3cr3t",

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from pysyncobj import FAIL_REASON
 
-from raftorch.bridge import NotLeaderError, OutcomeUnknownError, RaftBridge
-from raftorch.leases import LeaseTracker, RenewalConfirmer
-from raftorch.model import ApplyResult, Command
-from raftorch.replication import DoneCallback, RaftStatus
+from raftorch.core.model import ApplyResult, Command
+from raftorch.leader.leases import LeaseTracker, RenewalConfirmer
+from raftorch.raft.bridge import NotLeaderError, OutcomeUnknownError, RaftBridge
+from raftorch.raft.node import DoneCallback, RaftStatus
 
 
 class FakeNode:

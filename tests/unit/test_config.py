@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from persistence.errors import ConfigError
+from protocol.errors import ConfigError
 from raftorch.config import (
     CONFIG_ENV_VAR,
     SETTINGS,
@@ -17,8 +17,10 @@ from raftorch.config import (
     LeaseConfig,
     RaftConfig,
     Secret,
+    config_from_mapping,
     env_var_name,
     load_config,
+    with_overrides,
 )
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -73,7 +75,7 @@ def env_error(**variables: str) -> str:
 
 def override_error(key: str, value: object) -> str:
     with pytest.raises(ConfigError) as info:
-        Config().with_overrides({key: value})
+        with_overrides(Config(), {key: value})
     assert "\n" not in str(info.value)
     return str(info.value)
 
@@ -196,9 +198,9 @@ def test_raftorch_config_is_not_a_setting() -> None:
 
 
 def test_from_mapping_and_with_overrides() -> None:
-    config = Config.from_mapping({"lease": {"ttl_seconds": 12}})
-    changed = config.with_overrides(
-        {"lease.safety_margin_seconds": "1.5", "raft.insecure_dev_mode": True}
+    config = config_from_mapping({"lease": {"ttl_seconds": 12}})
+    changed = with_overrides(
+        config, {"lease.safety_margin_seconds": "1.5", "raft.insecure_dev_mode": True}
     )
 
     assert config.lease.ttl_seconds == 12.0
@@ -343,7 +345,7 @@ def test_counts_must_be_positive(key: str) -> None:
 def test_strings_and_secrets_must_not_be_empty(key: str) -> None:
     section, name = key.split(".")
     with pytest.raises(ConfigError, match=f"^{key}: must not be empty"):
-        Config.from_mapping({section: {name: ""}})
+        config_from_mapping({section: {name: ""}})
 
 
 @pytest.mark.parametrize(
@@ -375,7 +377,7 @@ def test_bad_peer_is_named() -> None:
     "address", ["example.com:1", "10.0.0.1:65535", "[::1]:4321", "raft-0.raft:4321"]
 )
 def test_good_host_port(address: str) -> None:
-    assert Config().with_overrides({"raft.bind": address}).raft.bind == address
+    assert with_overrides(Config(), {"raft.bind": address}).raft.bind == address
 
 
 def test_peers_must_not_repeat_or_include_bind() -> None:
@@ -384,8 +386,9 @@ def test_peers_must_not_repeat_or_include_bind() -> None:
 
 
 def test_peer_routes() -> None:
-    config = Config().with_overrides(
-        {"raft.peers": "b:2,c:3", "raft.peer_routes": "b:2=127.0.0.1:9002, c:3=[::1]:9003"}
+    config = with_overrides(
+        Config(),
+        {"raft.peers": "b:2,c:3", "raft.peer_routes": "b:2=127.0.0.1:9002, c:3=[::1]:9003"},
     )
     assert config.raft.routes() == {"b:2": ("127.0.0.1", 9002), "c:3": ("::1", 9003)}
     assert "expected peer=host:port, got 'b:2'" in override_error("raft.peer_routes", "b:2")
@@ -424,7 +427,8 @@ def test_heartbeat_above_a_third_of_the_ttl() -> None:
 
 
 def test_heartbeat_exactly_a_third_of_the_ttl_is_allowed_despite_rounding() -> None:
-    config = Config().with_overrides(
+    config = with_overrides(
+        Config(),
         {
             "lease.ttl_seconds": "0.9",
             "lease.heartbeat_interval_seconds": "0.3",
@@ -432,7 +436,7 @@ def test_heartbeat_exactly_a_third_of_the_ttl_is_allowed_despite_rounding() -> N
             "raft.election_timeout_min_seconds": "0.3",
             "raft.election_timeout_max_seconds": "0.45",
             "raft.append_entries_period_seconds": "0.1",  # exactly 0.3 / 3
-        }
+        },
     )
     assert config.lease.heartbeat_interval_seconds == 0.3
 

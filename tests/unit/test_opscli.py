@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from raftorch import opscli
-from raftorch.manifest import ManifestError, check_references, parse_manifest
-from raftorch.opsclient import Client, ClusterUnavailable, OpsError, Response
+from raftorch.ops import commands as opscli
+from raftorch.ops.client import Client, ClusterUnavailable, OpsError, Response
+from raftorch.ops.manifest import ManifestError, check_references, parse_manifest
 
 API = "http://r0:8080"
 ENV = {opscli.API_ENV: API, opscli.TOKEN_ENV: "t0ken"}

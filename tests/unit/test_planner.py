@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from persistence.adapters import DeploymentMode
-from raftorch.model import (
+from protocol.values import DeploymentMode, PodState, SlotStatus
+from raftorch.core.model import (
     AdapterSpec,
     AddStandby,
     ApplyResult,
@@ -25,9 +25,8 @@ from raftorch.model import (
     SlotState,
     View,
 )
-from raftorch.planner import MAX_REASONS, plan
-from raftorch.state import OwnershipState
-from raftorch.statemachines import PodState, SlotStatus
+from raftorch.core.ownership import OwnershipState
+from raftorch.core.planner import MAX_REASONS, plan
 
 TTL = 10.0
 SINGLE, AP, SCALE = (

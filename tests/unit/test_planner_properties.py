@@ -12,8 +12,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from persistence.adapters import DeploymentMode
-from raftorch.model import (
+from protocol.values import DeploymentMode, PodState, SlotStatus
+from raftorch.core.model import (
     AdapterSpec,
     Command,
     DrainPod,
@@ -29,9 +29,8 @@ from raftorch.model import (
     slot_id,
     slot_index,
 )
-from raftorch.planner import plan
-from raftorch.state import OwnershipState
-from raftorch.statemachines import PodState, SlotStatus
+from raftorch.core.ownership import OwnershipState
+from raftorch.core.planner import plan
 
 TTL = 10.0
 CONNECTORS = ("fix", "kafka", "mq")

@@ -11,7 +11,7 @@ from adapter import plugins
 from adapter.connectors.pg_queue import PgQueueConsumer
 from adapter.connectors.tcp_client import TcpClient
 from adapter.sdk import Connector, SessionContext
-from persistence.errors import ConfigError
+from protocol.errors import ConfigError
 
 HERE = __name__
 

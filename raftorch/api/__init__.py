@@ -1,0 +1,1 @@
+"""The HTTP edge of a replica: admin API, artifacts, pod API, forwarding, OpenAPI, views."""

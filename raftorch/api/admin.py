@@ -1,0 +1,290 @@
+"""The admin API under /api/v1: adapters and their actions, events, pods and the cluster.
+
+Reads come from the configuration cache and the Raft snapshot, so they keep working
+while PostgreSQL is down; writes go to PostgreSQL, then into this replica's cache at
+once (the change feed brings them to the others). Every action is recorded in the
+event log through the write-behind buffer: a handler never waits for that write.
+Artifacts and plugins live in `raftorch.api.artifacts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from persistence.adapters import AdapterChanges, AdapterRecord
+from persistence.tokens import Role
+from protocol.admin import (
+    AdapterCreate,
+    AdapterList,
+    AdapterOut,
+    AdapterPatch,
+    BulkAction,
+    ClusterOut,
+    EventList,
+    PodList,
+)
+from protocol.errors import ValidationError
+from protocol.values import (
+    AdminState,
+)
+from raftorch.api.artifacts import ARTIFACT_TABLE, RouteTable
+from raftorch.api.context import Context
+from raftorch.api.edge import (
+    Principal,
+    check_query,
+    guarded,
+    install_auth,
+    iso_time,
+    json_response,
+    query_int,
+    read_json,
+    record_action,
+)
+from raftorch.api.openapi import QueryParam, RouteSpec
+from raftorch.api.views import adapter_json, pod_json
+from raftorch.core.adapter_status import slots_by_adapter
+from raftorch.core.model import SlotState, slot_id
+from raftorch.core.ownership import Snapshot
+
+# --- rendering ------------------------------------------------------------------------
+
+
+def _adapter(
+    record: AdapterRecord,
+    snapshot: Snapshot,
+    check_ins: Mapping[str, float],
+    grouped: Mapping[str, list[SlotState]] | None = None,
+) -> dict[str, Any]:
+    data = adapter_json(record, snapshot, check_ins, grouped)
+    data["last_check_in"] = iso_time(data["last_check_in"])
+    return data
+
+
+def _render(ctx: Context, record: AdapterRecord) -> dict[str, Any]:
+    return _adapter(record, ctx.node.snapshot(), ctx.last_check_in())
+
+
+async def _load(ctx: Context, adapter_id: str) -> AdapterRecord:
+    """From the cache, or from PostgreSQL when this replica has not seen it yet (404)."""
+    return ctx.cache.get(adapter_id) or await ctx.repos.adapters.get(adapter_id)
+
+
+async def _check_artifacts(ctx: Context, names: list[str] | None) -> None:
+    if not names:
+        return
+    known = {info.name for info in await ctx.repos.artifacts.list_all()}
+    missing = sorted(set(names) - known)
+    if missing:
+        raise ValidationError(f"artifacts do not exist: {', '.join(missing)}")
+
+
+# --- handlers -------------------------------------------------------------------------
+
+
+async def list_adapters(_r: web.Request, ctx: Context, _p: Principal) -> web.Response:
+    records = ctx.cache.records()
+    snapshot, check_ins = ctx.node.snapshot(), ctx.last_check_in()
+    grouped = slots_by_adapter(snapshot.slots)
+    return json_response({"items": [_adapter(r, snapshot, check_ins, grouped) for r in records]})
+
+
+async def create_adapter(request: web.Request, ctx: Context, who: Principal) -> web.Response:
+    body = await read_json(request, AdapterCreate)
+    await _check_artifacts(ctx, body.artifacts)
+    record = await ctx.repos.adapters.create(
+        body.name,
+        body.connector,
+        body.mode,
+        body.config,
+        instances=body.instances,
+        artifacts=body.artifacts,
+    )
+    ctx.cache.put(record)
+    record_action(ctx, record.id, f"created by {who.name}", who, revision=record.revision)
+    location = {"Location": f"/api/v1/adapters/{record.id}"}
+    return json_response(_render(ctx, record), 201, location)
+
+
+async def get_adapter(request: web.Request, ctx: Context, _p: Principal) -> web.Response:
+    return json_response(_render(ctx, await _load(ctx, request.match_info["id"])))
+
+
+async def patch_adapter(request: web.Request, ctx: Context, who: Principal) -> web.Response:
+    body = await read_json(request, AdapterPatch)
+    await _check_artifacts(ctx, body.artifacts)
+    changes = AdapterChanges(
+        connector=body.connector,
+        mode=body.mode,
+        instances=body.instances,
+        config=body.config,
+        artifacts=body.artifacts,
+    )
+    record = await ctx.repos.adapters.update(
+        request.match_info["id"], changes, expected_revision=body.revision
+    )
+    ctx.cache.put(record)
+    ctx.wake_leader()
+    fields = body.changed_fields()
+    record_action(
+        ctx, record.id, f"updated by {who.name}", who, fields=fields, revision=record.revision
+    )
+    return json_response(_render(ctx, record))
+
+
+async def delete_adapter(request: web.Request, ctx: Context, who: Principal) -> web.Response:
+    record = await _load(ctx, request.match_info["id"])
+    await ctx.repos.adapters.delete(record.id)
+    ctx.cache.drop(record.id)
+    ctx.wake_leader()
+    # The adapter's own log goes with it, so the deletion is a cluster-wide event.
+    record_action(
+        ctx, None, f"adapter {record.name} deleted by {who.name}", who, adapter_id=record.id
+    )
+    return web.Response(status=204)
+
+
+async def _set_state(
+    request: web.Request, ctx: Context, who: Principal, state: AdminState
+) -> web.Response:
+    [record] = await ctx.repos.adapters.set_admin_state([request.match_info["id"]], state)
+    ctx.cache.put(record)
+    ctx.wake_leader()
+    verb = "enabled" if state is AdminState.ENABLED else "disabled"
+    record_action(ctx, record.id, f"{verb} by {who.name}", who, admin_state=state.value)
+    return json_response(_render(ctx, record), 202)
+
+
+async def enable_adapter(request: web.Request, ctx: Context, who: Principal) -> web.Response:
+    return await _set_state(request, ctx, who, AdminState.ENABLED)
+
+
+async def disable_adapter(request: web.Request, ctx: Context, who: Principal) -> web.Response:
+    return await _set_state(request, ctx, who, AdminState.DISABLED)
+
+
+async def reset_adapter(request: web.Request, ctx: Context, who: Principal) -> web.Response:
+    """Forget the session state of every slot (fences stay: epochs never go back)."""
+    record = await _load(ctx, request.match_info["id"])
+    slots = [slot_id(record.id, i) for i in range(record.instances)]
+    for slot in slots:
+        await ctx.repos.session_state.reset(slot)
+    record_action(ctx, record.id, f"session state reset by {who.name}", who, slots=slots)
+    return json_response(_render(ctx, record), 202)
+
+
+async def bulk_action(request: web.Request, ctx: Context, who: Principal) -> web.Response:
+    body = await read_json(request, BulkAction)
+    state = AdminState.ENABLED if body.action == "enable" else AdminState.DISABLED
+    records = await ctx.repos.adapters.set_admin_state(None if body.all else body.ids, state)
+    verb = "enabled" if state is AdminState.ENABLED else "disabled"
+    for record in records:
+        ctx.cache.put(record)
+        record_action(
+            ctx, record.id, f"{verb} by {who.name}", who, admin_state=state.value, bulk=True
+        )
+    ctx.wake_leader()
+    snapshot, check_ins = ctx.node.snapshot(), ctx.last_check_in()
+    grouped = slots_by_adapter(snapshot.slots)
+    items = [_adapter(r, snapshot, check_ins, grouped) for r in records]
+    return json_response({"items": items}, 202)
+
+
+async def list_events(request: web.Request, ctx: Context, _p: Principal) -> web.Response:
+    check_query(request, ("limit", "before"))
+    limit = query_int(request, "limit", minimum=1, maximum=1000)
+    before = query_int(request, "before", minimum=1, maximum=2**63 - 1)
+    record = await _load(ctx, request.match_info["id"])
+    events = await ctx.repos.events.list_all(
+        record.id, limit=100 if limit is None else limit, before_id=before
+    )
+    items = [
+        {
+            "id": e.id,
+            "time": iso_time(e.time),
+            "level": e.level.value,
+            "category": e.category.value,
+            "description": e.description,
+            "details": e.details,
+        }
+        for e in events
+    ]
+    return json_response({"items": items})
+
+
+async def list_pods(_r: web.Request, ctx: Context, _p: Principal) -> web.Response:
+    snapshot, check_ins = ctx.node.snapshot(), ctx.last_check_in()
+    items = []
+    for pod in sorted(snapshot.pods.values(), key=lambda p: p.pod_id):
+        data = pod_json(pod, snapshot.slots, check_ins.get(pod.pod_id))
+        data["last_heartbeat"] = iso_time(data["last_heartbeat"])
+        items.append(data)
+    return json_response({"items": items})
+
+
+async def get_cluster(_r: web.Request, ctx: Context, _p: Principal) -> web.Response:
+    """Leader and replicas by node id; ``leader_id`` of the Raft status is an address."""
+    status, snapshot = ctx.node.status(), ctx.node.snapshot()
+    leader = snapshot.replicas.get(status.leader_id) if status.leader_id else None
+    replicas = [
+        {
+            "id": r.node_id,
+            "api_url": r.api_url,
+            "role": "leader" if r.raft_address == status.leader_id else "follower",
+        }
+        for r in sorted(snapshot.replicas.values(), key=lambda r: r.node_id)
+    ]
+    body = {"leader": leader.node_id if leader else None, "term": status.term, "replicas": replicas}
+    return json_response(body)
+
+
+# --- routes ---------------------------------------------------------------------------
+
+_A = ("adapters",)
+_ONE = "/api/v1/adapters/{id}"
+_EVENT_QUERY = (
+    QueryParam("limit", "Events per page, 1-1000 (default 100).", minimum=1, maximum=1000),
+    QueryParam("before", "Only events with a smaller id (the last id of the previous page).",
+               minimum=1),
+)  # fmt: skip
+
+# fmt: off
+ADAPTER_TABLE: RouteTable = [
+    (RouteSpec("GET", "/api/v1/adapters", "List adapters with their status", "viewer",
+               response=AdapterList, tags=_A), list_adapters),
+    (RouteSpec("POST", "/api/v1/adapters", "Create an adapter (DISABLED)", "admin",
+               request=AdapterCreate, response=AdapterOut, success_status=201, tags=_A),
+     create_adapter),
+    (RouteSpec("POST", "/api/v1/adapters/bulk", "Enable or disable many adapters", "operator",
+               request=BulkAction, response=AdapterList, success_status=202, tags=_A),
+     bulk_action),
+    (RouteSpec("GET", _ONE, "One adapter", "viewer", response=AdapterOut, tags=_A), get_adapter),
+    (RouteSpec("PATCH", _ONE, "Update an adapter's configuration", "admin",
+               request=AdapterPatch, response=AdapterOut, tags=_A), patch_adapter),
+    (RouteSpec("DELETE", _ONE, "Delete a DISABLED adapter", "admin", success_status=204,
+               tags=_A), delete_adapter),
+    (RouteSpec("POST", f"{_ONE}/enable", "Enable an adapter", "operator", response=AdapterOut,
+               success_status=202, tags=_A), enable_adapter),
+    (RouteSpec("POST", f"{_ONE}/disable", "Disable an adapter", "operator", response=AdapterOut,
+               success_status=202, tags=_A), disable_adapter),
+    (RouteSpec("POST", f"{_ONE}/reset", "Reset the adapter's session state", "operator",
+               response=AdapterOut, success_status=202, tags=_A), reset_adapter),
+    (RouteSpec("GET", f"{_ONE}/events", "The adapter's event log, newest first", "viewer",
+               response=EventList, tags=_A, query=_EVENT_QUERY), list_events),
+    (RouteSpec("GET", "/api/v1/pods", "Registered adapter pods and their sessions", "viewer",
+               response=PodList, tags=("pods",)), list_pods),
+    (RouteSpec("GET", "/api/v1/cluster", "Raft leader, term and replicas", "viewer",
+               response=ClusterOut, tags=("cluster",)), get_cluster),
+]
+# fmt: on
+
+ADMIN_ROUTES: list[RouteSpec] = [spec for spec, _ in (*ADAPTER_TABLE, *ARTIFACT_TABLE)]
+
+
+def add_admin_routes(app: web.Application) -> None:
+    """Register every admin route, each behind authentication and its spec's role."""
+    install_auth(app)
+    for spec, handler in (*ADAPTER_TABLE, *ARTIFACT_TABLE):
+        app.router.add_route(spec.method, spec.path, guarded(Role(spec.role), handler))

@@ -1,0 +1,54 @@
+"""The aiohttp application of a replica: admin API, pod API, OpenAPI, health probes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from raftorch.api.admin import ADMIN_ROUTES, add_admin_routes
+from raftorch.api.context import Context
+from raftorch.api.edge import CTX, error_middleware, json_response
+from raftorch.api.openapi import RouteSpec, add_openapi_route
+from raftorch.api.pods import POD_ROUTES, PodApi
+
+Readiness = Callable[[], tuple[bool, str]]
+
+PROBE_ROUTES = [
+    RouteSpec("GET", "/healthz", "Process alive", role="none", tags=("probes",)),
+    RouteSpec(
+        "GET",
+        "/readyz",
+        "Member of a Raft cluster with a known leader and configuration loaded",
+        role="none",
+        tags=("probes",),
+    ),
+    RouteSpec("GET", "/metrics", "Prometheus metrics", role="none", tags=("probes",)),
+]
+
+
+def build_app(ctx: Context, pods: PodApi, *, ready: Readiness) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=ctx.config.api.max_body_bytes
+    )
+    app[CTX] = ctx
+    add_admin_routes(app)
+    pods.add_routes(app)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return json_response({"status": "alive"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        ok, why = ready()
+        return json_response({"ready": ok, "reason": why}, status=200 if ok else 503)
+
+    async def metrics(_request: web.Request) -> web.Response:
+        body = generate_latest(ctx.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    add_openapi_route(app, [*ADMIN_ROUTES, *POD_ROUTES, *PROBE_ROUTES])
+    return app

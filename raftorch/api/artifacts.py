@@ -1,0 +1,128 @@
+"""The admin API's artifacts (versioned blobs, raw bodies) and plugins (connector types).
+
+An upload is the raw request body; its Content-Type becomes the artifact's media type,
+and each upload of a name is its next version. Artifacts live in PostgreSQL only, so
+these calls answer 503 while it is down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from aiohttp import hdrs, web
+
+from persistence.artifacts import ArtifactInfo
+from protocol.admin import ArtifactList, ArtifactOut, PluginList
+from protocol.errors import ValidationError
+from raftorch.api.context import Context
+from raftorch.api.edge import (
+    AuthedHandler,
+    Principal,
+    check_query,
+    iso_time,
+    json_response,
+    query_int,
+    read_body,
+    record_action,
+)
+from raftorch.api.openapi import QueryParam, RouteSpec
+
+RouteTable = Sequence[tuple[RouteSpec, AuthedHandler]]
+Time = Annotated[datetime, msgspec.Meta(tz=True)]
+DEFAULT_MEDIA_TYPE = "application/octet-stream"
+
+
+def _info(info: ArtifactInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "version": info.version,
+        "sha256": info.sha256,
+        "media_type": info.media_type,
+        "size": info.size,
+        "created_at": iso_time(info.created_at),
+    }
+
+
+async def list_artifacts(_r: web.Request, ctx: Context, _p: Principal) -> web.Response:
+    infos = await ctx.repos.artifacts.list_all()
+    return json_response({"items": [_info(i) for i in infos]})
+
+
+async def upload_artifact(request: web.Request, ctx: Context, who: Principal) -> web.Response:
+    name = request.match_info["name"]
+    content = await read_body(request)
+    if not content:
+        raise ValidationError("artifact content must not be empty")
+    media_type = request.headers.get(hdrs.CONTENT_TYPE, "").strip() or DEFAULT_MEDIA_TYPE
+    info = await ctx.repos.artifacts.put(name, content, media_type)
+    record_action(
+        ctx,
+        None,
+        f"artifact {name} version {info.version} uploaded by {who.name}",
+        who,
+        artifact=name,
+        version=info.version,
+        sha256=info.sha256,
+    )
+    location = {"Location": f"/api/v1/artifacts/{name}?version={info.version}"}
+    return json_response(_info(info), 201, location)
+
+
+async def fetch_artifact(request: web.Request, ctx: Context, _p: Principal) -> web.Response:
+    check_query(request, ("version",))
+    version = query_int(request, "version", minimum=1, maximum=2**31 - 1)
+    artifact = await ctx.repos.artifacts.get(request.match_info["name"], version)
+    info = artifact.info
+    headers = {
+        hdrs.CONTENT_TYPE: info.media_type,
+        "X-Artifact-Version": str(info.version),
+        hdrs.ETAG: f'"{info.sha256}"',
+    }
+    return web.Response(body=artifact.content, headers=headers)
+
+
+async def delete_artifact(request: web.Request, ctx: Context, who: Principal) -> web.Response:
+    name = request.match_info["name"]
+    versions = await ctx.repos.artifacts.delete(name)
+    description = f"artifact {name} deleted by {who.name}"
+    record_action(ctx, None, description, who, artifact=name, versions=versions)
+    return web.Response(status=204)
+
+
+async def list_plugins(_r: web.Request, ctx: Context, _p: Principal) -> web.Response:
+    plugins = await ctx.repos.plugins.list_all()
+    items = [
+        {
+            "connector": p.connector,
+            "version": p.version,
+            "entry_point": p.entry_point,
+            "first_seen": iso_time(p.first_seen),
+            "last_seen": iso_time(p.last_seen),
+        }
+        for p in plugins
+    ]
+    return json_response({"items": items})
+
+
+_T = ("artifacts",)
+_ONE = "/api/v1/artifacts/{name}"
+_VERSION = (QueryParam("version", "Version to fetch (default: the latest).", minimum=1),)
+
+# fmt: off
+ARTIFACT_TABLE: RouteTable = [
+    (RouteSpec("GET", "/api/v1/artifacts", "List artifact versions (no content)", "viewer",
+               response=ArtifactList, tags=_T), list_artifacts),
+    (RouteSpec("POST", _ONE, "Upload a new version (raw body; Content-Type = media type)",
+               "admin", response=ArtifactOut, request_content="*/*", success_status=201,
+               tags=_T), upload_artifact),
+    (RouteSpec("GET", _ONE, "Fetch an artifact's content", "viewer", response_content="*/*",
+               tags=_T, query=_VERSION), fetch_artifact),
+    (RouteSpec("DELETE", _ONE, "Delete every version (409 while an adapter uses it)", "admin",
+               success_status=204, tags=_T), delete_artifact),
+    (RouteSpec("GET", "/api/v1/plugins", "Connector types pods have advertised", "viewer",
+               response=PluginList, tags=("plugins",)), list_plugins),
+]
+# fmt: on

@@ -1,0 +1,399 @@
+"""The pod API: register, heartbeat, assignments long-poll, release (msgpack; JSON accepted).
+
+Register, heartbeat and release change Raft state and run on the leader; a follower
+forwards them there transparently (and names the leader in `X-Raftorch-Leader` so a
+pod can go direct). The assignments long-poll is answered by any replica from its
+own committed state. A pod proves who it is with the credential it got at
+registration; the state keeps only its SHA-256 (the pod's incarnation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from aiohttp import web
+
+from protocol.codec import JSON, MSGPACK, decode, encode
+from protocol.errors import (
+    ConflictError,
+    RaftorchError,
+    RegistrationExpiredError,
+    UnavailableError,
+    ValidationError,
+)
+from protocol.pod import (
+    Assignment,
+    AssignmentsReply,
+    HeartbeatReply,
+    HeartbeatRequest,
+    RegisterReply,
+    RegisterRequest,
+    ReleaseReply,
+    ReleaseRequest,
+    SessionReport,
+    StopOrder,
+)
+from protocol.values import SlotStatus
+from raftorch.api.edge import ForbiddenError, UnauthorizedError, bearer_token, read_body
+from raftorch.api.forwarding import Forwarder
+from raftorch.api.openapi import QueryParam, RouteSpec
+from raftorch.config import Config
+from raftorch.config.cache import ConfigCache
+from raftorch.core.model import Command, DrainPod, RegisterPod, Release, RemovePod, ReportStatus
+from raftorch.core.ownership import Snapshot
+from raftorch.leader.leases import LeaseTracker, RenewalConfirmer
+from raftorch.leader.metrics import ServiceMetrics
+from raftorch.leader.reporting import Reporter
+from raftorch.raft.bridge import NotLeaderError, RaftBridge
+from raftorch.raft.node import LeaseNode
+
+MAX_WAIT_SECONDS = 30.0
+
+POD_ROUTES = [
+    RouteSpec("POST", "/pod/v1/register", "Register a pod; answers its credential",
+              role="pod-bootstrap", request=RegisterRequest, response=RegisterReply,
+              request_content=MSGPACK, success_status=201, tags=("pod",)),
+    RouteSpec("POST", "/pod/v1/heartbeat",
+              "Renew the pod's lease (acknowledged after a Raft commit) and report sessions",
+              role="pod", request=HeartbeatRequest, response=HeartbeatReply,
+              request_content=MSGPACK, tags=("pod",)),
+    RouteSpec("GET", "/pod/v1/assignments",
+              "Long-poll: answers when the pod's assignments differ from `version`",
+              role="pod", response=AssignmentsReply, tags=("pod",),
+              query=(QueryParam("pod_id", "the pod", kind="string"),
+                     QueryParam("version", "the version the pod has", kind="string"),
+                     QueryParam("wait_seconds", "how long to wait (at most 30)",
+                                minimum=0, maximum=30))),
+    RouteSpec("POST", "/pod/v1/release", "Hand sessions back (drain, leave)", role="pod",
+              request=ReleaseRequest, response=ReleaseReply, request_content=MSGPACK,
+              tags=("pod",)),
+]  # fmt: skip
+
+
+def incarnation_of(credential: str) -> str:
+    return hashlib.sha256(credential.encode("utf-8")).hexdigest()
+
+
+class AppliedSignal:
+    """Wakes long-polls when a Raft entry is applied or the configuration changes."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), seconds)
+
+
+class PodApi:
+    """Handlers of the pod routes for one replica."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        node: LeaseNode,
+        bridge: RaftBridge,
+        confirmer: RenewalConfirmer,
+        tracker: LeaseTracker,
+        cache: ConfigCache,
+        forwarder: Forwarder,
+        reporter: Reporter,
+        metrics: ServiceMetrics,
+        wake_leader: Callable[[], None],
+        stamped: Callable[[Sequence[Command]], tuple[Command, ...]],
+        on_registered: Callable[[RegisterRequest], None] = lambda _request: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._node = node
+        self._bridge = bridge
+        self._confirmer = confirmer
+        self._tracker = tracker
+        self._cache = cache
+        self._forwarder = forwarder
+        self._reporter = reporter
+        self._metrics = metrics
+        self._wake_leader = wake_leader
+        self._stamped = stamped
+        self._on_registered = on_registered
+        self._clock = clock
+        self.applied = AppliedSignal()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/pod/v1/register", self.register)
+        app.router.add_post("/pod/v1/heartbeat", self.heartbeat)
+        app.router.add_get("/pod/v1/assignments", self.assignments)
+        app.router.add_post("/pod/v1/release", self.release)
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _reply(self, request: web.Request, value: object, status: int = 200) -> web.Response:
+        kind = MSGPACK if MSGPACK in request.headers.get("Accept", "") or (
+            request.content_type == MSGPACK
+        ) else JSON  # fmt: skip
+        return web.Response(body=encode(value, kind), status=status, content_type=kind)
+
+    def _authenticate_pod(self, request: web.Request, snapshot: Snapshot, pod_id: str) -> bool:
+        """True when the pod is registered and the credential is its own; False when the
+        registration is gone (the pod must re-register); 403 for someone else's."""
+        credential = bearer_token(request)
+        pod = snapshot.pods.get(pod_id)
+        if pod is None:
+            return False
+        if not hmac.compare_digest(pod.incarnation, incarnation_of(credential)):
+            raise ForbiddenError(f"credential does not belong to pod {pod_id}")
+        return True
+
+    def _pod_known_here(self, request: web.Request, snapshot: Snapshot, pod_id: str) -> bool:
+        """Like `_authenticate_pod`, but a follower may simply be behind the leader:
+        it answers "retry" (503) rather than "registration expired" or "forbidden"."""
+        if self._node.status().is_leader:
+            return self._authenticate_pod(request, snapshot, pod_id)
+        try:
+            known = self._authenticate_pod(request, snapshot, pod_id)
+        except ForbiddenError:
+            known = False
+        if not known:
+            raise UnavailableError("this replica has not seen the pod's registration yet")
+        return True
+
+    async def _leader_or_forward(self, request: web.Request, body: bytes) -> web.Response | None:
+        status = self._node.status()
+        if status.is_leader:
+            return None
+        return await self._forwarder.forward(request, body, self._node.snapshot(), status)
+
+    def _assignments(self, snapshot: Snapshot, pod_id: str) -> list[Assignment]:
+        found: list[Assignment] = []
+        for slot in sorted(snapshot.slots.values(), key=lambda s: s.slot):
+            role: Literal["ACTIVE", "STANDBY"] = "ACTIVE" if slot.owner == pod_id else "STANDBY"
+            if role == "STANDBY" and pod_id not in slot.standbys:
+                continue
+            if slot.status is SlotStatus.REVOKING:
+                continue
+            record = self._cache.get(slot.adapter_id)
+            if record is None:
+                continue
+            found.append(
+                Assignment(
+                    slot=slot.slot,
+                    adapter_id=slot.adapter_id,
+                    role=role,
+                    epoch=slot.epoch if role == "ACTIVE" else 0,
+                    connector=record.connector,
+                    config=record.config,
+                    artifacts=list(record.artifacts),
+                )
+            )
+        return found
+
+    @staticmethod
+    def _version(assignments: list[Assignment]) -> str:
+        key = repr([(a.slot, a.role, a.epoch, a.connector, a.config) for a in assignments])
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def _leader_hint(self) -> str | None:
+        status = self._node.status()
+        if status.leader_id is None:
+            return None
+        replica = self._node.snapshot().replicas.get(status.leader_id)
+        return replica.node_id if replica else status.leader_id
+
+    # --- routes ---------------------------------------------------------------------
+
+    async def register(self, request: web.Request) -> web.Response:
+        body = await read_body(request)
+        forwarded = await self._leader_or_forward(request, body)
+        if forwarded is not None:
+            return forwarded
+        self._check_bootstrap(request)
+        req = decode(body, request.content_type, RegisterRequest)
+        credential = secrets.token_urlsafe(32)
+        command = RegisterPod(
+            pod_id=req.pod_id,
+            incarnation=incarnation_of(credential),
+            address=req.address,
+            connectors=frozenset(c.type for c in req.connectors),
+            capacity=req.capacity,
+            labels=tuple(sorted(req.labels.items())),
+            max_epoch_seen=max((s.epoch for s in req.sessions), default=0),
+        )
+        term = self._node.status().term
+        arrival = self._clock()
+        self._refuse_live_duplicate(req.pod_id, incarnation_of(credential), arrival)
+        result = await self._bridge.submit(self._stamped([command]))
+        if not result.ok:
+            raise UnavailableError(f"registration not applied: {result.rejected or result.error}")
+        self._tracker.registered(req.pod_id, arrival, term)
+        self._on_registered(req)
+        self._wake_leader()
+        lease = self._config.lease
+        reply = RegisterReply(
+            pod_id=req.pod_id,
+            credential=credential,
+            lease_ttl_seconds=lease.ttl_seconds,
+            heartbeat_interval_seconds=lease.effective_heartbeat_interval_seconds,
+            term=term,
+            leader=self._leader_hint(),
+        )
+        return self._reply(request, reply, status=201)
+
+    def _refuse_live_duplicate(self, pod_id: str, incarnation: str, now: float) -> None:
+        """A second process under a live pod id would free the first one's slots while
+        its lease still runs: refuse until that lease has run out (or was released)."""
+        current = self._node.snapshot().pods.get(pod_id)
+        taken = current is not None and current.incarnation != incarnation
+        if taken and self._tracker.live(pod_id, now):
+            raise ConflictError(
+                f"pod id {pod_id} is held by a live registration; register again after "
+                f"its lease ({self._config.lease.ttl_seconds:g}s) runs out"
+            )
+
+    def _check_bootstrap(self, request: web.Request) -> None:
+        expected = self._config.api.pod_bootstrap_token
+        if expected is None:
+            if self._config.raft.insecure_dev_mode:
+                return
+            raise ForbiddenError("pod registration is disabled: api.pod_bootstrap_token is not set")
+        if not hmac.compare_digest(bearer_token(request).encode(), expected.reveal().encode()):
+            raise UnauthorizedError("invalid pod bootstrap token")
+
+    async def heartbeat(self, request: web.Request) -> web.Response:
+        started = self._clock()
+        body = await read_body(request)
+        forwarded = await self._leader_or_forward(request, body)
+        if forwarded is not None:
+            return forwarded
+        try:
+            reply = await self._heartbeat(request, body, started)
+        except RaftorchError:
+            self._metrics.heartbeats.labels(outcome="refused").inc()
+            raise
+        self._metrics.heartbeat_latency.observe(self._clock() - started)
+        self._metrics.heartbeats.labels(outcome="renewed").inc()
+        return self._reply(request, reply)
+
+    async def _heartbeat(self, request: web.Request, body: bytes, arrival: float) -> HeartbeatReply:
+        req = decode(body, request.content_type, HeartbeatRequest)
+        snapshot = self._node.snapshot()
+        if not self._authenticate_pod(request, snapshot, req.pod_id):
+            raise RegistrationExpiredError(
+                f"pod {req.pod_id} is not registered: stop every session and register again"
+            )
+        term = await self._confirmer.confirm()
+        if self._tracker.term != term:
+            raise NotLeaderError("the leader is still taking over; retry shortly")
+        if not self._tracker.renew(req.pod_id, arrival, term):
+            raise RegistrationExpiredError(
+                f"the lease of pod {req.pod_id} ran out: stop every session and register again"
+            )
+        # Decisions committed while the barrier was pending count: look again.
+        snapshot = self._node.snapshot()
+        if not self._authenticate_pod(request, snapshot, req.pod_id):
+            raise RegistrationExpiredError(f"pod {req.pod_id} was removed: register again")
+        commands, stop = _reconcile(snapshot, req.pod_id, req.sessions)
+        for order in stop:
+            if order.reason != "revoked":
+                self._reporter.fenced(order.slot, req.pod_id, order.epoch, order.reason)
+        if commands:
+            entry = self._stamped(commands)
+            result = await self._bridge.submit(entry)
+            self._reporter.committed(snapshot, entry, result, self._tracker.renewals())
+            if any(isinstance(c, Release) for c in commands):
+                self._wake_leader()
+        latest = self._node.snapshot()
+        assignments = self._assignments(latest, req.pod_id)
+        return HeartbeatReply(term=term, leader=self._leader_hint(),
+                              lease_ttl_seconds=self._config.lease.ttl_seconds,
+                              version=self._version(assignments),
+                              revision=latest.applied_entries,
+                              assignments=assignments, stop=stop)  # fmt: skip
+
+    async def assignments(self, request: web.Request) -> web.Response:
+        pod_id = request.query.get("pod_id", "")
+        if not pod_id:
+            raise ValidationError("query parameter pod_id is required")
+        known = request.query.get("version", "")
+        try:
+            wait = min(float(request.query.get("wait_seconds", "0")), MAX_WAIT_SECONDS)
+        except ValueError:
+            raise ValidationError("wait_seconds must be a number") from None
+        if not self._cache.loaded:
+            raise UnavailableError("this replica has not loaded the configuration yet")
+        deadline = self._clock() + max(0.0, wait)
+        while True:
+            snapshot = self._node.snapshot()
+            if not self._pod_known_here(request, snapshot, pod_id):
+                raise RegistrationExpiredError(f"pod {pod_id} is not registered")
+            found = self._assignments(snapshot, pod_id)
+            version = self._version(found)
+            remaining = deadline - self._clock()
+            if version != known or remaining <= 0:
+                reply = AssignmentsReply(version=version, revision=snapshot.applied_entries,
+                                         term=self._node.status().term,
+                                         leader=self._leader_hint(), assignments=found)  # fmt: skip
+                return self._reply(request, reply)
+            await self.applied.wait(remaining)
+
+    async def release(self, request: web.Request) -> web.Response:
+        body = await read_body(request)
+        forwarded = await self._leader_or_forward(request, body)
+        if forwarded is not None:
+            return forwarded
+        req = decode(body, request.content_type, ReleaseRequest)
+        snapshot = self._node.snapshot()
+        if not self._authenticate_pod(request, snapshot, req.pod_id):
+            raise RegistrationExpiredError(f"pod {req.pod_id} is not registered")
+        incarnation = snapshot.pods[req.pod_id].incarnation
+        commands: list[Command] = []
+        if req.drain:
+            commands.append(DrainPod(req.pod_id, incarnation))
+        commands += [Release(s.slot, req.pod_id, s.epoch, "released") for s in req.sessions]
+        if req.leave:
+            commands.append(RemovePod(req.pod_id, incarnation, "left"))
+        entry = self._stamped(commands)
+        result = await self._bridge.submit(entry)
+        if result.error:
+            raise UnavailableError(f"release not applied: {result.error}")
+        self._reporter.committed(snapshot, entry, result, self._tracker.renewals())
+        self._wake_leader()
+        rejected = {i for i, _ in result.rejected}
+        released = [c.slot for i, c in enumerate(entry)
+                    if isinstance(c, Release) and i not in rejected]  # fmt: skip
+        return self._reply(request, ReleaseReply(released=released, term=self._node.status().term))
+
+
+def _reconcile(
+    snapshot: Snapshot, pod_id: str, sessions: list[SessionReport]
+) -> tuple[list[Command], list[StopOrder]]:
+    """Compare what the pod runs with the state: status changes to commit, sessions to stop."""
+    commands: list[Command] = []
+    stop: list[StopOrder] = []
+    for report in sessions:
+        slot = snapshot.slots.get(report.slot)
+        owned = slot is not None and slot.owner == pod_id and slot.epoch == report.epoch
+        if slot is None or not owned:
+            if report.status != "STOPPED":
+                why = "stale epoch" if slot is not None and slot.owner == pod_id else "not assigned"
+                stop.append(StopOrder(slot=report.slot, epoch=report.epoch, reason=why))
+            continue
+        if report.status == "STOPPED":
+            commands.append(Release(report.slot, pod_id, report.epoch, "stopped by pod"))
+        elif slot.status is SlotStatus.REVOKING:
+            stop.append(StopOrder(slot=report.slot, epoch=report.epoch, reason="revoked"))
+        elif slot.status.value != report.status or slot.detail != report.detail:
+            status = SlotStatus(report.status)
+            commands.append(ReportStatus(report.slot, pod_id, report.epoch, status, report.detail))
+    return commands, stop

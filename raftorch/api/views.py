@@ -1,0 +1,81 @@
+"""The JSON shapes of adapters and pods in the admin API (and the Portal that reads it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from persistence.adapters import AdapterRecord
+from raftorch.core.adapter_status import adapter_status, slots_by_adapter
+from raftorch.core.model import PodInfo, SlotState
+from raftorch.core.ownership import Snapshot
+
+
+def adapter_json(
+    record: AdapterRecord,
+    snapshot: Snapshot,
+    last_check_in: Mapping[str, float],
+    grouped: Mapping[str, list[SlotState]] | None = None,
+) -> dict[str, Any]:
+    """The public adapter object (contract fields first, then details)."""
+    slots = (grouped if grouped is not None else slots_by_adapter(snapshot.slots)).get(
+        record.id, []
+    )
+    status, detail = adapter_status(record, slots, snapshot.pods)
+    first = slots[0] if slots else None
+    owner = first.owner if first else None
+    return {
+        "id": record.id,
+        "name": record.name,
+        "connector": record.connector,
+        "mode": record.mode.value,
+        "instances": record.instances,
+        "admin_state": record.admin_state.value,
+        "status": status.value,
+        "status_detail": detail,
+        "owner_pod": owner,
+        "epoch": first.epoch if first and owner else None,
+        "standby_pods": list(first.standbys) if first else [],
+        "last_check_in": last_check_in.get(owner) if owner else None,
+        "config": record.config,
+        "artifacts": list(record.artifacts),
+        "revision": record.revision,
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+        "slots": [
+            {
+                "slot": s.slot,
+                "owner_pod": s.owner,
+                "epoch": s.epoch if s.owner else None,
+                "standby_pods": list(s.standbys),
+                "status": s.status.value,
+                "detail": s.detail,
+            }
+            for s in slots
+        ],
+    }
+
+
+def pod_json(
+    pod: PodInfo, slots: Mapping[str, SlotState], last_heartbeat: float | None
+) -> dict[str, Any]:
+    sessions = [
+        {
+            "slot": s.slot,
+            "role": "ACTIVE" if s.owner == pod.pod_id else "STANDBY",
+            "epoch": s.epoch if s.owner == pod.pod_id else None,
+            "status": s.status.value if s.owner == pod.pod_id else "STANDBY",
+        }
+        for s in sorted(slots.values(), key=lambda s: s.slot)
+        if s.owner == pod.pod_id or pod.pod_id in s.standbys
+    ]
+    return {
+        "id": pod.pod_id,
+        "state": pod.state.value,
+        "sessions": sessions,
+        "last_heartbeat": last_heartbeat,
+        "address": pod.address,
+        "connectors": sorted(pod.connectors),
+        "capacity": pod.capacity,
+        "labels": dict(pod.labels),
+    }

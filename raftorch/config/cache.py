@@ -1,0 +1,124 @@
+"""The configuration cache: adapters from PostgreSQL, kept current by the change feed.
+
+The leader plans from this cache, so leases keep being renewed and reassigned while
+PostgreSQL is down. Until the first full load succeeds `specs()` raises
+UnavailableError: planning from an empty cache would revoke every session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+
+from persistence.adapters import AdapterRecord, AdapterRepository
+from persistence.changefeed import RESYNC, Change, ChangeFeed
+from persistence.db import Database, PoolSettings
+from persistence.migrate import migrate
+from protocol.errors import NotFoundError, RaftorchError, UnavailableError
+from protocol.values import AdminState
+from raftorch.core.model import AdapterSpec
+
+log = logging.getLogger(__name__)
+
+
+class ConfigCache:
+    """Adapters by id. `run()` migrates, loads, then follows the change feed forever."""
+
+    def __init__(
+        self,
+        db: Database,
+        dsn: str,
+        settings: PoolSettings,
+        *,
+        resync_interval_seconds: float,
+        retry_seconds: float = 1.0,
+    ) -> None:
+        self._db = db
+        self._repo = AdapterRepository(db)
+        self._dsn = dsn
+        self._settings = settings
+        self._resync_interval = resync_interval_seconds
+        self._retry = retry_seconds
+        self._records: dict[str, AdapterRecord] = {}
+        self.loaded = False
+        self.changed = asyncio.Event()
+        self.version = 0
+
+    def records(self) -> list[AdapterRecord]:
+        if not self.loaded:
+            raise UnavailableError("configuration not loaded yet: the database is unavailable")
+        return sorted(self._records.values(), key=lambda r: r.name)
+
+    def get(self, adapter_id: str) -> AdapterRecord | None:
+        return self._records.get(adapter_id)
+
+    def specs(self) -> Mapping[str, AdapterSpec]:
+        if not self.loaded:
+            raise UnavailableError("configuration not loaded yet: the database is unavailable")
+        return {
+            r.id: AdapterSpec(
+                r.id, r.connector, r.mode, r.instances, r.admin_state is AdminState.ENABLED
+            )
+            for r in self._records.values()
+        }
+
+    def put(self, record: AdapterRecord) -> None:
+        """Take a record this replica just wrote (the feed will confirm it)."""
+        current = self._records.get(record.id)
+        if current is None or current.revision <= record.revision:
+            self._records[record.id] = record
+            self._bump()
+
+    def drop(self, adapter_id: str) -> None:
+        if self._records.pop(adapter_id, None) is not None:
+            self._bump()
+
+    async def resync(self) -> None:
+        records = await self._repo.list_all()
+        self._records = {r.id: r for r in records}
+        self.loaded = True
+        self._bump()
+
+    async def apply(self, change: Change) -> None:
+        if change == RESYNC:
+            await self.resync()
+        elif change.table == "adapters":
+            try:
+                self.put_fresh(await self._repo.get(change.key))
+            except NotFoundError:
+                self.drop(change.key)
+
+    def put_fresh(self, record: AdapterRecord) -> None:
+        self._records[record.id] = record
+        self._bump()
+
+    def _bump(self) -> None:
+        self.version += 1
+        self.changed.set()
+
+    async def run(self) -> None:
+        """Migrate and follow the feed; on any database failure wait, then start over."""
+        while True:
+            try:
+                await migrate(self._db)
+                async with ChangeFeed(self._dsn, self._settings) as feed:
+                    await self._follow(feed)
+            except RaftorchError as exc:
+                log.warning("config cache: %s; retrying", exc.message)
+            await asyncio.sleep(self._retry)
+
+    async def _follow(self, feed: ChangeFeed) -> None:
+        loop = asyncio.get_running_loop()
+        next_resync = loop.time() + self._resync_interval
+        while True:
+            timeout = max(0.0, next_resync - loop.time())
+            change: Change | None = None
+            with contextlib.suppress(TimeoutError):
+                change = await asyncio.wait_for(feed.get(), timeout)
+            if change is None:
+                change = RESYNC
+            if change == RESYNC:
+                next_resync = loop.time() + self._resync_interval
+            await self.apply(change)

@@ -1,0 +1,1 @@
+"""Pure and deterministic: the ownership model, transition tables, replicated appliers, planner."""

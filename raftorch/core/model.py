@@ -1,0 +1,276 @@
+"""The ownership model: pods, session slots, the commands that change them, and plans.
+
+Everything here is a frozen, picklable value. Commands travel through the Raft log
+(pickled by pysyncobj), so their shape is part of the replicated format: add new
+command types rather than changing existing ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from protocol.values import DeploymentMode, PodState, SlotStatus
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def slot_id(adapter_id: str, index: int) -> str:
+    """The id of one exclusive session slot of an adapter."""
+    return f"{adapter_id}/{index}"
+
+
+def slot_adapter(slot: str) -> str:
+    return slot.rsplit("/", 1)[0]
+
+
+def slot_index(slot: str) -> int:
+    return int(slot.rsplit("/", 1)[1])
+
+
+# --- replicated records ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PodInfo:
+    """A registered pod as the Raft state knows it."""
+
+    pod_id: str
+    incarnation: str
+    address: str
+    connectors: frozenset[str]
+    capacity: int
+    labels: Labels = ()
+    state: PodState = PodState.ACTIVE
+    registered_at: float = 0.0  # wall clock of the leader that registered it
+
+    @property
+    def zone(self) -> str | None:
+        return dict(self.labels).get("zone")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    """An orchestrator replica as it announced itself (for forwarding and /cluster)."""
+
+    node_id: str
+    raft_address: str
+    api_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class SlotState:
+    """One session slot: who owns it, under which epoch, and its warm standbys."""
+
+    slot: str
+    adapter_id: str
+    owner: str | None = None
+    epoch: int = 0  # epoch of the current (or last) grant; 0 = never granted
+    standbys: tuple[str, ...] = ()
+    status: SlotStatus = SlotStatus.UNASSIGNED
+    detail: str = ""
+    changed_at: float = 0.0  # wall clock of the last status change
+
+
+# --- commands (one Raft entry carries a batch of them) --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterPod:
+    pod_id: str
+    incarnation: str
+    address: str
+    connectors: frozenset[str]
+    capacity: int
+    labels: Labels = ()
+    max_epoch_seen: int = 0  # highest epoch the pod holds; raises the floor after a state loss
+
+
+@dataclass(frozen=True, slots=True)
+class DrainPod:
+    """The pod is shutting down: place nothing new on it."""
+
+    pod_id: str
+    incarnation: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemovePod:
+    """Expire or deregister a pod: it loses every slot it owns or stands by for."""
+
+    pod_id: str
+    incarnation: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Make `pod_id` the owner of an unowned slot with a fresh epoch.
+
+    `expected_epoch` is the slot's epoch the planner saw: the grant is refused when
+    the slot changed since (a stale plan never overrides a newer decision). When the
+    pod is one of the slot's standbys this is a promotion.
+    """
+
+    slot: str
+    adapter_id: str
+    pod_id: str
+    expected_epoch: int
+    reason: str = "grant"
+
+
+@dataclass(frozen=True, slots=True)
+class AddStandby:
+    slot: str
+    pod_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DropStandby:
+    slot: str
+    pod_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The owner stopped the session (drain, fencing, or revocation done)."""
+
+    slot: str
+    pod_id: str
+    epoch: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """The adapter is disabled or deleted (or the slot is beyond `instances`)."""
+
+    slot: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportStatus:
+    """The owner's report of its session: CLAIMING, ACTIVE or ERROR (with a detail)."""
+
+    slot: str
+    pod_id: str
+    epoch: int
+    status: SlotStatus
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceReplica:
+    """A replica tells the cluster its node id and API address (idempotent)."""
+
+    node_id: str
+    raft_address: str
+    api_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class RaiseEpochFloor:
+    """Every later epoch is above `floor` (a new leader's first act).
+
+    `from_database`: the floor was read from PostgreSQL, so the state now knows
+    every epoch ever issued; until then a leader may not rely on the Raft counter.
+    """
+
+    floor: int
+    from_database: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimLeadership:
+    """A new leader's first entry of its term: later entries must carry its stamp."""
+
+    leader: str
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderStamp:
+    """First command of every entry a leader submits after its claim.
+
+    An entry whose stamp is not the latest claim is refused whole: a deposed leader's
+    plan (pysyncobj forwards a follower's commands to the new leader) can never
+    commit over decisions the new leader has made.
+    """
+
+    leader: str
+    term: int
+
+
+Command = (
+    RegisterPod
+    | DrainPod
+    | RemovePod
+    | Grant
+    | AddStandby
+    | DropStandby
+    | Release
+    | Revoke
+    | ReportStatus
+    | RaiseEpochFloor
+    | AnnounceReplica
+    | ClaimLeadership
+    | LeaderStamp
+)
+
+MAX_EPOCH = 2**62  # far beyond any real count; keeps every epoch a PostgreSQL bigint
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What one Raft entry did: per command, accepted or the reason it was refused."""
+
+    request_id: str
+    rejected: tuple[tuple[int, str], ...] = ()  # (command index, reason)
+    granted: tuple[tuple[str, str, int], ...] = ()  # (slot, pod, epoch)
+    duplicate: bool = False  # the request id had been applied before: nothing changed now
+    error: str = ""  # an applier bug, caught: the entry changed nothing
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected and not self.error
+
+
+# --- planning -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterSpec:
+    """What the configuration says should run (from the PostgreSQL cache)."""
+
+    adapter_id: str
+    connector: str
+    mode: DeploymentMode
+    instances: int = 1
+    enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A frozen snapshot the planner decides from."""
+
+    adapters: Mapping[str, AdapterSpec]
+    pods: Mapping[str, PodInfo]
+    slots: Mapping[str, SlotState]
+    renewals: Mapping[str, float]  # pod id -> last renewal receipt (leader's monotonic clock)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    ttl_seconds: float
+    max_grants_per_tick: int = 500
+    standbys_per_slot: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    commands: tuple[Command, ...] = ()
+    reasons: tuple[str, ...] = field(default=())  # one human line per decision group
+
+    def __bool__(self) -> bool:
+        return bool(self.commands)

@@ -1,0 +1,1 @@
+"""Leader-side work: the leader loop, lease tracking and renewal barriers, reporting."""

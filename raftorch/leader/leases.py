@@ -1,0 +1,166 @@
+"""Leader-only lease keeping: renewal times in memory, acknowledged only after a commit.
+
+Renewals never go through the Raft log. The leader keeps each pod's last renewal
+receipt on its monotonic clock (`LeaseTracker`) and expires a pod at receipt + TTL.
+It acknowledges a heartbeat only after a Raft commit that *began after the
+heartbeat arrived* (`RenewalConfirmer`): one small barrier entry per batching
+window, shared by every heartbeat of that window. A leader that has been deposed
+or cut off cannot get that commit, so it can never extend a lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+
+from raftorch.raft.bridge import NotLeaderError, RaftBridge
+from raftorch.raft.node import RaftStatus
+
+log = logging.getLogger(__name__)
+
+
+class LeaseTracker:
+    """Each pod's last confirmed renewal, valid only for one leader term.
+
+    A new leader counts every pod as renewed at the moment it became leader: no
+    lease can then expire sooner than an earlier leader could have promised.
+    """
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self.term: int | None = None
+        self._ttl = ttl_seconds
+        self._renewals: dict[str, float] = {}
+        self._doomed: set[str] = set()
+
+    def become_leader(self, term: int, now: float, pod_ids: Iterable[str]) -> None:
+        self.term = term
+        self._renewals = dict.fromkeys(pod_ids, now)
+        self._doomed.clear()
+
+    def step_down(self) -> None:
+        self.term = None
+        self._renewals.clear()
+        self._doomed.clear()
+
+    def doom(self, pod_ids: Iterable[str]) -> None:
+        """The planner decided to expire these pods: no renewal may save them now.
+
+        Called in the same synchronous step as the planner read the renewals, so a
+        heartbeat is either seen by the plan or refused after it.
+        """
+        self._doomed.update(pod_ids)
+
+    def admit(self, pod_ids: Iterable[str], now: float) -> None:
+        """Pods new to the state start with a full TTL; pods gone from it are forgotten."""
+        present = set(pod_ids)
+        for pod_id in present - self._renewals.keys():
+            self._renewals[pod_id] = now
+        for pod_id in self._renewals.keys() - present:
+            del self._renewals[pod_id]
+        self._doomed &= present
+
+    def registered(self, pod_id: str, now: float, term: int) -> None:
+        """A pod whose registration just committed starts with a full TTL."""
+        if term == self.term:
+            self._renewals[pod_id] = now
+            self._doomed.discard(pod_id)
+
+    def renew(self, pod_id: str, receipt: float, term: int) -> bool:
+        """Record a confirmed renewal. Refused when confirmed in another term, for a pod
+        the planner is expiring, or for a lease that had already run out at receipt."""
+        last = self._renewals.get(pod_id)
+        if term != self.term or last is None or pod_id in self._doomed:
+            return False
+        if receipt - last > self._ttl:
+            return False
+        self._renewals[pod_id] = max(last, receipt)
+        return True
+
+    def live(self, pod_id: str, now: float) -> bool:
+        """True while the pod's lease (in this leader's view) has not run out."""
+        last = self._renewals.get(pod_id)
+        return last is not None and now - last <= self._ttl and pod_id not in self._doomed
+
+    def renewals(self) -> Mapping[str, float]:
+        return dict(self._renewals)
+
+
+class RenewalConfirmer:
+    """Batches heartbeats into barrier commits (see the module docstring).
+
+    `confirm()` returns the Raft term of the barrier that confirmed the caller, or
+    raises NotLeaderError / OutcomeUnknownError: then the caller must not renew.
+    """
+
+    def __init__(
+        self,
+        bridge: RaftBridge,
+        status: Callable[[], RaftStatus],
+        *,
+        window_seconds: float,
+    ) -> None:
+        self._bridge = bridge
+        self._status = status
+        self._window = window_seconds
+        self._waiting: asyncio.Future[int] | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.barriers = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="renewal-barriers")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.set_exception(NotLeaderError("replica is shutting down"))
+
+    async def confirm(self) -> int:
+        if self._task is not None and self._task.done():
+            self._task.result()  # surface a crashed batcher instead of hanging
+        if self._waiting is None:
+            self._waiting = asyncio.get_running_loop().create_future()
+            self._waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._wake.set()
+        return await asyncio.shield(self._waiting)
+
+    async def run_once(self) -> None:
+        """Commit one barrier for everyone waiting now (the waiters all arrived before it)."""
+        group, self._waiting = self._waiting, None
+        if group is None:
+            return
+        try:
+            group.set_result(await self._barrier())
+        except Exception as exc:  # every failure means "not confirmed"
+            group.set_exception(exc)
+        finally:  # cancelled mid-barrier (shutdown): release the waiters
+            if not group.done():
+                group.set_exception(NotLeaderError("replica is shutting down"))
+
+    async def _barrier(self) -> int:
+        before = self._status()
+        if not before.is_leader:
+            raise NotLeaderError("this replica is not the Raft leader")
+        await self._bridge.submit((), request_id=f"barrier-{uuid.uuid4().hex}")
+        after = self._status()
+        # pysyncobj forwards a follower's commands to the leader: a commit alone does
+        # not prove that *this* replica was leader throughout.
+        if not after.is_leader or after.term != before.term:
+            raise NotLeaderError("leadership changed while the renewal was confirmed")
+        self.barriers += 1
+        return before.term
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(self._window)  # the batching window
+            await self.run_once()

@@ -1,0 +1,42 @@
+"""Prometheus metrics of leases, failovers and heartbeats; a registry is passed in (tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+_FAILOVER_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0)
+_HEARTBEAT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class ServiceMetrics:
+    """The orchestrator service: leases, failovers, heartbeats (gauges come from a collector)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.lease_expirations = Counter(
+            "raftorch_lease_expirations_total",
+            "Pods expired by the leader for missing renewals",
+            registry=registry,
+        )
+        self.failovers = Counter(
+            "raftorch_failovers_total",
+            "Sessions that came up on a new owner after losing the old one",
+            registry=registry,
+        )
+        self.failover_duration = Histogram(
+            "raftorch_failover_duration_seconds",
+            "From the old owner's last renewal (or release) to the new owner reporting ACTIVE",
+            buckets=_FAILOVER_BUCKETS,
+            registry=registry,
+        )
+        self.heartbeat_latency = Histogram(
+            "raftorch_heartbeat_handling_seconds",
+            "Time the leader takes to confirm and answer one heartbeat",
+            buckets=_HEARTBEAT_BUCKETS,
+            registry=registry,
+        )
+        self.heartbeats = Counter(
+            "raftorch_heartbeats_total",
+            "Heartbeats handled by this replica, by outcome",
+            ["outcome"],
+            registry=registry,
+        )

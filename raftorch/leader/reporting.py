@@ -1,0 +1,172 @@
+"""Leader-side reporting: committed decisions become events, lease history and metrics.
+
+Only the leader reports (it made the decisions), and only from committed results:
+a command the appliers rejected is never reported. Everything goes through
+write-behind buffers, so reporting never waits on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from persistence.events import NewEvent
+from persistence.lease_history import LeaseGrant, LeaseHistoryRepository
+from persistence.writebehind import WriteBehind
+from protocol.values import EventCategory, EventLevel, SlotStatus
+from raftorch.core.model import (
+    ApplyResult,
+    Command,
+    Grant,
+    Release,
+    RemovePod,
+    ReportStatus,
+    Revoke,
+    slot_adapter,
+)
+from raftorch.core.ownership import Snapshot
+from raftorch.leader.metrics import ServiceMetrics
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseEnd:
+    session: str
+    epoch: int
+    reason: str
+
+
+HistoryItem = LeaseGrant | LeaseEnd
+
+
+async def write_history(repo: LeaseHistoryRepository, batch: Sequence[HistoryItem]) -> None:
+    """Grants in one statement, then ends (an end may refer to a grant in the same batch)."""
+    await repo.record_grants([i for i in batch if isinstance(i, LeaseGrant)])
+    for item in batch:
+        if isinstance(item, LeaseEnd):
+            await repo.record_end(item.session, item.epoch, item.reason)
+
+
+class Reporter:
+    """Turns the leader's committed entries into events, history rows and failover timings."""
+
+    def __init__(
+        self,
+        events: WriteBehind[NewEvent],
+        history: WriteBehind[HistoryItem],
+        metrics: ServiceMetrics | None,
+        *,
+        node_id: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._node_id = node_id
+        self._events = events
+        self._history = history
+        self._metrics = metrics
+        self._clock = clock
+        self._lost_at: dict[str, float] = {}  # slot -> when its previous owner was lost
+
+    def _event(
+        self, slot: str, level: EventLevel, category: EventCategory, text: str, **details: object
+    ) -> None:
+        adapter: str | None = slot_adapter(slot)
+        try:
+            uuid.UUID(adapter)
+        except ValueError:  # a slot name a pod made up: keep the event, cluster-wide
+            adapter = None
+        self._events.add(NewEvent(adapter, level, category, text, {"slot": slot, **details}))
+
+    def committed(
+        self,
+        before: Snapshot,
+        commands: Sequence[Command],
+        result: ApplyResult,
+        renewals: Mapping[str, float],
+    ) -> None:
+        """Report one committed entry; `before` is the state it was planned from."""
+        rejected = {index for index, _ in result.rejected}
+        epochs = {slot: (pod, epoch) for slot, pod, epoch in result.granted}
+        for index, command in enumerate(commands):
+            if index in rejected or result.error:
+                continue
+            if isinstance(command, RemovePod):
+                self._pod_removed(before, command, renewals)
+            elif isinstance(command, Grant) and command.slot in epochs:
+                self._granted(command, epochs[command.slot][1])
+            elif isinstance(command, Revoke):
+                self._lost_at.pop(command.slot, None)
+                self._event(command.slot, EventLevel.INFO, EventCategory.SYSTEM,
+                            f"revoked: {command.reason}")  # fmt: skip
+            elif isinstance(command, Release):
+                self._released(command)
+            elif isinstance(command, ReportStatus):
+                self._reported(before, command)
+
+    def fenced(self, slot: str, pod_id: str, epoch: int, reason: str) -> None:
+        """A pod ran a session it no longer holds and was told to stop it."""
+        self._event(slot, EventLevel.WARNING, EventCategory.SYSTEM,
+                    f"pod {pod_id} fenced off (epoch {epoch}): {reason}",
+                    pod=pod_id, epoch=epoch)  # fmt: skip
+
+    def leader_change(self, term: int) -> None:
+        self._lost_at.clear()  # timings from an earlier term would be meaningless
+        self._events.add(
+            NewEvent(None, EventLevel.INFO, EventCategory.SYSTEM,
+                     f"{self._node_id} became Raft leader", {"term": term})
+        )  # fmt: skip
+
+    def _pod_removed(
+        self, before: Snapshot, command: RemovePod, renewals: Mapping[str, float]
+    ) -> None:
+        expired = command.reason == "expired"
+        if expired and self._metrics is not None:
+            self._metrics.lease_expirations.inc()
+        last = renewals.get(command.pod_id, self._clock())
+        for slot in before.slots.values():
+            if slot.owner != command.pod_id:
+                continue
+            self._lost_at[slot.slot] = last
+            self._history.add(LeaseEnd(slot.slot, slot.epoch, command.reason))
+            level = EventLevel.WARNING if expired else EventLevel.INFO
+            text = (f"lease of pod {command.pod_id} expired (epoch {slot.epoch})" if expired
+                    else f"pod {command.pod_id} left (epoch {slot.epoch})")  # fmt: skip
+            self._event(slot.slot, level, EventCategory.SYSTEM, text, pod=command.pod_id)
+
+    def _granted(self, command: Grant, epoch: int) -> None:
+        self._history.add(LeaseGrant(command.slot, command.pod_id, epoch))
+        verb = "failover to" if command.slot in self._lost_at else "claimed by"
+        self._event(command.slot, EventLevel.INFO, EventCategory.SYSTEM,
+                    f"{verb} pod {command.pod_id} (epoch {epoch})",
+                    pod=command.pod_id, epoch=epoch)  # fmt: skip
+
+    def _released(self, command: Release) -> None:
+        self._history.add(LeaseEnd(command.slot, command.epoch, command.reason))
+        self._lost_at.setdefault(command.slot, self._clock())
+        self._event(command.slot, EventLevel.INFO, EventCategory.SYSTEM,
+                    f"released by pod {command.pod_id}: {command.reason}",
+                    pod=command.pod_id, epoch=command.epoch)  # fmt: skip
+
+    def _reported(self, before: Snapshot, command: ReportStatus) -> None:
+        previous = before.slots.get(command.slot)
+        if command.status is SlotStatus.ERROR:
+            self._event(command.slot, EventLevel.ERROR, EventCategory.CONNECTION,
+                        f"connector error on pod {command.pod_id}: {command.detail}",
+                        pod=command.pod_id, epoch=command.epoch)  # fmt: skip
+            return
+        if command.status is not SlotStatus.ACTIVE or (
+            previous is not None and previous.status is SlotStatus.ACTIVE
+        ):
+            return
+        self._event(command.slot, EventLevel.INFO, EventCategory.CONNECTION,
+                    f"session running on pod {command.pod_id} (epoch {command.epoch})",
+                    pod=command.pod_id, epoch=command.epoch)  # fmt: skip
+        lost = self._lost_at.pop(command.slot, None)
+        if lost is not None:
+            took = max(0.0, self._clock() - lost)
+            if self._metrics is not None:
+                self._metrics.failovers.inc()
+                self._metrics.failover_duration.observe(took)
+            self._event(command.slot, EventLevel.INFO, EventCategory.SYSTEM,
+                        f"failover completed in {took:.2f}s", seconds=round(took, 3),
+                        pod=command.pod_id)  # fmt: skip

@@ -1,0 +1,145 @@
+"""The `raftorch` command: serve, demo, operator commands, configuration check, migrate.
+
+The CLI is the only place that configures logging. Every expected failure is one
+line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from persistence.db import Database
+from persistence.migrate import latest_version, migrate
+from protocol import __version__
+from protocol.errors import RaftorchError
+from protocol.logs import configure_logging
+from raftorch.config import Config, Secret, load_config, with_overrides
+from raftorch.ops.commands import add_operator_commands
+from raftorch.ops.replica import Orchestrator, pool_settings
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def _printable(value: object) -> object:
+    if isinstance(value, Secret):
+        return "***"
+    if isinstance(value, tuple):
+        return [_printable(v) for v in value]
+    return value
+
+
+def _cmd_config_check(config: Config, _args: argparse.Namespace) -> int:
+    tree = {
+        section.name: {
+            f.name: _printable(getattr(getattr(config, section.name), f.name))
+            for f in dataclasses.fields(getattr(config, section.name))
+        }
+        for section in dataclasses.fields(config)
+    }
+    sys.stdout.write(json.dumps(tree, indent=2) + "\n")
+    return 0
+
+
+async def _migrate(config: Config) -> list[int]:
+    async with Database(config.database.dsn.reveal(), pool_settings(config)) as db:
+        return await migrate(db)
+
+
+def _cmd_migrate(config: Config, _args: argparse.Namespace) -> int:
+    applied = asyncio.run(_migrate(config))
+    done = ", ".join(map(str, applied)) if applied else "nothing to apply"
+    sys.stdout.write(f"schema at version {latest_version()} ({done})\n")
+    return 0
+
+
+async def _serve(config: Config) -> int:
+    service = Orchestrator(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.start()
+        stopping = asyncio.create_task(stop.wait())
+        failing = asyncio.create_task(service.failed.wait())
+        await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        failing.cancel()
+    finally:
+        await service.stop()
+    return 0 if stop.is_set() else EXIT_FAILURE
+
+
+def _cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    if args.insecure_dev_mode:
+        config = with_overrides(config, {"raft.insecure_dev_mode": True})
+    config.raft.require_secret()  # refuse before anything starts, with one line
+    return asyncio.run(_serve(config))
+
+
+def _cmd_demo(_config: Config, args: argparse.Namespace) -> int:
+    # Imported here: the demo brings test tooling (a throwaway PostgreSQL) that a serving
+    # replica must not load.
+    from raftorch.ops.demo import Demo, run_demo  # noqa: PLC0415
+
+    def say(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    demo = Demo(Path(args.data_dir).resolve(), args.replicas, args.pods, args.adapters,
+                args.lease_ttl, say=say)  # fmt: skip
+    return asyncio.run(run_demo(demo))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raftorch", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"raftorch {__version__}")
+    parser.add_argument("--config", help="YAML or TOML configuration file (or RAFTORCH_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = commands.add_parser("config", help="validate the configuration and print it")
+    check.add_argument("action", choices=["check"])
+    check.set_defaults(run=_cmd_config_check)
+    mig = commands.add_parser("migrate", help="bring the database schema to the latest version")
+    mig.set_defaults(run=_cmd_migrate)
+    serve = commands.add_parser("serve", help="run one orchestrator replica")
+    serve.add_argument(
+        "--insecure-dev-mode",
+        action="store_true",
+        help="allow running without raft.secret (local development only)",
+    )
+    serve.set_defaults(run=_cmd_serve)
+    demo = commands.add_parser("demo", help="run the whole system locally (Ctrl-C stops it)")
+    demo.add_argument("--data-dir", default="./raftorch-demo", help="where everything lives")
+    demo.add_argument("--replicas", type=int, default=3, help="orchestrator replicas")
+    demo.add_argument("--pods", type=int, default=3, help="adapter pods")
+    demo.add_argument("--adapters", type=int, default=3, help="sample adapters")
+    demo.add_argument("--lease-ttl", type=float, default=3.0, help="lease TTL in seconds")
+    demo.set_defaults(run=_cmd_demo)
+    add_operator_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        configure_logging(config.log.level, config.log.format)
+        code: int = args.run(config, args)
+    except RaftorchError as exc:
+        sys.stderr.write(f"raftorch: error: {exc.message}\n")
+        return EXIT_USAGE if exc.http_status < 500 else EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""One orchestrator replica: HTTP server, Raft node and database pool in one process.
+
+`Orchestrator.start()` brings everything up (the Raft node and HTTP first, the
+configuration cache follows PostgreSQL in the background); `stop()` shuts down
+cleanly: a leader hands leadership on, in-flight requests finish, buffered events
+are flushed when the database allows. Background tasks are kept; if one dies the
+failure surfaces through `failed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from persistence.audit import AuditTrail
+from persistence.db import Database, PoolSettings
+from persistence.events import NewEvent
+from persistence.lease_history import LeaseHistoryRepository
+from persistence.plugins import PluginRepository
+from persistence.writebehind import WriteBehind
+from protocol.errors import RaftorchError
+from protocol.pod import RegisterRequest
+from raftorch.api.app import build_app
+from raftorch.api.context import Context, Repositories
+from raftorch.api.forwarding import Forwarder
+from raftorch.api.pods import PodApi
+from raftorch.config import Config
+from raftorch.config.cache import ConfigCache
+from raftorch.core.model import AnnounceReplica, Policy
+from raftorch.leader.leases import LeaseTracker, RenewalConfirmer
+from raftorch.leader.loop import LeaderLoop
+from raftorch.leader.metrics import ServiceMetrics
+from raftorch.leader.reporting import HistoryItem, Reporter, write_history
+from raftorch.raft.bridge import RaftBridge
+from raftorch.raft.metrics import RaftMetrics
+from raftorch.raft.node import LeaseNode, build_conf
+
+log = logging.getLogger(__name__)
+_ROLES = {0: "follower", 1: "candidate", 2: "leader"}  # pysyncobj's _RAFT_STATE
+
+
+def pool_settings(config: Config) -> PoolSettings:
+    db = config.database
+    return PoolSettings(
+        min_size=db.min_pool_size,
+        max_size=db.max_pool_size,
+        connect_timeout_seconds=db.connect_timeout_seconds,
+        connect_attempts=db.connect_attempts,
+        retry_backoff_initial_seconds=db.retry_backoff_initial_seconds,
+        retry_backoff_max_seconds=db.retry_backoff_max_seconds,
+        command_timeout_seconds=db.command_timeout_seconds,
+    )
+
+
+async def _record_plugins(repo: PluginRepository, batch: Sequence[tuple[str, str]]) -> None:
+    """Connector types pods advertised (the entry point is known to the pods only)."""
+    for connector, version in dict.fromkeys(batch):
+        await repo.record(connector, version, "advertised by a pod")
+
+
+class StateCollector(Collector):
+    """Gauges read at scrape time: pods by state, sessions by status, adapters, database."""
+
+    def __init__(self, service: Orchestrator) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snapshot = self._service.node.snapshot()
+        pods = GaugeMetricFamily("raftorch_pods", "Registered pods by state", labels=["state"])
+        for state in ("ACTIVE", "DRAINING"):
+            count = sum(1 for p in snapshot.pods.values() if p.state.value == state)
+            pods.add_metric([state], count)
+        yield pods
+        sessions = GaugeMetricFamily(
+            "raftorch_sessions", "Session slots by status", labels=["status"]
+        )
+        for status in ("UNASSIGNED", "CLAIMING", "ACTIVE", "ERROR", "REVOKING"):
+            count = sum(1 for s in snapshot.slots.values() if s.status.value == status)
+            sessions.add_metric([status], count)
+        yield sessions
+        cache = self._service.cache
+        enabled = sum(1 for s in cache.specs().values() if s.enabled) if cache.loaded else 0
+        yield GaugeMetricFamily(
+            "raftorch_adapters_enabled", "Enabled adapters (for autoscaling pods)", value=enabled
+        )
+        yield GaugeMetricFamily(
+            "raftorch_database_up", "1 when PostgreSQL answered the last check",
+            value=1 if self._service.db_up else 0,
+        )  # fmt: skip
+
+
+class Orchestrator:
+    """Wires the replica together. Construct, then `await start()`, later `await stop()`."""
+
+    def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry or CollectorRegistry()
+        self.failed = asyncio.Event()
+        self.db_up = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._wall_offset = time.time() - time.monotonic()
+
+    @property
+    def api_url(self) -> str:
+        api = self.config.api
+        return api.advertise_url or f"http://{api.host}:{api.port}"
+
+    def _build(self) -> None:
+        config = self.config
+        self._event_loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        self.db = Database(config.database.dsn.reveal(), pool_settings(config))
+        audit_file = config.node.audit_file
+        self.audit = AuditTrail(Path(audit_file) if audit_file else None, config.node.id)
+        self.repos = Repositories.on(self.db)
+        self.raft_metrics = RaftMetrics(self.registry)
+        self.metrics = ServiceMetrics(self.registry)
+        self.cache = ConfigCache(
+            self.db,
+            config.database.dsn.reveal(),
+            pool_settings(config),
+            resync_interval_seconds=config.database.resync_interval_seconds,
+        )
+        self.node = LeaseNode(
+            config.raft.bind,
+            config.raft.peers,
+            build_conf(
+                config.raft,
+                Path(config.node.data_dir) / "raft",
+                on_state_changed=self._on_raft_state_changed,
+            ),
+            vote_hold_seconds=config.raft.election_timeout_max_seconds,
+            peer_routes=config.raft.routes(),
+            audit=self.audit,
+        )
+        self.bridge = RaftBridge(
+            self.node,
+            timeout_seconds=max(2.0, config.lease.ttl_seconds / 2),
+            max_in_flight=config.raft.max_commands_in_flight,
+            metrics=self.raft_metrics,
+        )
+        self.events: WriteBehind[NewEvent] = WriteBehind("event log", self.repos.events.append)
+        history = LeaseHistoryRepository(self.db)
+        self.history: WriteBehind[HistoryItem] = WriteBehind(
+            "lease history", lambda batch: write_history(history, batch)
+        )
+        plugins = self.repos.plugins
+        self.plugins: WriteBehind[tuple[str, str]] = WriteBehind(
+            "plugins", lambda batch: _record_plugins(plugins, batch)
+        )
+        self.reporter = Reporter(self.events, self.history, self.metrics, node_id=config.node.id)
+        self.tracker = LeaseTracker(config.lease.ttl_seconds)
+        self.confirmer = RenewalConfirmer(
+            self.bridge, self.node.status, window_seconds=config.lease.renewal_batch_seconds
+        )
+        policy = Policy(ttl_seconds=config.lease.ttl_seconds,
+                        max_grants_per_tick=config.lease.reassign_per_tick)  # fmt: skip
+        self.loop = LeaderLoop(self.node, self.bridge, self.cache, history, policy,
+                               tick_seconds=config.lease.tick_interval_seconds,
+                               tracker=self.tracker, metrics=self.raft_metrics,
+                               reporter=self.reporter, audit=self.audit)  # fmt: skip
+        self.forwarder = Forwarder(timeout_seconds=35.0)
+        self.pods = PodApi(config=config, node=self.node, bridge=self.bridge,
+                           confirmer=self.confirmer, tracker=self.tracker, cache=self.cache,
+                           forwarder=self.forwarder, reporter=self.reporter,
+                           metrics=self.metrics, wake_leader=self.loop.wake.set,
+                           stamped=self.loop.stamped,
+                           on_registered=self._remember_plugins)  # fmt: skip
+        self.context = Context(config, self.db, self.repos, self.cache, self.events, self.node,
+                               self.registry, last_check_in=self.last_check_in,
+                               wake_leader=self.loop.wake.set)  # fmt: skip
+        self.registry.register(StateCollector(self))
+
+    def _on_raft_state_changed(self, _old: int, _new: int) -> None:
+        """On the Raft thread: a role change wakes the leader loop at once (a hint only)."""
+        log.info(
+            "raft role %s -> %s node=%s",
+            _ROLES.get(_old, _old), _ROLES.get(_new, _new), self.config.node.id,
+        )  # fmt: skip
+        loop = self._event_loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self.loop.wake.set)
+
+    def _remember_plugins(self, request: RegisterRequest) -> None:
+        for offer in request.connectors:
+            self.plugins.add((offer.type, offer.version or "unknown"))
+
+    def last_check_in(self) -> Mapping[str, float]:
+        """Wall-clock time of each pod's last confirmed renewal (leader only)."""
+        offset = self._wall_offset  # fixed at start, so a time renders the same every call
+        return {pod: at + offset for pod, at in self.tracker.renewals().items()}
+
+    async def start(self) -> None:
+        self._build()
+        await self.db.start(lazy=True)
+        loop = asyncio.get_running_loop()
+
+        def applied() -> None:  # on the Raft thread: hand over to the event loop
+            loop.call_soon_threadsafe(self.pods.applied.fire)
+
+        self.node.set_apply_listener(applied)
+        self.node.start()
+        await self.forwarder.start()
+        self.confirmer.start()
+        app = build_app(self.context, self.pods, ready=self.ready)
+        self._runner = web.AppRunner(app, shutdown_timeout=5.0, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.api.host, self.config.api.port)
+        await site.start()
+        for name, coro in (("config-cache", self.cache.run()), ("leader-loop", self.loop.run()),
+                           ("event-log", self.events.run()), ("lease-history", self.history.run()),
+                           ("plugins", self.plugins.run()),
+                           ("announce", self._announce()), ("db-check", self._check_db()),
+                           ("config-wake", self._wake_on_config())):  # fmt: skip
+            self._spawn(name, coro)
+        log.info("replica started node=%s raft=%s api=%s", self.config.node.id,
+                 self.config.raft.bind, self.api_url)  # fmt: skip
+
+    def ready(self) -> tuple[bool, str]:
+        status = self.node.status()
+        if status.leader_id is None:
+            return False, "no Raft leader known"
+        if status.is_leader and not self.loop.established:
+            return False, "leader is taking office (claiming its term, raising the epoch floor)"
+        if not self.cache.loaded:
+            return False, "configuration not loaded (database unavailable)"
+        return True, "ready"
+
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        log.error("background task ended name=%s error=%r", task.get_name(), error)
+        self.failed.set()
+
+    async def _announce(self) -> None:
+        """Make sure the replicated directory knows this replica's API address."""
+        me = AnnounceReplica(self.config.node.id, self.config.raft.bind, self.api_url)
+        while True:
+            known = self.node.snapshot().replicas.get(self.config.raft.bind)
+            if known is None or (known.node_id, known.api_url) != (me.node_id, me.api_url):
+                with contextlib.suppress(RaftorchError):
+                    await self.bridge.submit([me])
+            await asyncio.sleep(1.0)
+
+    async def _check_db(self) -> None:
+        while True:
+            self.db_up = await self.db.ping()
+            await asyncio.sleep(2.0)
+
+    async def _wake_on_config(self) -> None:
+        """A configuration change wakes the leader loop and long-polls at once."""
+        while True:
+            await self.cache.changed.wait()
+            self.cache.changed.clear()
+            self.loop.wake.set()
+            self.pods.applied.fire()
+
+    async def stop(self) -> None:
+        """Hand leadership on, finish requests, stop tasks, flush what the database takes."""
+        if not hasattr(self, "node"):
+            return  # start() failed before anything was built
+        await self._hand_over_leadership()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.confirmer.stop()
+        for buffer in (self.events, self.history, self.plugins):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(buffer.flush_once(), 2.0)
+        await self.forwarder.close()
+        await asyncio.to_thread(self.node.stop)
+        await self.db.close()
+        self.audit.close()
+        log.info("replica stopped node=%s", self.config.node.id)
+
+    async def _hand_over_leadership(self) -> None:
+        if not self.node.status().is_leader:
+            return
+        self.node.request_leadership_transfer()
+        for _ in range(40):  # up to 2 s for a follower to take over
+            if not self.node.status().is_leader:
+                return
+            await asyncio.sleep(0.05)

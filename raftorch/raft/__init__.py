@@ -1,0 +1,1 @@
+"""Raft replication: the hardened pysyncobj node and the one bridge to asyncio."""

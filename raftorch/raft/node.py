@@ -1,0 +1,224 @@
+"""The Raft node: pysyncobj configured safely, holding the replicated ownership state.
+
+Hardening over pysyncobj's defaults, each for a reason:
+
+- the cluster secret (`password`) is mandatory: the Raft port carries pickled
+  messages, and without encryption anyone reaching it runs code on the node;
+- `leaderFallbackTimeout` is a few election timeouts (pysyncobj: 30 s), so a leader
+  cut off from the majority steps down within seconds;
+- a restarted node does not vote until a full election timeout has passed since its
+  start, so it cannot help elect a second leader in a term it voted in before;
+- `connectionRetryTime` is half the shortest election timeout (pysyncobj: 5 s): a
+  link that dropped once (a peer restarted, a connection reset) is redialled before
+  the next election needs it, instead of leaving two survivors deaf to each other
+  for seconds after the leader dies;
+- `appendEntriesUseBatch=False`: a lone command commits in about a millisecond
+  instead of about 100 ms, which lease renewals depend on;
+- the journal and full dump live on disk, so a restarted replica rejoins with its
+  state; `useFork=False` because forking a threaded asyncio process is unsafe;
+- ticks run on a thread this module owns (`autoTick=False`), started by `start()`,
+  so no entry is applied before the replicated state exists.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pysyncobj import SyncObj, SyncObjConf, SyncObjException, replicated
+from pysyncobj.transport import TCPTransport
+
+from persistence.audit import DISABLED, AuditTrail
+from protocol.errors import ConfigError
+from raftorch.config import RaftConfig
+from raftorch.core.model import ApplyResult, Command, LeaderStamp
+from raftorch.core.ownership import OwnershipState, Snapshot
+from raftorch.raft.transport import GuardedTransport, VoteGuard
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+DoneCallback = Callable[[Any, int], None]
+TICK_WAIT_SECONDS = 0.02
+
+
+def build_conf(
+    raft: RaftConfig,
+    data_dir: Path,
+    *,
+    on_state_changed: Callable[[int, int], None] | None = None,
+) -> SyncObjConf:
+    """pysyncobj settings from raftorch's; refuses to run without a secret unless allowed."""
+    secret = raft.require_secret()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return SyncObjConf(
+        password=secret.reveal() if secret is not None else None,
+        autoTick=False,
+        raftMinTimeout=raft.election_timeout_min_seconds,
+        raftMaxTimeout=raft.election_timeout_max_seconds,
+        appendEntriesPeriod=raft.append_entries_period_seconds,
+        leaderFallbackTimeout=raft.effective_leader_fallback_timeout_seconds,
+        connectionTimeout=max(3.5, raft.election_timeout_max_seconds),
+        connectionRetryTime=raft.election_timeout_min_seconds / 2,
+        appendEntriesUseBatch=False,
+        commandsWaitLeader=False,
+        commandsQueueSize=max(1000, raft.max_commands_in_flight * 5),
+        journalFile=str(data_dir / "raft.journal"),
+        fullDumpFile=str(data_dir / "raft.dump"),
+        useFork=False,
+        dynamicMembershipChange=False,
+        bindRetryTime=0.2,
+        maxBindRetries=10,
+        onStateChanged=on_state_changed,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RaftStatus:
+    self_id: str
+    leader_id: str | None
+    term: int
+    is_leader: bool
+    commit_index: int
+    last_applied: int
+    has_quorum: bool
+
+
+class _Runtime:
+    """Non-replicated parts of the node, created before pysyncobj snapshots __dict__."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.tick_errors = 0
+        self.on_applied: Callable[[], None] | None = None
+        # Grants applied but not yet in the audit trail: (when, entry id, (slot, pod, epoch)).
+        self.granted: collections.deque[tuple[float, str, tuple[str, str, int]]] = (
+            collections.deque()
+        )
+        self.transfer_requested = threading.Event()
+
+
+class LeaseNode(SyncObj):
+    """One Raft replica of the ownership state.
+
+    Thread contract: `execute` (the applier) and every pysyncobj callback run on the
+    tick thread; `snapshot()` and `status()` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        self_address: str,
+        peers: Sequence[str],
+        conf: SyncObjConf,
+        *,
+        vote_hold_seconds: float,
+        clock: Clock = time.monotonic,
+        transport_class: type[TCPTransport] = GuardedTransport,
+        peer_routes: Mapping[str, tuple[str, int]] | None = None,
+        audit: AuditTrail = DISABLED,
+    ) -> None:
+        # Attributes set before SyncObj.__init__ are not replicated (pysyncobj records
+        # the keys present at that point and serialises only the ones added later).
+        self.vote_guard = VoteGuard(vote_hold_seconds, clock)
+        self.peer_routes = dict(peer_routes or {})
+        self.audit = audit
+        self._runtime = _Runtime()
+        try:
+            super().__init__(self_address, list(peers), conf, transportClass=transport_class)
+        except SyncObjException as exc:
+            raise ConfigError(
+                f"raft.bind {self_address}: cannot listen on the Raft port ({exc.errorCode})"
+            ) from exc
+        self._ownership = OwnershipState()  # the replicated state
+
+    @replicated
+    def execute(self, request_id: str, at: float, commands: tuple[Command, ...]) -> ApplyResult:
+        """Applier of one entry: deterministic, never raises (see OwnershipState.apply)."""
+        result = self._ownership.apply(request_id, at, commands)
+        if result.granted and not result.duplicate and self.audit.enabled:
+            # Only noted here; the tick loop writes it down, so the applier does no I/O.
+            seen = time.monotonic()
+            self._runtime.granted.extend((seen, request_id, g) for g in result.granted)
+        listener = self._runtime.on_applied
+        # Renewal barriers (a stamp at most) change nothing a long-poll waits for.
+        if listener is not None and any(not isinstance(c, LeaderStamp) for c in commands):
+            try:
+                listener()
+            except Exception:  # a listener must never wedge the applier
+                log.exception("apply listener failed")
+        return result
+
+    def set_apply_listener(self, listener: Callable[[], None] | None) -> None:
+        """Called on the tick thread after every applied entry (keep it tiny)."""
+        self._runtime.on_applied = listener
+
+    def submit(
+        self,
+        request_id: str,
+        at: float,
+        commands: tuple[Command, ...],
+        on_done: DoneCallback,
+    ) -> None:
+        """Queue an entry; `on_done(result, fail_reason)` runs on the tick thread."""
+        self.execute(request_id, at, commands, callback=on_done)  # type: ignore[call-arg]
+
+    def snapshot(self) -> Snapshot:
+        return self._ownership.snapshot()
+
+    def status(self) -> RaftStatus:
+        leader = self._getLeader()
+        return RaftStatus(
+            self_id=str(self.selfNode.id),
+            leader_id=str(leader.id) if leader is not None else None,
+            term=int(self.raftCurrentTerm),
+            is_leader=bool(self._isLeader()),
+            commit_index=int(self.raftCommitIndex),
+            last_applied=int(self.raftLastApplied),
+            has_quorum=bool(self.getStatus().get("has_quorum", False)),
+        )
+
+    def start(self) -> None:
+        """Run ticks on a thread of our own until `stop()`."""
+        if self._runtime.thread is not None:
+            return
+        thread = threading.Thread(target=self._tick_loop, name="raft-tick", daemon=True)
+        self._runtime.thread = thread
+        thread.start()
+
+    def stop(self) -> None:
+        """Stop ticking, then close sockets and the journal."""
+        self._runtime.stopping.set()
+        thread = self._runtime.thread
+        if thread is not None:
+            thread.join(timeout=5.0)
+        self._write_audit()
+        self.destroy()
+
+    def request_leadership_transfer(self) -> None:
+        """Ask the tick thread to hand leadership to a follower (pysyncobj is not thread-safe)."""
+        self._runtime.transfer_requested.set()
+
+    def _write_audit(self) -> None:
+        granted = self._runtime.granted
+        while granted:
+            seen, entry, (slot, pod, epoch) = granted.popleft()
+            self.audit.record("grant", at=seen, slot=slot, pod=pod, epoch=epoch, entry=entry)
+
+    def _tick_loop(self) -> None:
+        while not self._runtime.stopping.is_set():
+            try:
+                if self._runtime.transfer_requested.is_set():
+                    self._runtime.transfer_requested.clear()
+                    self.transferLeadership()
+                self.doTick(TICK_WAIT_SECONDS)
+                self._write_audit()
+            except Exception:  # a tick must never kill the thread; count and go on
+                self._runtime.tick_errors += 1
+                log.exception("raft tick failed errors=%d", self._runtime.tick_errors)

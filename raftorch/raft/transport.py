@@ -1,0 +1,68 @@
+"""The Raft transport: pysyncobj's TCP transport with the vote guard and peer routes.
+
+Runs on the Raft tick thread only (pysyncobj is single-threaded).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pysyncobj.dns_resolver import globalDnsResolver
+from pysyncobj.monotonic import monotonic as monotonicTime
+from pysyncobj.tcp_connection import CONNECTION_STATE
+from pysyncobj.transport import TCPTransport
+
+Clock = Callable[[], float]
+
+
+class VoteGuard:
+    """Refuses vote requests until a full election timeout has passed since start.
+
+    pysyncobj forgets term and vote when its journal is lost; a node restarted
+    inside an election could vote twice in one term. Staying silent for one
+    election timeout lets any election it took part in finish without it.
+    """
+
+    def __init__(self, hold_seconds: float, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._until = clock() + hold_seconds
+
+    def allows(self, message: object) -> bool:
+        if isinstance(message, dict) and message.get("type") == "request_vote":
+            return self._clock() >= self._until
+        return True
+
+
+class GuardedTransport(TCPTransport):
+    """pysyncobj's TCP transport with the vote guard applied to incoming messages, and
+    peers dialled at their route (`raft.peer_routes`) when they have one."""
+
+    def _connectIfNecessarySingle(self, node: Any) -> bool:
+        routes: dict[str, tuple[str, int]] = getattr(self._syncObj, "peer_routes", {})
+        route = routes.get(node.address)
+        if route is None:
+            return super()._connectIfNecessarySingle(node)
+        # pysyncobj's own steps, with the route in place of the node's address.
+        connection = self._connections.get(node)
+        if connection is not None and connection.state != CONNECTION_STATE.DISCONNECTED:
+            return True
+        if connection is None or not self._shouldConnect(node):
+            return False
+        last = self._lastConnectAttempt.get(node)
+        now = monotonicTime()
+        if last is not None and now - last < self._syncObj.conf.connectionRetryTime:
+            return False
+        self._lastConnectAttempt[node] = now
+        host, port = route
+        address = globalDnsResolver().resolve(host)  # pysyncobj dials IP addresses only
+        if address is None:
+            return False
+        return bool(connection.connect(address, port))
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:
+        guard: VoteGuard | None = getattr(self._syncObj, "vote_guard", None)
+        if guard is not None and not guard.allows(message):
+            return
+        super()._onMessageReceived(node, message)
