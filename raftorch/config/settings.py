@@ -12,6 +12,7 @@ from typing import Final
 
 from protocol.errors import ConfigError
 from protocol.secret import Secret
+from raftorch.config.timing import RaftTimers, TimingBudget, budget, derive_timers
 from raftorch.config.validation import LOG_LEVELS, at_most, check_settings, num
 
 
@@ -42,23 +43,19 @@ class RaftConfig:
     """Cluster secret encrypting Raft traffic (pysyncobj ``password``); the server needs it."""
     insecure_dev_mode: bool = False
     """Allow the server to run Raft unencrypted without a secret (local development only)."""
-    election_timeout_min_seconds: float = 0.4
-    """Lower bound of the randomised election timeout (pysyncobj ``raftMinTimeout``)."""
-    election_timeout_max_seconds: float = 1.4
-    """Upper bound of the randomised election timeout (pysyncobj ``raftMaxTimeout``)."""
-    append_entries_period_seconds: float = 0.1
-    """Period of the leader's append-entries heartbeat (pysyncobj ``appendEntriesPeriod``)."""
+    election_timeout_min_seconds: float | None = None
+    """Lower bound of the randomised election timeout (pysyncobj ``raftMinTimeout``); None:
+    election max / 3."""
+    election_timeout_max_seconds: float | None = None
+    """Upper bound of the randomised election timeout (pysyncobj ``raftMaxTimeout``); None:
+    derived from the lease TTL so that the timing budget fits (see docs/lease-protocol.md)."""
+    append_entries_period_seconds: float | None = None
+    """Period of the leader's append-entries heartbeat (pysyncobj ``appendEntriesPeriod``);
+    None: election min / 4, between 0.02 and 0.1."""
     leader_fallback_timeout_seconds: float | None = None
     """A leader that hears from no majority for this long steps down; None: 3 x election max."""
     max_commands_in_flight: int = 200
     """Raft commands awaiting commit at most; beyond it submissions get a retriable error."""
-
-    @property
-    def effective_leader_fallback_timeout_seconds(self) -> float:
-        """`leader_fallback_timeout_seconds`, or 3 x `election_timeout_max_seconds` if unset."""
-        if self.leader_fallback_timeout_seconds is None:
-            return 3 * self.election_timeout_max_seconds
-        return self.leader_fallback_timeout_seconds
 
     def routes(self) -> dict[str, tuple[str, int]]:
         """`peer_routes` as peer -> (host, port) to dial (checked at load)."""
@@ -93,7 +90,13 @@ class LeaseConfig:
     heartbeat_interval_seconds: float | None = None
     """How often pods heartbeat (told to them at registration); None: ttl_seconds / 3."""
     safety_margin_seconds: float = 0.5
-    """A pod stops its sessions this long before its lease deadline (clock drift, pauses)."""
+    """A pod's own lease ends this long before the leader's view of it (told to pods): room
+    for a self-fencing pod to stop its sessions (`fence_stop_seconds`), then clock drift."""
+    fence_stop_seconds: float = 0.3
+    """A self-fencing pod stops all its sessions concurrently within this (told to pods);
+    must be below the safety margin, so they have stopped before the leader can regrant."""
+    retry_interval_seconds: float = 0.1
+    """An unacknowledged heartbeat is retried, across replicas, this often (told to pods)."""
     renewal_batch_seconds: float = 0.05
     """The leader acknowledges renewals after one Raft barrier per window of this length."""
     reassign_per_tick: int = 500
@@ -201,11 +204,55 @@ class Config:
             if not (value < bound if relation == "<" else at_most(value, bound)):
                 verb = "is not below" if relation == "<" else "is above"
                 raise ConfigError(f"{key}={num(value)} {verb} {bound_key}={num(bound)}; {why}")
+        plan = self.timing_budget
+        if not plan.fits:
+            raise ConfigError(
+                f"timing budget {plan.describe()} does not fit in lease.ttl_seconds="
+                f"{num(self.lease.ttl_seconds)}: one leader change (with a split vote) could "
+                f"outlast every lease; {self._budget_advice()}"
+            )
+
+    @property
+    def raft_timers(self) -> RaftTimers:
+        """The Raft timers in effect: the ones set, the others derived from the lease TTL."""
+        raft, lease = self.raft, self.lease
+        return derive_timers(
+            ttl=lease.ttl_seconds,
+            heartbeat=lease.effective_heartbeat_interval_seconds,
+            margin=lease.safety_margin_seconds,
+            batch=lease.renewal_batch_seconds,
+            retry=lease.retry_interval_seconds,
+            election_min=raft.election_timeout_min_seconds,
+            election_max=raft.election_timeout_max_seconds,
+            append_entries=raft.append_entries_period_seconds,
+            leader_fallback=raft.leader_fallback_timeout_seconds,
+        )
+
+    @property
+    def timing_budget(self) -> TimingBudget:
+        """The worst-case leader change against the TTL (see `raftorch.config.timing`)."""
+        lease = self.lease
+        return budget(
+            ttl=lease.ttl_seconds,
+            heartbeat=lease.effective_heartbeat_interval_seconds,
+            margin=lease.safety_margin_seconds,
+            batch=lease.renewal_batch_seconds,
+            retry=lease.retry_interval_seconds,
+            timers=self.raft_timers,
+        )
+
+    def _budget_advice(self) -> str:
+        if "election_timeout_max_seconds" not in self.raft_timers.derived:
+            return (
+                "lower raft.election_timeout_max_seconds, or leave the Raft timers unset to "
+                "derive them from the TTL"
+            )
+        return "raise lease.ttl_seconds, or lower lease.heartbeat_interval_seconds"
 
     def timing_rules(self) -> tuple[tuple[str, float, str, str, float, str], ...]:
         """The rules between settings, as data: (key, value, "<" or "<=", bound key, bound, why)."""
-        raft, lease, db = self.raft, self.lease, self.database
-        low, high = raft.election_timeout_min_seconds, raft.election_timeout_max_seconds
+        timers, lease, db = self.raft_timers, self.lease, self.database
+        low, high = timers.election_timeout_min_seconds, timers.election_timeout_max_seconds
         ttl, beat = lease.ttl_seconds, lease.effective_heartbeat_interval_seconds
         ttl_minus_beat = f"(lease.ttl_seconds={num(ttl)} - heartbeat interval {num(beat)})"
         # fmt: off
@@ -219,14 +266,18 @@ class Config:
              "renewals would be acknowledged after the next heartbeat is due"),
             ("raft.election_timeout_min_seconds", low, "<", "raft.election_timeout_max_seconds",
              high, "the election timeout needs a random range"),
-            ("raft.append_entries_period_seconds", raft.append_entries_period_seconds, "<=",
+            ("raft.append_entries_period_seconds", timers.append_entries_period_seconds, "<",
              "raft.election_timeout_min_seconds/3", low / 3,
              "followers would start elections against a healthy leader"),
-            ("raft.election_timeout_max_seconds", high, "<=", "lease.ttl_seconds/2", ttl / 2,
-             "a new leader must be elected well within the lease TTL"),
             ("raft.election_timeout_max_seconds", high, "<=",
-             "raft.leader_fallback_timeout_seconds", raft.effective_leader_fallback_timeout_seconds,
+             "raft.leader_fallback_timeout_seconds", timers.leader_fallback_timeout_seconds,
              "a leader would step down before a successor could be elected"),
+            ("lease.fence_stop_seconds", lease.fence_stop_seconds, "<",
+             "lease.safety_margin_seconds", lease.safety_margin_seconds,
+             "a self-fencing pod could still be stopping sessions the leader regrants"),
+            ("lease.retry_interval_seconds", lease.retry_interval_seconds, "<",
+             "lease.heartbeat_interval_seconds", beat,
+             "a failed heartbeat would be retried only after the next one is due"),
             ("database.min_pool_size", db.min_pool_size, "<=", "database.max_pool_size",
              db.max_pool_size, "the pool cannot keep more connections than it may open"),
             ("database.retry_backoff_initial_seconds", db.retry_backoff_initial_seconds, "<=",
@@ -234,3 +285,29 @@ class Config:
              "the first retry delay cannot exceed the longest"),
         )
         # fmt: on
+
+
+def budget_table(ttls: tuple[float, ...] = (2.0, 3.0, 6.0, 30.0)) -> str:
+    """The budget with the shipped defaults as a Markdown table (docs/lease-protocol.md)."""
+    rows = [
+        "| TTL | heartbeat | election min / max | append-entries | budget | + safety margin "
+        "| fits |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for ttl in ttls:
+        config = Config(lease=LeaseConfig(ttl_seconds=ttl))
+        timers, plan = config.raft_timers, config.timing_budget
+        margin = config.lease.safety_margin_seconds
+        rows.append(
+            f"| {ttl:g} s | {_short(config.lease.effective_heartbeat_interval_seconds)} s "
+            f"| {_short(timers.election_timeout_min_seconds)} / "
+            f"{_short(timers.election_timeout_max_seconds)} s "
+            f"| {_short(timers.append_entries_period_seconds)} s "
+            f"| {_short(plan.total_seconds - margin)} s | {_short(plan.total_seconds)} s "
+            f"| {'yes' if plan.fits else 'no'} |"
+        )
+    return "\n".join(rows)
+
+
+def _short(value: float) -> str:
+    return repr(round(value, 3))

@@ -37,6 +37,7 @@ def _printable(value: object) -> object:
 
 
 def _cmd_config_check(config: Config, _args: argparse.Namespace) -> int:
+    """Print every setting (secrets hidden; unset Raft timers as derived) and the budget."""
     tree = {
         section.name: {
             f.name: _printable(getattr(getattr(config, section.name), f.name))
@@ -44,6 +45,18 @@ def _cmd_config_check(config: Config, _args: argparse.Namespace) -> int:
         }
         for section in dataclasses.fields(config)
     }
+    timers = config.raft_timers
+    for name in timers.derived:
+        tree["raft"][name] = getattr(timers, name)
+    plan = config.timing_budget
+    tree["timing_budget"] = {
+        "ttl_seconds": plan.ttl_seconds,
+        "total_seconds": round(plan.total_seconds, 6),
+        "fits": plan.fits,
+        "items": [{"what": i.what, "setting": i.key, "seconds": round(i.seconds, 6)}
+                  for i in plan.items],
+        "derived": list(timers.derived),
+    }  # fmt: skip
     sys.stdout.write(json.dumps(tree, indent=2) + "\n")
     return 0
 

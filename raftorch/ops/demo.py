@@ -28,6 +28,7 @@ import asyncpg
 
 from devtools.postgres import PostgresServer, free_ports
 from protocol.errors import ConfigError, UnavailableError
+from raftorch.config import Config, LeaseConfig
 
 MODES = ("active_passive", "single", "scale_out")
 POLL_SECONDS = 0.25
@@ -132,8 +133,12 @@ class Demo:
             raise ConfigError(f"--pods {self.pods}: use 1 to 20")
         if not 0 <= self.adapters <= 100:
             raise ConfigError(f"--adapters {self.adapters}: use 0 to 100")
-        if not 1.0 <= self.ttl <= 60.0:
-            raise ConfigError(f"--lease-ttl {self.ttl}: use 1 to 60 seconds")
+        if not 0 < self.ttl <= 60.0:
+            raise ConfigError(f"--lease-ttl {self.ttl}: use at most 60 seconds")
+        try:  # the replicas would refuse it; say so before anything starts
+            Config(lease=LeaseConfig(ttl_seconds=self.ttl))
+        except ConfigError as exc:
+            raise ConfigError(f"--lease-ttl {self.ttl:g}: {exc.message}") from None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.state = DemoState.load_or_create(
             self.data_dir / "demo-state.json", self.replicas, self.pods
@@ -150,16 +155,12 @@ class Demo:
     def _replica(self, i: int) -> Child:
         env = self._base_env()
         raft = [f"127.0.0.1:{p}" for p in self.state.raft_ports]
-        election_max = min(1.4, self.ttl / 2)
         env.update({
             "RAFTORCH_NODE__ID": f"r{i}",
             "RAFTORCH_NODE__DATA_DIR": str(self.data_dir / f"replica-{i}"),
             "RAFTORCH_RAFT__BIND": raft[i],
             "RAFTORCH_RAFT__PEERS": ",".join(a for a in raft if a != raft[i]),
             "RAFTORCH_RAFT__SECRET": self.state.raft_secret,
-            "RAFTORCH_RAFT__ELECTION_TIMEOUT_MIN_SECONDS": str(election_max / 3),
-            "RAFTORCH_RAFT__ELECTION_TIMEOUT_MAX_SECONDS": str(election_max),
-            "RAFTORCH_RAFT__APPEND_ENTRIES_PERIOD_SECONDS": str(election_max / 12),
             "RAFTORCH_LEASE__TTL_SECONDS": str(self.ttl),
             "RAFTORCH_API__PORT": str(self.state.api_ports[i]),
             "RAFTORCH_API__ADMIN_TOKEN": self.state.admin_token,

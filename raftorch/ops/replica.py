@@ -131,15 +131,17 @@ class Orchestrator:
             pool_settings(config),
             resync_interval_seconds=config.database.resync_interval_seconds,
         )
+        timers = config.raft_timers
         self.node = LeaseNode(
             config.raft.bind,
             config.raft.peers,
             build_conf(
                 config.raft,
+                timers,
                 Path(config.node.data_dir) / "raft",
                 on_state_changed=self._on_raft_state_changed,
             ),
-            vote_hold_seconds=config.raft.election_timeout_max_seconds,
+            vote_hold_seconds=timers.election_timeout_max_seconds,
             peer_routes=config.raft.routes(),
             audit=self.audit,
         )

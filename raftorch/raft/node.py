@@ -37,6 +37,7 @@ from pysyncobj.transport import TCPTransport
 from persistence.audit import DISABLED, AuditTrail
 from protocol.errors import ConfigError
 from raftorch.config import RaftConfig
+from raftorch.config.timing import RaftTimers
 from raftorch.core.model import ApplyResult, Command, LeaderStamp
 from raftorch.core.ownership import OwnershipState, Snapshot
 from raftorch.raft.transport import GuardedTransport, VoteGuard
@@ -50,6 +51,7 @@ TICK_WAIT_SECONDS = 0.02
 
 def build_conf(
     raft: RaftConfig,
+    timers: RaftTimers,
     data_dir: Path,
     *,
     on_state_changed: Callable[[int, int], None] | None = None,
@@ -60,12 +62,12 @@ def build_conf(
     return SyncObjConf(
         password=secret.reveal() if secret is not None else None,
         autoTick=False,
-        raftMinTimeout=raft.election_timeout_min_seconds,
-        raftMaxTimeout=raft.election_timeout_max_seconds,
-        appendEntriesPeriod=raft.append_entries_period_seconds,
-        leaderFallbackTimeout=raft.effective_leader_fallback_timeout_seconds,
-        connectionTimeout=max(3.5, raft.election_timeout_max_seconds),
-        connectionRetryTime=raft.election_timeout_min_seconds / 2,
+        raftMinTimeout=timers.election_timeout_min_seconds,
+        raftMaxTimeout=timers.election_timeout_max_seconds,
+        appendEntriesPeriod=timers.append_entries_period_seconds,
+        leaderFallbackTimeout=timers.leader_fallback_timeout_seconds,
+        connectionTimeout=max(3.5, timers.election_timeout_max_seconds),
+        connectionRetryTime=timers.election_timeout_min_seconds / 2,
         appendEntriesUseBatch=False,
         commandsWaitLeader=False,
         commandsQueueSize=max(1000, raft.max_commands_in_flight * 5),

@@ -310,7 +310,7 @@ class System:
         replica.paused = False
         with (self.root / f"{replica.node_id}.log").open("ab") as out:
             replica.process = subprocess.Popen(
-                [sys.executable, "-m", "raftorch.ops.cli", "serve"],
+                [sys.executable, "-m", "raftorch", "serve"],
                 env=self.replica_env(replica),
                 stdout=out,
                 stderr=subprocess.STDOUT,

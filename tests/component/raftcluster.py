@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 
 from devtools.postgres import free_ports
-from raftorch.config import RaftConfig, Secret
+from raftorch.config import Config, LeaseConfig, RaftConfig, Secret
 from raftorch.core.model import AdapterSpec, Policy
 from raftorch.leader.leases import LeaseTracker, RenewalConfirmer
 from raftorch.leader.loop import LeaderLoop
@@ -31,13 +31,12 @@ from raftorch.raft.transport import GuardedTransport
 
 T = TypeVar("T")
 
-RAFT = RaftConfig(
-    secret=Secret("component-test-secret"),
-    election_timeout_min_seconds=0.3,
-    election_timeout_max_seconds=0.9,
-    append_entries_period_seconds=0.05,
-    leader_fallback_timeout_seconds=1.0,
+TTL = 3.0
+"""The demo's TTL; the Raft timers are the ones the server derives from it."""
+SHIPPED = Config(
+    lease=LeaseConfig(ttl_seconds=TTL), raft=RaftConfig(secret=Secret("component-test-secret"))
 )
+RAFT, TIMERS = SHIPPED.raft, SHIPPED.raft_timers
 
 
 @dataclass
@@ -108,8 +107,8 @@ class Replica:
         self.node = LeaseNode(
             self.address,
             peers,
-            build_conf(RAFT, self.data_dir),
-            vote_hold_seconds=vote_hold_seconds or RAFT.election_timeout_max_seconds,
+            build_conf(RAFT, TIMERS, self.data_dir),
+            vote_hold_seconds=vote_hold_seconds or TIMERS.election_timeout_max_seconds,
             transport_class=transport_for(cluster.network),
         )
         self.registry = CollectorRegistry()
@@ -152,7 +151,7 @@ class Cluster:
         self.root = root
         self.addresses = [f"127.0.0.1:{p}" for p in free_ports(size)]
         self.network = Network()
-        self.policy = policy or Policy(ttl_seconds=3.0, max_grants_per_tick=500)
+        self.policy = policy or Policy(ttl_seconds=TTL, max_grants_per_tick=500)
         self.adapters = adapters or StaticAdapters()
         self.floor = floor or FixedFloor()
         self.replicas: list[Replica | None] = [Replica(self, i) for i in range(size)]

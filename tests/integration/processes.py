@@ -88,7 +88,8 @@ def replica_env(
     ttl: float,
     **extra: str,
 ) -> dict[str, str]:
-    """The environment of a test replica: fast Raft timings, the test tokens, `extra` on top."""
+    """The environment of a test replica: the shipped Raft timers (derived from `ttl`), the
+    test tokens, `extra` on top."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTORCH_")}
     env.update(
         {
@@ -97,9 +98,6 @@ def replica_env(
             "RAFTORCH_RAFT__BIND": raft_bind,
             "RAFTORCH_RAFT__PEERS": ",".join(peers),
             "RAFTORCH_RAFT__SECRET": SECRET,
-            "RAFTORCH_RAFT__ELECTION_TIMEOUT_MIN_SECONDS": "0.2",
-            "RAFTORCH_RAFT__ELECTION_TIMEOUT_MAX_SECONDS": "0.6",
-            "RAFTORCH_RAFT__APPEND_ENTRIES_PERIOD_SECONDS": "0.05",
             "RAFTORCH_LEASE__TTL_SECONDS": str(ttl),
             "RAFTORCH_API__HOST": "127.0.0.1",
             "RAFTORCH_API__PORT": str(api_port),
@@ -179,7 +177,7 @@ class ProcessCluster:
     def start(self, replica: ReplicaProcess) -> None:
         log = replica.log_path.open("ab")
         replica.process = subprocess.Popen(
-            [sys.executable, "-m", "raftorch.ops.cli", "serve"],
+            [sys.executable, "-m", "raftorch", "serve"],
             env=self.env(replica),
             stdout=log,
             stderr=subprocess.STDOUT,

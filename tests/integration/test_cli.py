@@ -9,6 +9,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.pgserver import PostgresServer
 
 
@@ -16,7 +18,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTORCH_")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "raftorch.ops.cli", *args],
+        [sys.executable, "-m", "raftorch", *args],
         env=full_env,
         capture_output=True,
         text=True,
@@ -85,3 +87,24 @@ def test_serve_refuses_to_start_without_a_cluster_secret(tmp_path: Path) -> None
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("raftorch: error: raft.secret is not set")
     assert not any(tmp_path.iterdir())  # nothing was started or written
+
+
+def test_config_check_refuses_a_leader_change_that_outlasts_the_lease() -> None:
+    # The demo's TTL with pysyncobj's default election timeout: one split vote (2 x 1.4 s)
+    # is longer than every pod's lease.
+    env = {"RAFTORCH_LEASE__TTL_SECONDS": "3", "RAFTORCH_RAFT__ELECTION_TIMEOUT_MAX_SECONDS": "1.4"}
+    result = _run("config", "check", env=env)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.startswith("raftorch: error: timing budget 4.7s"), result.stderr
+    assert "raft.election_timeout_max_seconds=1.4" in result.stderr
+    assert "lease.ttl_seconds=3.0" in result.stderr
+    assert result.stderr.count("\n") == 1  # one line, no traceback
+
+
+def test_config_check_prints_the_derived_timers_and_the_budget() -> None:
+    result = _run("config", "check", env={"RAFTORCH_LEASE__TTL_SECONDS": "3"})
+    assert result.returncode == 0, result.stderr
+    tree = json.loads(result.stdout)
+    assert tree["raft"]["election_timeout_max_seconds"] == pytest.approx(0.52)
+    assert tree["timing_budget"]["fits"] is True
+    assert tree["timing_budget"]["total_seconds"] <= 3.0

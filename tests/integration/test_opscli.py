@@ -48,7 +48,7 @@ def cli(
     env["RAFTORCH_CLI_API"] = ",".join(r.api_url for r in cluster.replicas)
     env["RAFTORCH_CLI_TOKEN"] = token
     done = subprocess.run(
-        [sys.executable, "-m", "raftorch.ops.cli", *args],
+        [sys.executable, "-m", "raftorch", *args],
         env=env, capture_output=True, text=True, timeout=90, check=False,
     )  # fmt: skip
     assert "Traceback" not in done.stderr, done.stderr

@@ -22,6 +22,7 @@ from raftorch.config import (
     load_config,
     with_overrides,
 )
+from raftorch.config.settings import budget_table
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -93,7 +94,12 @@ def test_defaults_load_and_validate() -> None:
     assert config.raft.secret is None
     assert config.lease.ttl_seconds == 6.0
     assert config.lease.effective_heartbeat_interval_seconds == 2.0
-    assert config.raft.effective_leader_fallback_timeout_seconds == pytest.approx(4.2)
+    timers = config.raft_timers  # derived from the TTL: 0.4 x (6 - 2 - 0.5 - 0.05 - 0.1 - 0.05)
+    assert timers.election_timeout_max_seconds == pytest.approx(1.32)
+    assert timers.election_timeout_min_seconds == pytest.approx(0.44)
+    assert timers.append_entries_period_seconds == pytest.approx(0.1)
+    assert timers.leader_fallback_timeout_seconds == pytest.approx(3.96)
+    assert len(timers.derived) == 4
     assert config.api.port == 8080
     assert config.database.dsn.reveal() == "postgresql://postgres@127.0.0.1:5432/raftorch"
     assert config.log.level == "INFO"
@@ -430,15 +436,15 @@ def test_heartbeat_exactly_a_third_of_the_ttl_is_allowed_despite_rounding() -> N
     config = with_overrides(
         Config(),
         {
-            "lease.ttl_seconds": "0.9",
-            "lease.heartbeat_interval_seconds": "0.3",
-            "lease.safety_margin_seconds": "0.1",
+            "lease.ttl_seconds": "2.4",
+            "lease.heartbeat_interval_seconds": "0.8",  # 2.4 / 3 is 0.7999999999999999
+            "lease.safety_margin_seconds": "0.4",
             "raft.election_timeout_min_seconds": "0.3",
-            "raft.election_timeout_max_seconds": "0.45",
-            "raft.append_entries_period_seconds": "0.1",  # exactly 0.3 / 3
+            "raft.election_timeout_max_seconds": "0.36",
+            "raft.append_entries_period_seconds": "0.05",
         },
     )
-    assert config.lease.heartbeat_interval_seconds == 0.3
+    assert config.lease.heartbeat_interval_seconds == 0.8
 
 
 def test_safety_margin_must_leave_room_for_a_heartbeat() -> None:
@@ -456,24 +462,29 @@ def test_safety_margin_must_leave_room_for_a_heartbeat() -> None:
             "raft.election_timeout_min_seconds",
             "1.4",
             "raft.election_timeout_min_seconds=1.4 is not below "
-            "raft.election_timeout_max_seconds=1.4",
+            "raft.election_timeout_max_seconds=1.32",
         ),
         (
             "raft.append_entries_period_seconds",
             "0.2",
-            "raft.append_entries_period_seconds=0.2 is above "
-            "raft.election_timeout_min_seconds/3=0.133333",
-        ),
-        (
-            "raft.election_timeout_max_seconds",
-            "3.5",
-            "raft.election_timeout_max_seconds=3.5 is above lease.ttl_seconds/2=3.0",
+            "raft.append_entries_period_seconds=0.2 is not below "
+            "raft.election_timeout_min_seconds/3=0.146667",
         ),
         (
             "raft.leader_fallback_timeout_seconds",
             "1.0",
-            "raft.election_timeout_max_seconds=1.4 is above "
+            "raft.election_timeout_max_seconds=1.32 is above "
             "raft.leader_fallback_timeout_seconds=1.0",
+        ),
+        (
+            "lease.fence_stop_seconds",
+            "0.5",
+            "lease.fence_stop_seconds=0.5 is not below lease.safety_margin_seconds=0.5",
+        ),
+        (
+            "lease.retry_interval_seconds",
+            "2",
+            "lease.retry_interval_seconds=2.0 is not below lease.heartbeat_interval_seconds=2.0",
         ),
         (
             "lease.renewal_batch_seconds",
@@ -497,16 +508,37 @@ def test_timing_rules_name_both_values(key: str, value: str, expected: str) -> N
     assert override_error(key, value).startswith(expected + ";")
 
 
-def test_shorter_ttl_needs_faster_raft_timeouts() -> None:
-    with pytest.raises(ConfigError, match=r"election_timeout_max_seconds=1\.4 is above"):
-        load_config(environ={"RAFTORCH_LEASE__TTL_SECONDS": "2"})
-    config = load_config(
-        environ={
-            "RAFTORCH_LEASE__TTL_SECONDS": "2",
-            "RAFTORCH_RAFT__ELECTION_TIMEOUT_MAX_SECONDS": "1.0",
-        }
-    )
-    assert config.raft.effective_leader_fallback_timeout_seconds == 3.0
+def test_a_leader_change_that_outlasts_the_lease_is_refused_naming_the_budget() -> None:
+    # The demo's TTL with pysyncobj's default election timeout max: one split vote takes
+    # 2 x 1.4 s, longer than any pod's lease.
+    environ = {
+        "RAFTORCH_LEASE__TTL_SECONDS": "3",
+        "RAFTORCH_RAFT__ELECTION_TIMEOUT_MAX_SECONDS": "1.4",
+    }
+    message = config_error(environ=environ)
+    assert message.startswith("timing budget 4.7s (heartbeat interval")
+    assert "2 x raft.election_timeout_max_seconds=1.4" in message
+    assert "does not fit in lease.ttl_seconds=3.0" in message
+    assert "lower raft.election_timeout_max_seconds" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("ttl", [2.0, 3.0, 6.0, 30.0])
+def test_derived_raft_timers_fit_every_shipped_ttl(ttl: float) -> None:
+    config = load_config(environ={"RAFTORCH_LEASE__TTL_SECONDS": str(ttl)})
+    plan = config.timing_budget
+    assert plan.fits, plan.describe()
+    assert plan.total_seconds <= ttl
+    timers = config.raft_timers
+    assert timers.election_timeout_min_seconds < timers.election_timeout_max_seconds
+    assert timers.append_entries_period_seconds < timers.election_timeout_min_seconds / 3
+
+
+def test_a_ttl_too_short_for_any_election_is_refused() -> None:
+    message = config_error(environ={"RAFTORCH_LEASE__TTL_SECONDS": "1"})
+    assert message.startswith("timing budget ")
+    assert "does not fit in lease.ttl_seconds=1.0" in message
+    assert "raise lease.ttl_seconds" in message
 
 
 def test_sections_alone_are_not_validated_but_config_is() -> None:
@@ -634,3 +666,12 @@ def test_documented_examples_load_and_agree(tmp_path: Path) -> None:
 
     assert from_yaml == from_toml
     assert from_yaml.raft.peers == ("raftorch-1.raftorch:4321", "raftorch-2.raftorch:4321")
+
+
+def test_the_documented_timing_budget_is_the_code_s() -> None:
+    text = (DOCS.parent / "lease-protocol.md").read_text(encoding="utf-8")
+    start = text.index("<!-- generated: timing budget -->\n") + len(
+        "<!-- generated: timing budget -->\n"
+    )
+    end = text.index("<!-- /generated: timing budget -->")
+    assert text[start:end].strip() == budget_table()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from protocol.errors import ConfigError
-from raftorch.config import RaftConfig, Secret
+from raftorch.config import Config, RaftConfig, Secret
 from raftorch.raft.node import build_conf
 from raftorch.raft.transport import VoteGuard
 
@@ -22,24 +22,24 @@ class FakeClock:
 
 def test_no_secret_refuses_with_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
-        build_conf(RaftConfig(), tmp_path)
+        build_conf(RaftConfig(), Config().raft_timers, tmp_path)
     assert "\n" not in err.value.message
     assert err.value.message.startswith("raft.secret is not set")
 
 
 def test_insecure_dev_mode_runs_without_password(tmp_path: Path) -> None:
-    conf = build_conf(RaftConfig(insecure_dev_mode=True), tmp_path)
+    conf = build_conf(RaftConfig(insecure_dev_mode=True), Config().raft_timers, tmp_path)
     assert conf.password is None
 
 
 def test_hardened_settings(tmp_path: Path) -> None:
-    raft = RaftConfig(secret=Secret("s3cret"), election_timeout_max_seconds=1.2)
-    conf = build_conf(raft, tmp_path / "data")
+    config = Config(raft=RaftConfig(secret=Secret("s3cret"), election_timeout_max_seconds=1.2))
+    conf = build_conf(config.raft, config.raft_timers, tmp_path / "data")
     assert conf.password == "s3cret"
     assert conf.leaderFallbackTimeout == pytest.approx(3 * 1.2)  # pysyncobj default: 30 s
     assert conf.appendEntriesUseBatch is False
     # pysyncobj's default is 5 s; a dropped link must be redialled within an election.
-    assert conf.connectionRetryTime == pytest.approx(0.4 / 2)
+    assert conf.connectionRetryTime == pytest.approx(1.2 / 3 / 2)
     assert conf.autoTick is False
     assert conf.useFork is False
     assert conf.journalFile == str(tmp_path / "data" / "raft.journal")
