@@ -2,53 +2,55 @@
 
 Lease keeping, on the monotonic clock: the pod's deadline is the *send time* of its
 last acknowledged heartbeat + TTL - safety margin. While no replica answers, the
-sessions keep running until that deadline; past it the watchdog stops every owned
-session on its own (self-fencing). Only a heartbeat answer (which comes from the
-leader, after a Raft commit) may stop a session for being no longer assigned; the
+heartbeat is retried across replicas every retry interval and the sessions keep
+running until that deadline; past it the watchdog stops every owned session at once,
+within the fence-stop budget (self-fencing). Only a heartbeat answer (which comes from
+the leader, after a Raft commit) may stop a session for being no longer assigned; the
 assignments long-poll, which any replica answers, may only start or prepare.
+
+Lease keeping never waits for connector work: starts and stops run in tasks of the
+session manager, and the heartbeat loop, the long-poll, the watchdog and the event
+writer are separate tasks. If one of them dies the pod fences itself, reports the
+failure (log, metric, not ready) and exits: a pod that cannot keep its lease must not
+hold sessions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import aiohttp
-import msgpack
-import msgspec
-
+from adapter.client import PodClient, Reply, refusal, typed
 from adapter.config import AgentConfig
 from adapter.metrics import PodMetrics
 from adapter.sdk import Connector, SessionInfo
-from adapter.sessions import SessionManager
+from adapter.sessions import SessionManager, Timeouts
 from persistence.audit import AuditTrail
 from persistence.db import Database, PoolSettings
 from persistence.events import EventRepository, NewEvent
 from persistence.writebehind import WriteBehind
-from protocol.codec import MSGPACK, ErrorBody
-from protocol.pod import (
-    LEADER_HEADER,
-    Assignment,
-    AssignmentsReply,
-    HeartbeatReply,
-    RegisterReply,
-)
+from protocol.errors import RaftorchError
+from protocol.pod import Assignment, AssignmentsReply, HeartbeatReply, RegisterReply
 from protocol.values import EventCategory, EventLevel
 
 log = logging.getLogger(__name__)
 
-Reply = tuple[int, dict[str, Any]]
-Request = tuple[bytes | None, dict[str, str]]  # body, headers
-RETRY_SECONDS = 0.5  # between attempts while registering or after a failed heartbeat
-HEDGE_FRACTION = 0.2  # of a heartbeat interval: how long a heartbeat waits before also
-# asking the next replica
+REGISTER_RETRY_SECONDS = 0.5
+"""Between registration attempts."""
+POLL_BACKOFF_SECONDS = (0.1, 2.0)
+"""The long-poll's back-off after a failure or an answer older than what was applied."""
+
+
+class AgentFailedError(RaftorchError):
+    """A task the pod's lease keeping depends on died: the pod fenced itself and stops."""
+
+    code = "pod_runtime_failed"
 
 
 class Agent:
@@ -75,18 +77,17 @@ class Agent:
         )
         self.audit = AuditTrail(Path(config.audit_file) if config.audit_file else None,
                                 config.pod_id, clock=clock)  # fmt: skip
-        self.sessions = SessionManager(
-            config.pod_id,
-            self._types,
-            self.db,
-            self.events,
-            stop_timeout_seconds=config.stop_timeout_seconds,
-            audit=self.audit,
-        )
+        self.client = PodClient(config.orchestrators, follow_leader=config.follow_leader,
+                                clock=clock)  # fmt: skip
+        timeouts = Timeouts(config.start_timeout_seconds, config.stop_timeout_seconds)
+        self.sessions = SessionManager(config.pod_id, self._types, self.db, self.events,
+                                       timeouts=timeouts, audit=self.audit)  # fmt: skip
         self.sessions.on_change = self.wake
         self.credential: str | None = None
-        self.ttl = 6.0
-        self.interval = 2.0
+        # Until registration tells the orchestrator's values: conservative placeholders.
+        self.ttl, self.interval, self.retry = 6.0, 2.0, 0.1
+        self.margin = config.safety_margin_seconds
+        self.fence_stop = config.safety_margin_seconds / 2
         self.deadline = -math.inf  # the lease is valid while clock() < deadline
         self.version = ""
         # Entries applied to the newest state whose assignments were applied here: an
@@ -94,118 +95,37 @@ class Agent:
         # not undo what a newer one started.
         self.revision = -1
         self.last_heartbeat_ok = True
-        self._urls = list(config.orchestrators)
-        self._http: aiohttp.ClientSession | None = None
+        self.failed: str | None = None  # why the pod runtime failed (then it is not ready)
         self._wake = asyncio.Event()
         self._renewed = asyncio.Event()
         self._registered = asyncio.Event()
-        self._apply_lock = asyncio.Lock()
+
+    @property
+    def _urls(self) -> list[str]:  # the replicas in the order they are tried (tests)
+        return self.client.urls
 
     def wake(self) -> None:
+        """Heartbeat now (a session changed state: the leader hears of it at once)."""
         self._wake.set()
 
     def lease_remaining(self) -> float:
         return max(0.0, self.deadline - self._clock())
 
-    # --- HTTP -----------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.failed is None and self.credential is not None
 
     async def start(self) -> None:
         self.audit.open()
         await self.db.start(lazy=True)
-        self._http = aiohttp.ClientSession()
+        await self.client.start()
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
+        await self.client.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.events.flush_once(), 2.0)
         await self.db.close()
         self.audit.close()
-
-    async def _call(
-        self, method: str, path: str, body: Any, token: str, timeout: float
-    ) -> Reply | None:
-        """Try each replica in turn, the last known leader first; None when none answered."""
-        request = _request(body, token)
-        for url in list(self._urls):
-            won = await self._attempt(method, url, path, request, timeout)
-            if won is not None:
-                return won[1]
-        return None
-
-    async def _attempt(
-        self, method: str, url: str, path: str, request: Request, timeout: float
-    ) -> tuple[float, Reply] | None:
-        """One request to one replica: (its send time, the reply), or None (no answer, 503)."""
-        assert self._http is not None
-        data, headers = request
-        sent = self._clock()
-        try:
-            async with self._http.request(
-                method,
-                url + path,
-                data=data,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as answer:
-                payload = await answer.read()
-                self._follow_leader(answer.headers.get(LEADER_HEADER), url)
-                if answer.status == 503:
-                    return None
-                return sent, (answer.status, _decode(payload, answer.content_type))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.debug("orchestrator unreachable url=%s error=%s", url, exc)
-            return None
-
-    async def _hedged_post(
-        self, path: str, body: Any, token: str, budget: float
-    ) -> tuple[float, Reply] | None:
-        """POST to the preferred replica; while no answer comes, again to the next one every
-        hedge interval (round robin), earlier attempts left running. The first answer wins,
-        with the send time of the attempt that got it. None when nothing answered in time.
-
-        A replica that hangs (a paused leader, a follower still forwarding to it) then
-        costs one hedge interval, not the lease: once the others have elected a new
-        leader, the next attempt through any of them reaches it. A first-round refusal
-        moves on at once.
-        """
-        request = _request(body, token)
-        urls = list(self._urls)
-        hedge = max(0.05, self.interval * HEDGE_FRACTION)
-        give_up = self._clock() + budget
-        next_launch, launched = self._clock(), 0
-        tasks: set[asyncio.Task[tuple[float, Reply] | None]] = set()
-        try:
-            while (now := self._clock()) < give_up:
-                if now >= next_launch and len(tasks) < 2 * len(urls):
-                    url = urls[launched % len(urls)]
-                    attempt = self._attempt("POST", url, path, request, give_up - now)
-                    tasks.add(asyncio.create_task(attempt))
-                    launched += 1
-                    next_launch = now + hedge
-                wait = max(0.0, min(next_launch, give_up) - self._clock())
-                if not tasks:
-                    await asyncio.sleep(wait)
-                    continue
-                done, tasks = await asyncio.wait(
-                    tasks, timeout=wait, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done:
-                    if (won := task.result()) is not None:
-                        return won
-                if done and launched < len(urls):
-                    next_launch = self._clock()  # refused at once: try the next replica now
-            return None
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _follow_leader(self, leader: str | None, answered: str) -> None:
-        preferred = leader.rstrip("/") if leader and self.config.follow_leader else answered
-        if preferred in self._urls:
-            self._urls.remove(preferred)
-        self._urls.insert(0, preferred)
 
     # --- registration and heartbeats -------------------------------------------------
 
@@ -216,72 +136,88 @@ class Agent:
             "capacity": self.config.capacity,
             "labels": dict(self.config.labels),
             "connectors": [{"type": t, "version": c.version} for t, c in self._types.items()],
-            "sessions": [{"slot": s["slot"], "epoch": s["epoch"]} for s in self.sessions.reports()],
         }
-        reply = await self._call(
-            "POST",
-            "/pod/v1/register",
-            body,
-            self.config.bootstrap_token.reveal(),
-            self.config.request_timeout_seconds,
-        )
-        answer = _typed(reply, 201, RegisterReply)
+        reply = await self.client.call("POST", "/pod/v1/register", body,
+                                       self.config.bootstrap_token.reveal(),
+                                       self.config.request_timeout_seconds)  # fmt: skip
+        answer = typed(reply, 201, RegisterReply)
         if answer is None:
-            log.warning("registration not accepted: %s", _why(reply))
+            level = logging.ERROR if reply is not None and reply[0] in (400, 401, 403) else (
+                logging.WARNING)  # fmt: skip
+            log.log(level, "registration not accepted pod=%s: %s", self.config.pod_id,
+                    refusal(reply))  # fmt: skip
             return False
         self.credential = answer.credential
         self.revision = -1  # a new registration may be with a rebuilt cluster: start over
-        self.ttl = answer.lease_ttl_seconds
-        self.interval = answer.heartbeat_interval_seconds
+        self.ttl, self.interval = answer.lease_ttl_seconds, answer.heartbeat_interval_seconds
+        self.retry = answer.retry_interval_seconds
+        self.margin = max(self.config.safety_margin_seconds, answer.safety_margin_seconds)
+        self.fence_stop = min(answer.fence_stop_seconds, self.margin)
         self._registered.set()
         log.info("registered pod=%s ttl=%.1fs", self.config.pod_id, self.ttl)
         self.audit.record("registered", ttl=self.ttl)
         return True
 
     async def heartbeat(self) -> None:
+        """One heartbeat, retried across replicas until answered or the lease runs out.
+
+        One action per answer: 200 renews; 410 or 403 (registration gone, credential not
+        ours) and any other 4xx (the orchestrator refuses what this pod sends) stop every
+        session and register again; no answer (or 503, 5xx) is retried until the deadline.
+        """
         if self.credential is None:
             return
         reports = self.sessions.reports()
         stopped = {r["slot"]: r["epoch"] for r in reports if r["status"] == "STOPPED"}
-        won = await self._hedged_post(
-            "/pod/v1/heartbeat",
-            {"pod_id": self.config.pod_id, "sessions": reports},
-            self.credential,
-            max(self.interval, self.config.request_timeout_seconds),
-        )
-        if won is None or won[1][0] not in (200, 403, 410):
-            self.metrics.heartbeat_failures.inc()
-            self.last_heartbeat_ok = False
+        budget = max(self.retry, self.interval, self.deadline - self._clock())
+        won = await self.client.hedged_post(
+            "/pod/v1/heartbeat", {"pod_id": self.config.pod_id, "sessions": reports},
+            self.credential, budget=budget, hedge=self.retry,
+        )  # fmt: skip
+        status = won[1][0] if won is not None else None
+        if won is None or status is None or status >= 500:
+            self._heartbeat_failed(refusal(won[1] if won else None))
             return
         sent, reply = won  # the lease counts from the send time of the attempt answered
-        if reply[0] != 200:
+        if status != 200:
+            if status not in (403, 410):
+                log.error("the orchestrator refuses this pod's heartbeat pod=%s status=%d: %s",
+                          self.config.pod_id, status, refusal(reply))  # fmt: skip
+                self.metrics.heartbeat_refusals.inc()
             self.last_heartbeat_ok = True
-            await self._registration_lost(_why(reply))
+            await self._registration_lost(refusal(reply))
             return
-        answer = _typed(reply, 200, HeartbeatReply)
+        answer = typed(reply, 200, HeartbeatReply)
         if answer is None:
-            log.warning("heartbeat answer is not a heartbeat reply: %s", _why(reply))
-            self.metrics.heartbeat_failures.inc()
-            self.last_heartbeat_ok = False
+            self._heartbeat_failed("malformed heartbeat answer")
             return
+        self._renewed_by(sent, answer, stopped)
+
+    def _heartbeat_failed(self, why: str) -> None:
+        log.debug("heartbeat not acknowledged pod=%s: %s", self.config.pod_id, why)
+        self.metrics.heartbeat_failures.inc()
+        self.last_heartbeat_ok = False
+
+    def _renewed_by(self, sent: float, answer: HeartbeatReply, stopped: dict[str, int]) -> None:
         self.last_heartbeat_ok = True
-        deadline = sent + answer.lease_ttl_seconds - self.config.safety_margin_seconds
+        deadline = sent + answer.lease_ttl_seconds - self.margin
         self.audit.record("lease", deadline=deadline)  # before it takes effect
         self.deadline = deadline
         self._renewed.set()
         self.metrics.heartbeat_rtt.observe(self._clock() - sent)
         self.sessions.reported(stopped)
-        for order in answer.stop:
-            await self.sessions.stop(order.slot, f"fenced by the orchestrator: {order.reason}")
-        await self._apply_newer(answer, may_stop=True)
+        for order in answer.stop:  # someone else holds it now: stop as fast as fencing
+            self.sessions.release(order.slot, f"fenced by the orchestrator: {order.reason}",
+                                  timeout=self.fence_stop)  # fmt: skip
+        self._apply_newer(answer, may_stop=True)
 
     async def _registration_lost(self, why: str) -> None:
         log.warning("registration lost pod=%s: %s", self.config.pod_id, why)
-        await self.sessions.stop_all(f"registration lost: {why}", standbys=True)
         self.credential = None
         self._registered.clear()
         self.deadline = -math.inf
         self.audit.record("lease", deadline=None)
+        await self.sessions.fence_all(f"registration lost: {why}", self.fence_stop, standbys=True)
 
     # --- assignments ------------------------------------------------------------------
 
@@ -296,65 +232,74 @@ class Agent:
             artifacts=tuple(assignment.artifacts),
         )
 
-    async def _apply_newer(
-        self, answer: HeartbeatReply | AssignmentsReply, *, may_stop: bool
-    ) -> None:
+    def _apply_newer(self, answer: HeartbeatReply | AssignmentsReply, *, may_stop: bool) -> bool:
         """Apply an answer's assignments unless they were read from older replicated state
         than ones already applied (answers of one pod can arrive out of order)."""
-        revision = answer.revision
-        if revision < self.revision:
-            log.debug("older assignments ignored revision=%d have=%d", revision, self.revision)
-            return
-        self.revision = revision
+        if answer.revision < self.revision:
+            log.debug("older assignments ignored revision=%d have=%d", answer.revision,
+                      self.revision)  # fmt: skip
+            return False
+        self.revision = answer.revision
         self.version = answer.version
-        await self._apply(answer.assignments, may_stop=may_stop)
+        self._apply(answer.assignments, may_stop=may_stop)
+        return True
 
-    async def _apply(self, assignments: list[Assignment], *, may_stop: bool) -> None:
-        async with self._apply_lock:
-            desired = {a.slot: a for a in assignments}
-            for slot, session in list(self.sessions.sessions.items()):
-                wanted = desired.get(slot)
-                stale = (
-                    wanted is not None
-                    and wanted.role == "ACTIVE"
-                    and (session.role == "ACTIVE" and session.info.epoch != wanted.epoch)
-                )
-                demoted = (
-                    wanted is not None and wanted.role == "STANDBY" and session.role == "ACTIVE"
-                )
-                if may_stop and (wanted is None or stale or demoted):
-                    await self.sessions.stop(slot, "no longer assigned to this pod")
-            for slot, wanted in desired.items():
-                current = self.sessions.sessions.get(slot)
-                if wanted.role == "ACTIVE" and (current is None or current.role != "ACTIVE"):
-                    if self._clock() < self.deadline:
-                        await self.sessions.start(self._info(wanted))
-                elif wanted.role == "STANDBY" and current is None:
-                    await self.sessions.prepare(self._info(wanted))
+    def _apply(self, assignments: list[Assignment], *, may_stop: bool) -> None:
+        """Ask the session manager for the difference; it returns at once (work in tasks)."""
+        desired = {a.slot: a for a in assignments}
+        for slot, session in list(self.sessions.sessions.items()):
+            wanted = desired.get(slot)
+            stale = (
+                wanted is not None and wanted.role == "ACTIVE" and session.role == "ACTIVE"
+                and session.info.epoch != wanted.epoch
+            )  # fmt: skip
+            demoted = wanted is not None and wanted.role == "STANDBY" and session.role == "ACTIVE"
+            if may_stop and (wanted is None or stale or demoted):
+                self.sessions.release(slot, "no longer assigned to this pod")
+        for slot, wanted in desired.items():
+            current = self.sessions.sessions.get(slot)
+            if wanted.role == "ACTIVE" and (current is None or current.role != "ACTIVE"):
+                if self._clock() < self.deadline:
+                    self.sessions.start(self._info(wanted))
+            elif wanted.role == "STANDBY" and current is None:
+                self.sessions.prepare(self._info(wanted))
 
     # --- loops ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        tasks = [
-            asyncio.create_task(coro(), name=name)
-            for name, coro in (
-                ("heartbeats", self._heartbeat_loop),
-                ("long-poll", self._poll_loop),
-                ("watchdog", self._watchdog),
-                ("pod-events", self.events.run),
-            )
-        ]
+        """Run every loop until `stop`; if one of them dies, fence, then raise."""
+        loops: dict[str, Coroutine[Any, Any, None]] = {
+            "heartbeats": self._heartbeat_loop(),
+            "long-poll": self._poll_loop(),
+            "watchdog": self._watchdog(),
+            "pod-events": self.events.run(),
+        }
+        tasks = {asyncio.create_task(coro, name=name): name for name, coro in loops.items()}
+        stopping = asyncio.create_task(stop.wait(), name="stop")
         try:
-            await stop.wait()
+            await asyncio.wait({stopping, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+            dead = [task for task in tasks if task.done()]
+            if dead and not stop.is_set():
+                await self._fail(tasks[dead[0]], dead[0])
         finally:
-            for task in tasks:
+            for task in (stopping, *tasks):
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
+            for task in (stopping, *tasks):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
+    async def _fail(self, name: str, task: asyncio.Task[None]) -> None:
+        error = task.exception() if not task.cancelled() else None
+        self.failed = f"{name} loop ended: {error!r}" if error else f"{name} loop ended"
+        self.metrics.task_failures.labels(task=name).inc()
+        log.critical("pod runtime failed pod=%s: %s", self.config.pod_id, self.failed,
+                     exc_info=error)  # fmt: skip
+        await self.sessions.fence_all(f"pod runtime failed: {self.failed}", self.fence_stop,
+                                      standbys=True)  # fmt: skip
+        raise AgentFailedError(f"the pod runtime failed ({self.failed}); sessions stopped")
+
     async def run_once(self) -> None:
-        """One step of the main loop: register if needed, else heartbeat."""
+        """One step of the heartbeat loop: register if needed, else heartbeat."""
         if self.credential is None:
             if await self.register():
                 await self.heartbeat()
@@ -363,37 +308,36 @@ class Agent:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            try:
-                await self.run_once()
-            except Exception:  # keep beating: a bug here must not stop lease keeping
-                log.exception("heartbeat step failed")
-            # The lease is ticking: after a failed heartbeat try again soon, sooner still
-            # when little of the lease is left.
-            wait = self.interval
+            await self.run_once()
             if self.credential is None:
-                wait = RETRY_SECONDS
-            elif not self.last_heartbeat_ok:
-                wait = min(RETRY_SECONDS, max(0.1, self.lease_remaining() / 3))
+                wait = REGISTER_RETRY_SECONDS
+            elif self.last_heartbeat_ok:
+                wait = self.interval
+            else:  # the lease is ticking: try again soon
+                wait = self.retry
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _poll_loop(self) -> None:
+        backoff = POLL_BACKOFF_SECONDS[0]
         while True:
             await self._registered.wait()
-            credential = self.credential or ""
             path = (
                 f"/pod/v1/assignments?pod_id={self.config.pod_id}&version={self.version}"
                 f"&wait_seconds={self.config.long_poll_seconds:g}"
             )
-            reply = await self._call(
-                "GET", path, None, credential, self.config.long_poll_seconds + 5
+            reply: Reply | None = await self.client.call(
+                "GET", path, None, self.credential or "", self.config.long_poll_seconds + 5
             )
-            answer = _typed(reply, 200, AssignmentsReply)
-            if answer is not None:
-                await self._apply_newer(answer, may_stop=False)
-            else:
-                await asyncio.sleep(0.5)  # back off before asking again
+            answer = typed(reply, 200, AssignmentsReply)
+            if answer is not None and self._apply_newer(answer, may_stop=False):
+                backoff = POLL_BACKOFF_SECONDS[0]
+                continue
+            # No answer, a refusal, or one read from older state than applied (a lagging
+            # replica answers at once): ask again later, not in a tight loop.
+            await asyncio.sleep(backoff)
+            backoff = min(POLL_BACKOFF_SECONDS[1], backoff * 2)
 
     async def _watchdog(self) -> None:
         """Stop every owned session the moment the lease deadline passes."""
@@ -419,14 +363,15 @@ class Agent:
         log.warning(
             "self-fencing pod=%s: no acknowledged heartbeat for the TTL", self.config.pod_id
         )
-        await self.sessions.stop_all("lease expired: fenced itself")
+        await self.sessions.fence_all("lease expired: fenced itself", self.fence_stop,
+                                      standbys=False)  # fmt: skip
 
     async def drain(self) -> None:
         """SIGTERM: stop every session cleanly, then hand them over at once."""
         released = [{"slot": s.info.slot, "epoch": s.info.epoch} for s in self.sessions.active()]
         await self.sessions.stop_all("drain: pod shutting down", standbys=True)
         if self.credential is not None:
-            reply = await self._call(
+            reply = await self.client.call(
                 "POST",
                 "/pod/v1/release",
                 {"pod_id": self.config.pod_id, "sessions": released, "drain": True, "leave": True},
@@ -434,46 +379,3 @@ class Agent:
                 self.config.request_timeout_seconds,
             )
             log.info("released sessions=%d answer=%s", len(released), reply and reply[0])
-
-
-def _request(body: Any, token: str) -> Request:
-    """The msgpack body (None without one) and headers of a call to the pod API."""
-    headers = {"Authorization": f"Bearer {token}", "Accept": MSGPACK}
-    if body is None:
-        return None, headers
-    headers["Content-Type"] = MSGPACK
-    return msgpack.packb(body), headers
-
-
-def _decode(payload: bytes, content_type: str) -> dict[str, Any]:
-    if not payload:
-        return {}
-    try:
-        value = msgpack.unpackb(payload) if content_type == MSGPACK else json.loads(payload)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-T = TypeVar("T")
-
-
-def _typed(reply: Reply | None, status: int, kind: type[T]) -> T | None:
-    """The answer as `kind` when it came with `status`; None otherwise (logged by callers)."""
-    if reply is None or reply[0] != status:
-        return None
-    try:
-        return msgspec.convert(reply[1], kind)
-    except msgspec.ValidationError as exc:
-        log.warning("malformed answer from the orchestrator: %s", exc)
-        return None
-
-
-def _why(reply: Reply | None) -> str:
-    """The orchestrator's error message of a refusal, or what little is known."""
-    if reply is None:
-        return "no replica answered"
-    try:
-        return msgspec.convert(reply[1], ErrorBody).error.message
-    except msgspec.ValidationError:
-        return f"HTTP {reply[0]}"

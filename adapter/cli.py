@@ -47,17 +47,24 @@ async def _serve_metrics(agent: Agent, config: AgentConfig) -> web.AppRunner:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "status": "alive",
-                "registered": agent.credential is not None,
-                "lease_remaining_seconds": agent.lease_remaining(),
-            }
-        )
+        body = {
+            "status": "failed" if agent.failed else "alive",
+            "registered": agent.credential is not None,
+            "lease_remaining_seconds": agent.lease_remaining(),
+        }
+        if agent.failed:
+            body["reason"] = agent.failed
+        return web.json_response(body, status=503 if agent.failed else 200)
+
+    async def readyz(_request: web.Request) -> web.Response:
+        why = agent.failed or ("" if agent.credential is not None else "not registered")
+        return web.json_response({"ready": agent.ready, "reason": why or "ready"},
+                                 status=200 if agent.ready else 503)  # fmt: skip
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.metrics_host, config.metrics_port).start()

@@ -31,7 +31,8 @@ class AgentConfig:
     metrics_port: int = 9100
     safety_margin_seconds: float = 0.5
     request_timeout_seconds: float = 2.0
-    stop_timeout_seconds: float = 5.0
+    stop_timeout_seconds: float = 5.0  # a graceful stop (revoke, hand-over, drain)
+    start_timeout_seconds: float = 30.0  # a connector start that takes longer is an ERROR
     long_poll_seconds: float = 20.0
     connectors: tuple[str, ...] = field(default=())  # empty: every installed connector
     audit_file: str = ""  # empty: no lease audit trail
@@ -53,6 +54,7 @@ class AgentConfig:
             "safety_margin_seconds",
             "request_timeout_seconds",
             "stop_timeout_seconds",
+            "start_timeout_seconds",
             "long_poll_seconds",
         ):
             if getattr(self, name) <= 0:

@@ -31,6 +31,18 @@ class PodMetrics:
             "Heartbeats no replica acknowledged",
             registry=registry,
         )
+        self.heartbeat_refusals = Counter(
+            "raftorch_pod_heartbeat_refusals_total",
+            "Heartbeats the orchestrator refused with a 4xx other than 403/410 (the pod "
+            "re-registers)",
+            registry=registry,
+        )
+        self.task_failures = Counter(
+            "raftorch_pod_task_failures_total",
+            "Pod runtime loops that died (the pod fences itself and exits)",
+            ["task"],
+            registry=registry,
+        )
         self.self_fencing = Counter(
             "raftorch_pod_self_fencing_total",
             "Times the pod stopped its sessions because its lease ran out",

@@ -51,6 +51,12 @@ class RegisterReply(msgspec.Struct, kw_only=True):
     heartbeat_interval_seconds: float
     term: int
     leader: str | None
+    safety_margin_seconds: float = 0.5
+    """The pod's own lease ends this long before the leader's view of it."""
+    fence_stop_seconds: float = 0.3
+    """A self-fencing pod gives its sessions this long to stop (all at once)."""
+    retry_interval_seconds: float = 0.1
+    """An unacknowledged heartbeat is retried this often, across replicas."""
 
 
 class HeartbeatRequest(Strict):

@@ -247,6 +247,9 @@ class PodApi:
             heartbeat_interval_seconds=lease.effective_heartbeat_interval_seconds,
             term=term,
             leader=self._leader_hint(),
+            safety_margin_seconds=lease.safety_margin_seconds,
+            fence_stop_seconds=lease.fence_stop_seconds,
+            retry_interval_seconds=lease.retry_interval_seconds,
         )
         return self._reply(request, reply, status=201)
 

@@ -1,14 +1,16 @@
 """The ownership model: pods, session slots, the commands that change them, and plans.
 
-Everything here is a frozen, picklable value. Commands travel through the Raft log
-(pickled by pysyncobj), so their shape is part of the replicated format: add new
-command types rather than changing existing ones.
+Everything here is a frozen value. Commands travel through the Raft log encoded by
+`raftorch.core.entry` (msgpack, tagged by type), so their shape is part of the
+replicated format: add new command types rather than changing existing ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+import msgspec
 
 from protocol.values import DeploymentMode, PodState, SlotStatus
 
@@ -75,8 +77,15 @@ class SlotState:
 # --- commands (one Raft entry carries a batch of them) --------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RegisterPod:
+class _Command(msgspec.Struct, frozen=True, array_like=True):
+    """Base of the replicated commands: immutable, encoded by tag (see `raftorch.core.entry`).
+
+    The tag is the class name and part of the replicated format: never rename a command
+    or reorder its fields; add a new command type (with a new tag) instead.
+    """
+
+
+class RegisterPod(_Command, frozen=True, tag="RegisterPod"):
     pod_id: str
     incarnation: str
     address: str
@@ -86,16 +95,14 @@ class RegisterPod:
     max_epoch_seen: int = 0  # highest epoch the pod holds; raises the floor after a state loss
 
 
-@dataclass(frozen=True, slots=True)
-class DrainPod:
+class DrainPod(_Command, frozen=True, tag="DrainPod"):
     """The pod is shutting down: place nothing new on it."""
 
     pod_id: str
     incarnation: str
 
 
-@dataclass(frozen=True, slots=True)
-class RemovePod:
+class RemovePod(_Command, frozen=True, tag="RemovePod"):
     """Expire or deregister a pod: it loses every slot it owns or stands by for."""
 
     pod_id: str
@@ -103,8 +110,7 @@ class RemovePod:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(_Command, frozen=True, tag="Grant"):
     """Make `pod_id` the owner of an unowned slot with a fresh epoch.
 
     `expected_epoch` is the slot's epoch the planner saw: the grant is refused when
@@ -119,20 +125,17 @@ class Grant:
     reason: str = "grant"
 
 
-@dataclass(frozen=True, slots=True)
-class AddStandby:
+class AddStandby(_Command, frozen=True, tag="AddStandby"):
     slot: str
     pod_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class DropStandby:
+class DropStandby(_Command, frozen=True, tag="DropStandby"):
     slot: str
     pod_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Release:
+class Release(_Command, frozen=True, tag="Release"):
     """The owner stopped the session (drain, fencing, or revocation done)."""
 
     slot: str
@@ -141,16 +144,14 @@ class Release:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Revoke:
+class Revoke(_Command, frozen=True, tag="Revoke"):
     """The adapter is disabled or deleted (or the slot is beyond `instances`)."""
 
     slot: str
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class ReportStatus:
+class ReportStatus(_Command, frozen=True, tag="ReportStatus"):
     """The owner's report of its session: CLAIMING, ACTIVE or ERROR (with a detail)."""
 
     slot: str
@@ -160,8 +161,7 @@ class ReportStatus:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class AnnounceReplica:
+class AnnounceReplica(_Command, frozen=True, tag="AnnounceReplica"):
     """A replica tells the cluster its node id and API address (idempotent)."""
 
     node_id: str
@@ -169,8 +169,7 @@ class AnnounceReplica:
     api_url: str
 
 
-@dataclass(frozen=True, slots=True)
-class RaiseEpochFloor:
+class RaiseEpochFloor(_Command, frozen=True, tag="RaiseEpochFloor"):
     """Every later epoch is above `floor` (a new leader's first act).
 
     `from_database`: the floor was read from PostgreSQL, so the state now knows
@@ -181,16 +180,14 @@ class RaiseEpochFloor:
     from_database: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimLeadership:
+class ClaimLeadership(_Command, frozen=True, tag="ClaimLeadership"):
     """A new leader's first entry of its term: later entries must carry its stamp."""
 
     leader: str
     term: int
 
 
-@dataclass(frozen=True, slots=True)
-class LeaderStamp:
+class LeaderStamp(_Command, frozen=True, tag="LeaderStamp"):
     """First command of every entry a leader submits after its claim.
 
     An entry whose stamp is not the latest claim is refused whole: a deposed leader's
@@ -252,12 +249,18 @@ class AdapterSpec:
 
 @dataclass(frozen=True, slots=True)
 class View:
-    """A frozen snapshot the planner decides from."""
+    """A frozen snapshot the planner decides from.
 
-    adapters: Mapping[str, AdapterSpec]
+    `adapters` is None while the leader does not know the configuration (PostgreSQL was
+    never reachable since it started): then only expiry is planned, never a revocation.
+    `may_grant` is False until the epoch floor from PostgreSQL is in the Raft state.
+    """
+
+    adapters: Mapping[str, AdapterSpec] | None
     pods: Mapping[str, PodInfo]
     slots: Mapping[str, SlotState]
     renewals: Mapping[str, float]  # pod id -> last renewal receipt (leader's monotonic clock)
+    may_grant: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,14 +38,22 @@ def plan(view: View, now: float, policy: Policy) -> Plan:
     it) and is granted afresh in the same entry if still wanted. Every command is
     valid against the state `view` shows once the earlier commands of the plan are
     applied: the planner keeps a working copy that mirrors `OwnershipState.apply`.
-    Pure and deterministic: no I/O, no clock, iteration in sorted order.
+    Without the configuration (`view.adapters` None) only expiry is planned; without the
+    epoch floor (`view.may_grant` False) nothing is granted. Pure and deterministic: no
+    I/O, no clock, iteration in sorted order.
     """
     work = _Work(view, policy)
     _expire(work, now)
+    if view.adapters is None:  # configuration unknown: expire only, never revoke blindly
+        work.reasons.append("configuration not loaded: only expiry is planned")
+        return Plan(tuple(work.commands), _bounded(work.reasons))
     desired = _desired_slots(view.adapters)
-    _revoke_unwanted(work, desired)
+    _revoke_unwanted(work, view.adapters, desired)
     work.count_members()
     _drop_standbys(work, desired)
+    if not view.may_grant:
+        work.reasons.append("grants wait for the epoch floor from PostgreSQL")
+        return Plan(tuple(work.commands), _bounded(work.reasons))
     _grant_unowned(work, desired)
     _add_standbys(work, desired)
     return Plan(tuple(work.commands), _bounded(work.reasons))
@@ -164,13 +172,15 @@ def _desired_slots(adapters: Mapping[str, AdapterSpec]) -> dict[str, AdapterSpec
     return desired
 
 
-def _revoke_unwanted(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
+def _revoke_unwanted(
+    work: _Work, adapters: Mapping[str, AdapterSpec], desired: Mapping[str, AdapterSpec]
+) -> None:
     why: Counter[str] = Counter()
     for key in sorted(work.slots):
         current = work.slots[key]
         if key in desired or current.status is SlotStatus.REVOKING:
             continue
-        spec = work.view.adapters.get(current.adapter_id)
+        spec = adapters.get(current.adapter_id)
         if spec is None:
             reason = "adapter deleted"
         elif not spec.enabled:

@@ -87,6 +87,10 @@ class LeaseTracker:
     def renewals(self) -> Mapping[str, float]:
         return dict(self._renewals)
 
+    def earliest_renewal(self) -> float | None:
+        """The oldest renewal tracked (its lease runs out first), or None without pods."""
+        return min(self._renewals.values(), default=None)
+
 
 class RenewalConfirmer:
     """Batches heartbeats into barrier commits (see the module docstring).

@@ -1,10 +1,12 @@
 """The leader loop: on the Raft leader, plan from a snapshot and commit the plan.
 
-Each tick (`run_once`) on the leader: adopt a new term (every pod counts as renewed
-now; the epoch floor is raised above anything PostgreSQL has seen before the first
-grant), take a snapshot, ask the pure planner, and commit the plan as one entry.
-Followers only keep their lease tracker empty. Nothing here acts on an uncommitted
-decision: expiry and reassignment exist only as committed commands.
+Each tick (`run_once`) on the leader: adopt a new term (claim it in one small entry;
+from that commit on every pod counts as renewed and renewals are acknowledged), take a
+snapshot, ask the pure planner, and commit the plan as one entry. Nothing here waits
+for PostgreSQL: the epoch floor (needed before the first grant only, and only when the
+Raft state has never seen it) is read by a task of its own with a short timeout, and a
+leader whose configuration cache never loaded still expires pods. Followers only keep
+their lease tracker empty. Nothing here acts on an uncommitted decision.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from persistence.audit import DISABLED, AuditTrail
-from protocol.errors import RaftorchError, UnavailableError
+from protocol.errors import RaftorchError
 from raftorch.core.model import (
     AdapterSpec,
     ApplyResult,
@@ -42,6 +45,9 @@ from raftorch.raft.node import RaftStatus
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+FLOOR_TIMEOUT_SECONDS = 2.0
+"""One attempt to read the epoch floor from PostgreSQL; retried until it succeeds."""
+FLOOR_RETRY_SECONDS = 0.5
 
 
 class EpochFloorSource(Protocol):
@@ -51,7 +57,10 @@ class EpochFloorSource(Protocol):
 
 
 class AdapterSource(Protocol):
-    """What should run: the enabled adapters from the configuration cache."""
+    """What should run: the adapters from the configuration cache, once it has loaded."""
+
+    @property
+    def loaded(self) -> bool: ...
 
     def specs(self) -> Mapping[str, AdapterSpec]: ...
 
@@ -61,15 +70,20 @@ class StateSource(Protocol):
 
     def status(self) -> RaftStatus: ...
 
+    @property
+    def blocked(self) -> str | None: ...
+
+    def request_leadership_transfer(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class TickOutcome:
     """What one tick did (for tests and logs)."""
 
     leader: bool
-    floor_raised_to: int | None = None
     plan: Plan = field(default_factory=Plan)
     result: ApplyResult | None = None
+    stepped_down: bool = False
 
 
 class LeaderLoop:
@@ -103,29 +117,36 @@ class LeaderLoop:
         self._clock = clock
         self._stamp: LeaderStamp | None = None
         self._last_leader: str | None = None
+        self._floor_task: asyncio.Task[None] | None = None
+        self._failures = 0
+        # Consecutive failed ticks after which a leader hands over: about half a TTL.
+        self._max_failures = max(3, math.ceil(policy.ttl_seconds / 2 / tick_seconds))
         self.wake = asyncio.Event()
 
     async def run_once(self) -> TickOutcome:
         status = self._node.status()
         self._observe(status)
         if not status.is_leader:
-            self.tracker.step_down()
-            self._stamp = None
+            self._step_down_locally()
             return TickOutcome(leader=False)
-        floor = None
+        if self._node.blocked is not None:
+            return self._hand_over(f"this replica's applier is blocked: {self._node.blocked}")
         if self._stamp is None or self._stamp.term != status.term:
-            floor = await self._take_office(status)
+            await self._take_office(status)
         snapshot = self._node.snapshot()
         now = self._clock()
         self.tracker.admit(snapshot.pods, now)
         renewals = self.tracker.renewals()
-        view = View(self._adapters.specs(), snapshot.pods, snapshot.slots, renewals)
+        if not snapshot.floor_confirmed:
+            self._ensure_floor_task(status.term)
+        specs = self._adapters.specs() if self._adapters.loaded else None
+        view = View(specs, snapshot.pods, snapshot.slots, renewals, snapshot.floor_confirmed)
         decided = plan(view, now, self._policy)
         # Same synchronous step as reading the renewals: a heartbeat confirmed from
         # now on cannot save a pod this plan expires.
         self.tracker.doom(c.pod_id for c in decided.commands if isinstance(c, RemovePod))
         if not decided:
-            return TickOutcome(leader=True, floor_raised_to=floor, plan=decided)
+            return TickOutcome(leader=True, plan=decided)
         entry = self.stamped(decided.commands)
         result = await self._bridge.submit(entry)
         self._count(result, "plan")
@@ -133,11 +154,11 @@ class LeaderLoop:
             self._reporter.committed(snapshot, entry, result, renewals)
         for reason in decided.reasons:
             log.info("plan term=%d %s", status.term, reason)
-        return TickOutcome(leader=True, floor_raised_to=floor, plan=decided, result=result)
+        return TickOutcome(leader=True, plan=decided, result=result)
 
     @property
     def established(self) -> bool:
-        """This replica leads and has claimed its term (it may grant and renew)."""
+        """This replica leads and has claimed its term (it may renew leases)."""
         status = self._node.status()
         return status.is_leader and self._stamp is not None and self._stamp.term == status.term
 
@@ -148,54 +169,103 @@ class LeaderLoop:
             raise NotLeaderError("this replica is not (yet) the established leader")
         return (self._stamp, *commands)
 
+    def next_expiry(self) -> float | None:
+        """When the earliest lease this leader tracks runs out (its monotonic clock)."""
+        earliest = self.tracker.earliest_renewal()
+        return None if earliest is None else earliest + self._policy.ttl_seconds
+
     async def run(self) -> None:
-        """Tick at a fixed cadence (no drift); `wake.set()` ticks early."""
+        """Tick at a fixed cadence (no drift), and at the moment a lease runs out;
+        `wake.set()` ticks early. Repeated failures make the leader hand over."""
         next_tick = time.monotonic()
         while True:
             try:
                 await self.run_once()
-            except RaftorchError as exc:  # not leader any more, outcome unknown, DB down
-                log.warning("leader tick failed code=%s error=%s", exc.code, exc.message)
-            except Exception:  # a bug in one tick must not end the loop for good
+                self._failures = 0
+            except RaftorchError as exc:  # not leader any more, outcome unknown
+                self._failed(f"code={exc.code} error={exc.message}")
+            except Exception as exc:  # a bug in one tick must not end the loop for good
                 log.exception("leader tick crashed")
+                self._failed(f"{type(exc).__name__}: {exc}")
             next_tick += self._tick
-            delay = next_tick - time.monotonic()
-            if delay < 0:  # fell behind: skip missed ticks rather than burst
-                next_tick = time.monotonic()
-                delay = 0
+            now = time.monotonic()
+            next_tick = max(next_tick, now)  # fell behind: skip missed ticks, no burst
+            wake_at = next_tick
+            expiry = self.next_expiry() if self.established else None
+            if expiry is not None:
+                wake_at = min(wake_at, max(now, expiry + 0.001))
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), delay)
+                await asyncio.wait_for(self.wake.wait(), max(0.0, wake_at - now))
 
-    async def _take_office(self, status: RaftStatus) -> int:
-        """A new term: claim it and raise the epoch floor in one entry, before any grant.
+    def _failed(self, why: str) -> None:
+        self._failures += 1
+        if self._metrics is not None:
+            self._metrics.tick_errors.inc()
+        log.warning("leader tick failed failures=%d %s", self._failures, why)
+        if self._failures >= self._max_failures and self._node.status().is_leader:
+            self._hand_over(f"{self._failures} leader ticks in a row failed")
+            self._failures = 0
 
-        Only after that commit does the tracker count every pod as renewed (later is
-        safer: no lease expires sooner than an earlier leader could have promised).
+    def _hand_over(self, why: str) -> TickOutcome:
+        """A leader that cannot do its job asks a follower to take over."""
+        log.error("leader steps down: %s", why)
+        self._node.request_leadership_transfer()
+        self._step_down_locally()
+        return TickOutcome(leader=True, stepped_down=True)
+
+    def _step_down_locally(self) -> None:
+        self.tracker.step_down()
+        self._stamp = None
+        if self._floor_task is not None:
+            self._floor_task.cancel()
+            self._floor_task = None
+
+    async def _take_office(self, status: RaftStatus) -> None:
+        """A new term: claim it in one small entry, then count every pod as renewed.
+
+        Only after that commit are renewals acknowledged (later is safer: no lease expires
+        sooner than an earlier leader could have promised). PostgreSQL is not asked.
         """
-        snapshot = self._node.snapshot()
-        from_database = True
-        try:
-            recorded = await self._floor_source.max_epoch()
-        except UnavailableError:
-            if not snapshot.floor_confirmed:
-                raise  # fresh Raft state: only PostgreSQL knows which epochs were used
-            # The Raft state has seen PostgreSQL's floor, and every epoch since went through it.
-            log.warning("epoch floor: database unavailable; Raft counter=%d suffices",
-                        snapshot.epoch_counter)  # fmt: skip
-            recorded, from_database = 0, False
+        self._step_down_locally()
         claim = ClaimLeadership(status.self_id, status.term)
-        result = await self._bridge.submit([claim, RaiseEpochFloor(recorded, from_database)])
+        result = await self._bridge.submit([claim])
         self._count(result, "claim")
         if not result.ok:
             raise NotLeaderError(f"leadership claim refused: {result.rejected or result.error}")
         self._stamp = LeaderStamp(status.self_id, status.term)
-        self.tracker.become_leader(status.term, self._clock(), self._node.snapshot().pods)
-        log.info("leader term=%d pods=%d floor=%d", status.term, len(snapshot.pods), recorded)
-        self._audit.record("leader", term=status.term, floor=recorded)
+        snapshot = self._node.snapshot()
+        self.tracker.become_leader(status.term, self._clock(), snapshot.pods)
+        log.info("leader term=%d pods=%d floor_confirmed=%s", status.term, len(snapshot.pods),
+                 snapshot.floor_confirmed)  # fmt: skip
+        self._audit.record("leader", term=status.term)
         if self._reporter is not None:
             self._reporter.leader_change(status.term)
-        return recorded
+
+    def _ensure_floor_task(self, term: int) -> None:
+        if self._floor_task is None or self._floor_task.done():
+            self._floor_task = asyncio.create_task(self._raise_floor(term), name="epoch-floor")
+
+    async def _raise_floor(self, term: int) -> None:
+        """Read PostgreSQL's highest epoch and commit it as the floor (before any grant).
+
+        Needed only while the Raft state has never seen it (a fresh cluster, a rebuilt
+        one): afterwards every epoch ever issued went through the Raft counter.
+        """
+        while self.established and not self._node.snapshot().floor_confirmed:
+            try:
+                recorded = await asyncio.wait_for(
+                    self._floor_source.max_epoch(), FLOOR_TIMEOUT_SECONDS
+                )
+                entry = self.stamped([RaiseEpochFloor(recorded, from_database=True)])
+                result = await self._bridge.submit(entry)
+                self._count(result, "floor")
+                log.info("epoch floor term=%d floor=%d from the database", term, recorded)
+                self.wake.set()
+                return
+            except (RaftorchError, TimeoutError) as exc:
+                log.warning("epoch floor: not read yet (%s); grants wait", exc)
+            await asyncio.sleep(FLOOR_RETRY_SECONDS)
 
     def _count(self, result: ApplyResult, purpose: str) -> None:
         if self._metrics is None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from persistence.audit import AuditTrail
@@ -43,7 +43,7 @@ from raftorch.leader.metrics import ServiceMetrics
 from raftorch.leader.reporting import HistoryItem, Reporter, write_history
 from raftorch.raft.bridge import RaftBridge
 from raftorch.raft.metrics import RaftMetrics
-from raftorch.raft.node import LeaseNode, build_conf
+from raftorch.raft.node import LeaseNode, RaftStatus, build_conf
 
 log = logging.getLogger(__name__)
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}  # pysyncobj's _RAFT_STATE
@@ -74,7 +74,7 @@ class StateCollector(Collector):
     def __init__(self, service: Orchestrator) -> None:
         self._service = service
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         snapshot = self._service.node.snapshot()
         pods = GaugeMetricFamily("raftorch_pods", "Registered pods by state", labels=["state"])
         for state in ("ACTIVE", "DRAINING"):
@@ -97,6 +97,37 @@ class StateCollector(Collector):
             "raftorch_database_up", "1 when PostgreSQL answered the last check",
             value=1 if self._service.db_up else 0,
         )  # fmt: skip
+        node = self._service.node
+        raft = node.status()
+        yield GaugeMetricFamily(
+            "raftorch_raft_apply_lag_entries",
+            "Committed entries this replica has not applied yet (commit index - last applied)",
+            value=max(0, raft.commit_index - raft.last_applied),
+        )
+        yield GaugeMetricFamily(
+            "raftorch_raft_applier_blocked",
+            "1 when this replica met a committed entry it cannot read and stopped applying",
+            value=1 if node.blocked is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "raftorch_raft_tick_errors", "Raft ticks that raised (the tick thread goes on)",
+            value=node.tick_errors,
+        )  # fmt: skip
+
+
+def readiness(
+    status: RaftStatus, blocked: str | None, established: bool, cache_loaded: bool
+) -> tuple[bool, str]:
+    """What /readyz answers: ready, or the one reason why not."""
+    if blocked is not None:
+        return False, f"Raft applier blocked (upgrade this replica): {blocked}"
+    if status.leader_id is None:
+        return False, "no Raft leader known"
+    if status.is_leader and not established:
+        return False, "leader is taking office (claiming its term)"
+    if not cache_loaded:
+        return False, "configuration not loaded (database unavailable)"
+    return True, "ready"
 
 
 class Orchestrator:
@@ -171,7 +202,11 @@ class Orchestrator:
                                tick_seconds=config.lease.tick_interval_seconds,
                                tracker=self.tracker, metrics=self.raft_metrics,
                                reporter=self.reporter, audit=self.audit)  # fmt: skip
-        self.forwarder = Forwarder(timeout_seconds=35.0)
+        # A pod gives up an attempt after about a heartbeat interval and retries elsewhere;
+        # a follower relaying it waits no longer for a leader that does not answer.
+        self.forwarder = Forwarder(
+            timeout_seconds=config.lease.effective_heartbeat_interval_seconds
+        )
         self.pods = PodApi(config=config, node=self.node, bridge=self.bridge,
                            confirmer=self.confirmer, tracker=self.tracker, cache=self.cache,
                            forwarder=self.forwarder, reporter=self.reporter,
@@ -229,14 +264,8 @@ class Orchestrator:
                  self.config.raft.bind, self.api_url)  # fmt: skip
 
     def ready(self) -> tuple[bool, str]:
-        status = self.node.status()
-        if status.leader_id is None:
-            return False, "no Raft leader known"
-        if status.is_leader and not self.loop.established:
-            return False, "leader is taking office (claiming its term, raising the epoch floor)"
-        if not self.cache.loaded:
-            return False, "configuration not loaded (database unavailable)"
-        return True, "ready"
+        return readiness(self.node.status(), self.node.blocked, self.loop.established,
+                         self.cache.loaded)  # fmt: skip
 
     def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -36,6 +36,11 @@ class RaftMetrics:
             "Entries whose applier caught an unexpected error (changed nothing)",
             registry=registry,
         )
+        self.tick_errors = Counter(
+            "raftorch_leader_tick_errors_total",
+            "Leader-loop ticks that failed (a leader hands over after repeated failures)",
+            registry=registry,
+        )
         self.rejected_commands = Counter(
             "raftorch_raft_rejected_commands_total",
             "Commands refused by the appliers because state had moved on",

@@ -14,6 +14,9 @@ Hardening over pysyncobj's defaults, each for a reason:
   for seconds after the leader dies;
 - `appendEntriesUseBatch=False`: a lone command commits in about a millisecond
   instead of about 100 ms, which lease renewals depend on;
+- `appendEntriesBatchSizeBytes` is 8 MiB and entries are at most 3 MiB: pysyncobj
+  0.3.17 splits a larger entry and ends the transfer early (it compares against the
+  unpickled length), so a follower would receive it truncated;
 - the journal and full dump live on disk, so a restarted replica rejoins with its
   state; `useFork=False` because forking a threaded asyncio process is unsafe;
 - ticks run on a thread this module owns (`autoTick=False`), started by `start()`,
@@ -38,6 +41,7 @@ from persistence.audit import DISABLED, AuditTrail
 from protocol.errors import ConfigError
 from raftorch.config import RaftConfig
 from raftorch.config.timing import RaftTimers
+from raftorch.core.entry import UndecodableEntryError, decode_entry, encode_entry
 from raftorch.core.model import ApplyResult, Command, LeaderStamp
 from raftorch.core.ownership import OwnershipState, Snapshot
 from raftorch.raft.transport import GuardedTransport, VoteGuard
@@ -47,6 +51,10 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 DoneCallback = Callable[[Any, int], None]
 TICK_WAIT_SECONDS = 0.02
+APPEND_BATCH_BYTES = 8 * 1024 * 1024
+"""pysyncobj splits an entry larger than this and, in 0.3.17, ends the transfer by the
+unpickled length: a binary entry arrives truncated. Entries (at most MAX_ENTRY_BYTES,
+which pickle to under twice that) therefore always travel whole."""
 
 
 def build_conf(
@@ -69,6 +77,7 @@ def build_conf(
         connectionTimeout=max(3.5, timers.election_timeout_max_seconds),
         connectionRetryTime=timers.election_timeout_min_seconds / 2,
         appendEntriesUseBatch=False,
+        appendEntriesBatchSizeBytes=APPEND_BATCH_BYTES,
         commandsWaitLeader=False,
         commandsQueueSize=max(1000, raft.max_commands_in_flight * 5),
         journalFile=str(data_dir / "raft.journal"),
@@ -105,13 +114,16 @@ class _Runtime:
             collections.deque()
         )
         self.transfer_requested = threading.Event()
+        # Set when a committed entry could not be decoded (a newer replica wrote it): from
+        # then on nothing is applied, and the stale state is never compacted into a dump.
+        self.blocked: str | None = None
 
 
 class LeaseNode(SyncObj):
     """One Raft replica of the ownership state.
 
-    Thread contract: `execute` (the applier) and every pysyncobj callback run on the
-    tick thread; `snapshot()` and `status()` may be called from any thread.
+    Thread contract: `apply_entry` (the applier) and every pysyncobj callback run on the
+    tick thread; `snapshot()`, `status()` and `blocked` may be called from any thread.
     """
 
     def __init__(
@@ -141,21 +153,51 @@ class LeaseNode(SyncObj):
         self._ownership = OwnershipState()  # the replicated state
 
     @replicated
-    def execute(self, request_id: str, at: float, commands: tuple[Command, ...]) -> ApplyResult:
-        """Applier of one entry: deterministic, never raises (see OwnershipState.apply)."""
-        result = self._ownership.apply(request_id, at, commands)
+    def apply_entry(self, payload: bytes) -> ApplyResult:
+        """Applier of one entry: deterministic, never raises (see OwnershipState.apply).
+
+        The entry arrives as bytes (`raftorch.core.entry`) and is decoded here, so an
+        entry this replica cannot read stops it applying instead of wedging pysyncobj.
+        """
+        runtime = self._runtime
+        if runtime.blocked is not None:
+            return ApplyResult("", error=f"replica blocked: {runtime.blocked}")
+        try:
+            entry = decode_entry(payload)
+        except UndecodableEntryError as exc:
+            self._block(str(exc))
+            return ApplyResult("", error=f"replica blocked: {exc}")
+        result = self._ownership.apply(entry.request_id, entry.at, entry.commands)
         if result.granted and not result.duplicate and self.audit.enabled:
             # Only noted here; the tick loop writes it down, so the applier does no I/O.
             seen = time.monotonic()
-            self._runtime.granted.extend((seen, request_id, g) for g in result.granted)
-        listener = self._runtime.on_applied
+            runtime.granted.extend((seen, entry.request_id, g) for g in result.granted)
+        listener = runtime.on_applied
         # Renewal barriers (a stamp at most) change nothing a long-poll waits for.
-        if listener is not None and any(not isinstance(c, LeaderStamp) for c in commands):
+        if listener is not None and any(not isinstance(c, LeaderStamp) for c in entry.commands):
             try:
                 listener()
             except Exception:  # a listener must never wedge the applier
                 log.exception("apply listener failed")
         return result
+
+    def _block(self, reason: str) -> None:
+        """Stop applying for good (until a restart with code that reads the entry)."""
+        self._runtime.blocked = reason
+        # pysyncobj would otherwise write this stale state as a full dump claiming the
+        # skipped entries; the journal keeps them for the upgraded replica to replay.
+        self.conf.logCompactionMinEntries = 2**62
+        self.conf.logCompactionMinTime = 2**62
+        log.critical("raft applier blocked node=%s: %s", self.selfNode.id, reason)
+
+    @property
+    def blocked(self) -> str | None:
+        """Why this replica stopped applying committed entries (None while it applies)."""
+        return self._runtime.blocked
+
+    @property
+    def tick_errors(self) -> int:
+        return self._runtime.tick_errors
 
     def set_apply_listener(self, listener: Callable[[], None] | None) -> None:
         """Called on the tick thread after every applied entry (keep it tiny)."""
@@ -169,7 +211,8 @@ class LeaseNode(SyncObj):
         on_done: DoneCallback,
     ) -> None:
         """Queue an entry; `on_done(result, fail_reason)` runs on the tick thread."""
-        self.execute(request_id, at, commands, callback=on_done)  # type: ignore[call-arg]
+        payload = encode_entry(request_id, at, commands)
+        self.apply_entry(payload, callback=on_done)  # type: ignore[call-arg]
 
     def snapshot(self) -> Snapshot:
         return self._ownership.snapshot()

@@ -11,7 +11,10 @@ times relative to the first event ("+12.345s").
 
 How events are read:
 
-- Invariant 1 rests on lease intervals: a pod incarnation (source, pid) holds a
+- Invariant 1 rests on lease intervals and on real holdings. A session that runs
+  past its lease (beyond the fencing tolerance, frozen time excepted) is a breach
+  (`tests/chaos/zombies.py`), a double owner if the slot was granted on meanwhile.
+  For the overlap of valid leases, a pod incarnation (source, pid) holds a
   slot from its `session_start` until the first of its `session_stop` (at `t`,
   written once the connector has stopped: later is conservative), the lapse of
   its lease, and the end of the history. A `session_refused` with `claimed: true`
@@ -55,6 +58,7 @@ from tests.chaos.history import (
     texts,
 )
 from tests.chaos.report import Failover, Interval, Report, Violation
+from tests.chaos.zombies import Holding, check_outlived
 
 __all__ = [
     "GRACEFUL_PREFIXES",
@@ -145,6 +149,7 @@ class _Facts:
     faults: list[_Fault]
     rows: list[_Row]  # every delivery, by (queue, seq)
     starts: Counter[str]
+    holdings: list[Holding]
 
     def at(self, t: float) -> str:
         return f"+{t - self.t0:.3f}s"
@@ -159,6 +164,7 @@ def check(history: History) -> Report:
     drop_violations, drops, excused = _check_drops(facts)
     violations = [
         *_check_single_owner(facts),
+        *check_outlived(facts.holdings, facts.grants, facts.events, facts.t_end, facts.at),
         *_check_fence(facts),
         *facts.diverged,
         *_check_epochs(facts),
@@ -206,11 +212,12 @@ def _facts(history: History) -> _Facts:
     t0 = float(events[0]["t"]) if events else 0.0
     t_end = float(events[-1]["t"]) if events else 0.0
     grants, diverged = _grants(events, lambda t: f"+{t - t0:.3f}s")
-    intervals, starts = _intervals(events, t_end)
+    intervals, starts, holdings = _intervals(events, t_end)
     rows = [_row(q, r) for q, queue_rows in history.deliveries.items() for r in queue_rows]
     rows.sort(key=lambda r: (r.queue, r.seq))
     faults = _faults(events, t_end, history.ttl + history.recovery_bound)
-    return _Facts(history, events, t0, t_end, grants, diverged, intervals, faults, rows, starts)
+    return _Facts(history, events, t0, t_end, grants, diverged, intervals, faults, rows, starts,
+                  holdings)  # fmt: skip
 
 
 def _grants(
@@ -251,8 +258,11 @@ _CLAIMED_REFUSAL = "refused after claim"
 """A `session_refused` with `claimed: true`: the session may have run, so it ends like a stop."""
 
 
-def _intervals(events: list[Event], t_end: float) -> tuple[list[Interval], Counter[str]]:
-    """One interval per session start that was not refused, per pod incarnation.
+def _intervals(
+    events: list[Event], t_end: float
+) -> tuple[list[Interval], Counter[str], list[Holding]]:
+    """One interval per session start that was not refused, per pod incarnation, and
+    its holding (lapse and real stop, for `zombies.check_outlived`).
 
     A start without a valid lease yields an empty interval that `ended` with "no lease".
     """
@@ -269,6 +279,7 @@ def _intervals(events: list[Event], t_end: float) -> tuple[list[Interval], Count
                 kind = _CLAIMED_REFUSAL
             sessions[key].append((number(ev, "t"), kind))
     intervals: list[Interval] = []
+    holdings: list[Holding] = []
     starts: Counter[str] = Counter()
     for (pod, pid, slot, epoch), seq in sessions.items():
         for i, (start, kind) in enumerate(seq):
@@ -284,11 +295,12 @@ def _intervals(events: list[Event], t_end: float) -> tuple[list[Interval], Count
                 intervals.append(Interval(slot, pod, pid, epoch, start, start, "no lease"))
                 continue
             starts["held"] += 1
+            holdings.append(Holding(slot, pod, pid, epoch, start, lapse, stop))
             ends = ((stop, stopped), (lapse, "lapse"), (t_end, "end of history"))
             end, ended = min(ends, key=lambda candidate: candidate[0])  # ties: first wins
             intervals.append(Interval(slot, pod, pid, epoch, start, max(start, end), ended))
     intervals.sort(key=lambda iv: (iv.start, iv.slot))
-    return intervals, starts
+    return intervals, starts, holdings
 
 
 def _claimed(ev: Event) -> bool:

@@ -161,7 +161,7 @@ def failover() -> Campaign:
     c.renew("pod-2", 21, 0.0, 12.0)
     c.grant(0.5, "a", "pod-1", 1).session(0.6, "pod-1", "a", 1, pid=11)
     c.add(3.4, "write_rejected", "pod-1", pid=11, slot="a", epoch=1, detail="stale")
-    c.fault(3.5, "f1", "pod-kill", ["pod-1"], may_drop=["pod-1"])
+    c.fault(3.5, "f1", "pod-kill", ["pod-1"], may_drop=["pod-1"], pids={"pod-1": 11})
     c.grant(6.1, "a", "pod-2", 2).session(6.2, "pod-2", "a", 2, pid=21)
     c.heal(7.0, "f1").renew("pod-1", 12, 7.5, 12.0)  # restarted: same pod, new pid
     c.healed_all(8.0).recovered(9.0)
@@ -207,8 +207,67 @@ def test_old_owner_deadline_outliving_the_new_grant_is_flagged() -> None:
     # pod-1's deadline is 5.9: granting at 5.0 is too early, even though pod-2 starts later.
     c.grant(5.0, "a", "pod-2", 2).session(6.0, "pod-2", "a", 2, pid=21)
 
-    v = only(c.check(), 1, "outlived", "by 0.900s", "pod-1 pid 11 epoch 1", "epoch 2", "pod-2")
+    v = flagged(c.check(), 1, "outlived", "by 0.900s", "pod-1 pid 11 epoch 1", "epoch 2", "pod-2")
     assert "overlap" not in v.message
+
+
+def outlived(stop: float | None, *, regranted: bool = True) -> Campaign:
+    """pod-1's lease lapses at 5.9 (last heartbeat at 3.0); it stops the session at `stop`."""
+    c = Campaign().renew("pod-1", 11, 0.0, 3.1).renew("pod-2", 21, 0.0, 12.0)
+    c.grant(0.5, "a", "pod-1", 1).session(0.6, "pod-1", "a", 1, pid=11)
+    c.fault(3.2, "f1", "pod-isolate", ["pod-1"], may_drop=["pod-1"], pids={"pod-1": 11})
+    if regranted:
+        c.grant(6.5, "a", "pod-2", 2).session(6.6, "pod-2", "a", 2, pid=21)
+    if stop is not None:
+        c.stop(stop, "pod-1", "a", 1, pid=11, reason="lease expired: fenced itself")
+    return c.heal(9.0, "f1").healed_all(9.0).recovered(9.5).add(12.0, "note", "harness")
+
+
+def test_a_session_outliving_its_lease_is_a_double_owner() -> None:
+    # The pod's watchdog did not fence: its session still runs when pod-2 owns the slot.
+    v = only(outlived(8.0).check(), 1, "slot a: double owner", "pod-1 pid 11 epoch 1",
+             "past its lease", "lapsed at +5.900s", "epoch 2 was granted to pod-2")  # fmt: skip
+    assert "1.600s" in v.message  # 8.0 - (5.9 + 0.5 tolerance)
+
+
+def test_a_session_never_stopped_after_its_lease_is_flagged_without_a_regrant() -> None:
+    only(outlived(None, regranted=False).check(), 1, "pod-1 pid 11 epoch 1",
+         "past its lease", "still running at the end")  # fmt: skip
+
+
+def test_a_session_stopped_within_the_fencing_tolerance_passes() -> None:
+    report = outlived(5.9 + 0.4).check()
+
+    assert report.ok, report.summary()
+
+
+def paused_owner(stop_after_resume: float) -> Campaign:
+    """pod-1 is frozen from 3.2 to 8.0, its lease lapsing meanwhile; pod-2 takes over."""
+    c = Campaign().renew("pod-1", 11, 0.0, 3.1).renew("pod-2", 21, 0.0, 14.0)
+    c.grant(0.5, "a", "pod-1", 1).session(0.6, "pod-1", "a", 1, pid=11)
+    c.fault(3.2, "f1", "pod-pause", ["pod-1"], may_drop=["pod-1"], pids={"pod-1": 11})
+    c.grant(6.5, "a", "pod-2", 2).session(6.6, "pod-2", "a", 2, pid=21)
+    c.heal(8.0, "f1")
+    stop = 8.0 + stop_after_resume
+    c.stop(stop, "pod-1", "a", 1, pid=11, reason="lease expired: fenced itself")
+    return c.healed_all(stop + 0.5).recovered(stop + 1.0).add(14.0, "note", "harness")
+
+
+def test_a_frozen_owner_that_stops_as_soon_as_it_resumes_passes() -> None:
+    report = paused_owner(0.2).check()
+
+    assert report.ok, report.summary()
+
+
+def test_a_frozen_owner_that_keeps_running_after_it_resumes_is_a_double_owner() -> None:
+    v = only(paused_owner(2.0).check(), 1, "double owner", "pod-1 pid 11 epoch 1")
+    assert "1.500s past its lease" in v.message  # 2.0 after the resume, 0.5 tolerated
+
+
+def test_a_killed_owner_holds_nothing_after_its_death() -> None:
+    c = failover()  # pod-1 is killed at 3.5 and never writes a stop
+
+    assert c.check().ok
 
 
 def test_stale_write_accepted_by_the_store_is_flagged() -> None:

@@ -23,7 +23,7 @@ from devtools.postgres import free_ports
 from raftorch.config import Config, LeaseConfig, RaftConfig, Secret
 from raftorch.core.model import AdapterSpec, Policy
 from raftorch.leader.leases import LeaseTracker, RenewalConfirmer
-from raftorch.leader.loop import LeaderLoop
+from raftorch.leader.loop import LeaderLoop, TickOutcome
 from raftorch.raft.bridge import RaftBridge
 from raftorch.raft.metrics import RaftMetrics
 from raftorch.raft.node import LeaseNode, build_conf
@@ -78,6 +78,8 @@ def transport_for(network: Network) -> type[GuardedTransport]:
 
 
 class StaticAdapters:
+    loaded = True  # a configuration cache that has loaded
+
     def __init__(self, specs: Mapping[str, AdapterSpec] | None = None) -> None:
         self.items: dict[str, AdapterSpec] = dict(specs or {})
 
@@ -219,12 +221,34 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
-async def holds_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    """Sample `condition` for `seconds`; fail the first time it is false."""
+async def holds_for(
+    condition: Callable[[], bool], seconds: float, what: str, *, at_least: float = 0.5
+) -> int:
+    """Sample `condition` for `seconds`; fail the first time it is false. Refuses to check
+    less than `at_least` seconds (a window used up elsewhere would check nothing) and
+    returns how many samples it took (at least one per 20 ms)."""
+    assert seconds >= at_least, f"only {seconds:.3f}s left to check that {what}"
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    samples = 0
+    while True:
         assert condition(), f"{what} stopped holding"
+        samples += 1
+        if time.monotonic() >= deadline:
+            return samples
         await asyncio.sleep(0.02)
+
+
+async def first_plan(replica: Replica, timeout: float = 5.0) -> TickOutcome:
+    """Tick until a tick commits a plan: a new leader grants only once the epoch floor
+    from the database is in the Raft state (its own task reads it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = await replica.loop.run_once()
+        if outcome.result is not None:
+            return outcome
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no plan committed within {timeout}s: {outcome}")
+        await asyncio.sleep(0.01)
 
 
 async def one_leader(cluster: Cluster, timeout: float = 10.0) -> Replica:

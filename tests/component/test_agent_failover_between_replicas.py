@@ -104,7 +104,7 @@ async def test_assignments_read_from_older_state_are_not_applied() -> None:
     agent = Agent(config, {}, PodMetrics(CollectorRegistry()))
     applied: list[tuple[list[str], bool]] = []
 
-    async def record(assignments: list[Assignment], *, may_stop: bool) -> None:
+    def record(assignments: list[Assignment], *, may_stop: bool) -> None:
         applied.append(([a.slot for a in assignments], may_stop))
 
     agent._apply = record  # type: ignore[method-assign]
@@ -113,11 +113,11 @@ async def test_assignments_read_from_older_state_are_not_applied() -> None:
     granted = AssignmentsReply(version="b", revision=12, term=1, leader=None, assignments=[slot])
     before = HeartbeatReply(term=1, leader=None, lease_ttl_seconds=TTL, version="a",
                             revision=11, assignments=[], stop=[])  # fmt: skip
-    await agent._apply_newer(granted, may_stop=False)
-    await agent._apply_newer(before, may_stop=True)
+    agent._apply_newer(granted, may_stop=False)
+    agent._apply_newer(before, may_stop=True)
     assert applied == [(["s/0"], False)]
     assert (agent.version, agent.revision) == ("b", 12)
     same = HeartbeatReply(term=1, leader=None, lease_ttl_seconds=TTL, version="b",
                           revision=12, assignments=[slot], stop=[])  # fmt: skip
-    await agent._apply_newer(same, may_stop=True)
+    agent._apply_newer(same, may_stop=True)
     assert applied[-1] == (["s/0"], True)

@@ -10,7 +10,14 @@ import pytest
 from protocol.errors import UnavailableError
 from protocol.values import DeploymentMode
 from raftorch.core.model import AdapterSpec, Policy, RegisterPod
-from tests.component.raftcluster import Cluster, Replica, StaticAdapters, one_leader, wait_for
+from tests.component.raftcluster import (
+    Cluster,
+    Replica,
+    StaticAdapters,
+    first_plan,
+    one_leader,
+    wait_for,
+)
 
 TTL = 2.0
 
@@ -34,7 +41,7 @@ async def test_cut_off_leader_cannot_grant_or_renew_and_majority_reassigns(
         for replica in cluster.live():
             replica.confirmer.start()
         await old.bridge.submit([_pod("p1"), _pod("p2")])
-        outcome = await old.loop.run_once()
+        outcome = await first_plan(old)
         assert outcome.result is not None and len(outcome.result.granted) == 1
         [(slot, owner, old_epoch)] = outcome.result.granted
         other_pod = "p2" if owner == "p1" else "p1"

@@ -11,7 +11,14 @@ from persistence.db import Database
 from persistence.lease_history import LeaseGrant, LeaseHistoryRepository
 from protocol.values import DeploymentMode
 from raftorch.core.model import AdapterSpec, Grant, Policy, RegisterPod, Release
-from tests.component.raftcluster import Cluster, FixedFloor, StaticAdapters, one_leader, wait_for
+from tests.component.raftcluster import (
+    Cluster,
+    FixedFloor,
+    StaticAdapters,
+    first_plan,
+    one_leader,
+    wait_for,
+)
 
 
 def _pod(pod_id: str) -> RegisterPod:
@@ -121,8 +128,8 @@ async def test_cold_restart_with_journals_wiped_takes_the_floor_from_postgres(
             await leader.bridge.submit([_pod("p3")])
             adapters.items["fresh"] = AdapterSpec("fresh", "fix", DeploymentMode.SINGLE, 1, True)
             started = time.monotonic()
-            outcome = await leader.loop.run_once()
-            assert outcome.floor_raised_to == highest
+            outcome = await first_plan(leader)
+            assert leader.node.snapshot().epoch_floor == highest
             assert outcome.result is not None
             [(_, _, epoch)] = outcome.result.granted
             assert epoch > highest, f"epoch {epoch} reused after a restore (max was {highest})"

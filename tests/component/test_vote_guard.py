@@ -21,11 +21,12 @@ async def test_restarted_node_does_not_vote_until_its_hold_ends(tmp_path: Path) 
         restarted_at = time.monotonic()
         # The leader dies: the remaining node needs the restarted node's vote.
         cluster.kill(leader.index)
-        await holds_for(
+        samples = await holds_for(
             lambda: not cluster.leaders(),
             HOLD - 0.5 - (time.monotonic() - restarted_at),
             "no leader while the restarted node withholds its vote",
         )
+        assert samples >= 10
         await one_leader(cluster, timeout=HOLD + 10.0)
     finally:
         cluster.close()
