@@ -74,6 +74,7 @@ class Agent:
             self.events,
             stop_timeout_seconds=config.stop_timeout_seconds,
             audit=self.audit,
+            metrics_registry=metrics.registry,
         )
         self.sessions.on_change = self.wake
         self.credential: str | None = None

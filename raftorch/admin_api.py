@@ -20,6 +20,8 @@ from persistence.adapters import NAME_RE, AdapterChanges, AdapterRecord, AdminSt
 from persistence.errors import ValidationError
 from persistence.events import EventCategory, EventLevel
 from persistence.tokens import Role
+from protocol.fix import CONNECTOR as FIX_CONNECTOR
+from protocol.fix import validate_fix_config
 from raftorch.artifacts_api import ARTIFACT_TABLE, RouteTable
 from raftorch.context import Context
 from raftorch.httpcore import (
@@ -215,6 +217,13 @@ async def _check_artifacts(ctx: Context, names: list[str] | None) -> None:
         raise ValidationError(f"artifacts do not exist: {', '.join(missing)}")
 
 
+def _check_connector_config(connector: str, config: Mapping[str, Any], artifacts: list[str]) -> None:
+    """FIX hook (issue #16), to become a per-connector registry: a `fix` adapter's
+    resulting config must pass the shared schema (400 naming the field, nothing changed)."""
+    if connector == FIX_CONNECTOR:
+        validate_fix_config(config, artifacts=artifacts)
+
+
 # --- handlers -------------------------------------------------------------------------
 
 
@@ -227,6 +236,7 @@ async def list_adapters(_r: web.Request, ctx: Context, _p: Principal) -> web.Res
 
 async def create_adapter(request: web.Request, ctx: Context, who: Principal) -> web.Response:
     body = await read_json(request, AdapterCreate)
+    _check_connector_config(body.connector, body.config, body.artifacts)  # FIX hook (#16)
     await _check_artifacts(ctx, body.artifacts)
     record = await ctx.repos.adapters.create(
         body.name,
@@ -248,6 +258,12 @@ async def get_adapter(request: web.Request, ctx: Context, _p: Principal) -> web.
 
 async def patch_adapter(request: web.Request, ctx: Context, who: Principal) -> web.Response:
     body = await read_json(request, AdapterPatch)
+    current = await _load(ctx, request.match_info["id"])  # FIX hook (#16): check the result
+    _check_connector_config(
+        body.connector or current.connector,
+        current.config if body.config is None else body.config,
+        list(current.artifacts if body.artifacts is None else body.artifacts),
+    )
     await _check_artifacts(ctx, body.artifacts)
     changes = AdapterChanges(
         connector=body.connector,
@@ -303,6 +319,11 @@ async def reset_adapter(request: web.Request, ctx: Context, who: Principal) -> w
     """Forget the session state of every slot (fences stay: epochs never go back)."""
     record = await _load(ctx, request.match_info["id"])
     slots = [slot_id(record.id, i) for i in range(record.instances)]
+    if record.connector == FIX_CONNECTOR:  # FIX hook (#16): the owner resets, fenced, the FIX way
+        for slot in slots:
+            await ctx.repos.session_state.request_reset(slot, who.name)
+        record_action(ctx, record.id, f"sequence reset requested by {who.name}", who, slots=slots)
+        return json_response(_render(ctx, record), 202)
     for slot in slots:
         await ctx.repos.session_state.reset(slot)
     record_action(ctx, record.id, f"session state reset by {who.name}", who, slots=slots)

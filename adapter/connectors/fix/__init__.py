@@ -1,0 +1,7 @@
+"""The `fix` connector: FIX 4.2, 4.4 and FIXT.1.1 sessions whose state lives behind the fence.
+
+Modules, each owning one thing: `codec` (framing, encoding), `dictionary` (QuickFIX XML
+data dictionaries), `store` (fenced sequence numbers and the outbound journal),
+`bridge` (the outbox and inbox tables), `session` (the session protocol on one
+connection), `metrics`, and `connector` (the lifecycle the pod runtime drives).
+"""
