@@ -147,3 +147,15 @@ async def inbox_exec_ids(db: Database, adapter_id: str) -> Counter[str]:
 async def sequences(db: Database, slot: str) -> dict[str, Any]:
     return {k: v for k, v in (await SessionStateStore(db).get_all(slot)).items()
             if k.startswith("fix.")}  # fmt: skip
+
+
+async def produce_orders(db: Database, adapter_id: str, total: int, rate: float,
+                         *, fixt: bool = False) -> None:  # fmt: skip
+    """Insert `total` orders into the outbox at about `rate` per second (batches of 1/20 s)."""
+    batch = max(1, int(rate / 20))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for first in range(1, total + 1, batch):
+        due = started + (first - 1) / rate
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        await enqueue_orders(db, adapter_id, first, min(total, first + batch - 1), fixt=fixt)
