@@ -241,13 +241,23 @@ def session_state(dsn: str, slot: str) -> dict[str, Any]:
 
 
 def restore(dsn: str, slot: str, saved: dict[str, Any]) -> None:
-    """What a point-in-time restore does to the session: its numbers go back in time."""
+    """What a point-in-time restore does to the session's rows: the sequence numbers, the
+    journal, the inbox and the outbox go back to the backup (QuickFIX keeps its own)."""
+
     async def run() -> None:
         conn = await asyncpg.connect(dsn)
         try:
+            sender, target = saved["fix.next_sender_seq"], saved["fix.next_target_seq"]
             for key, value in saved.items():
                 await conn.execute("UPDATE session_state SET value = $3::jsonb WHERE session = $1 "
-                                   "AND key = $2", slot, key, str(value))  # fmt: skip
+                                   "AND key = $2", slot, key, json.dumps(value))  # fmt: skip
+            await conn.execute("DELETE FROM fix_journal WHERE slot = $1 AND seq_num >= $2",
+                               slot, sender)  # fmt: skip
+            await conn.execute("DELETE FROM fix_inbox WHERE slot = $1 AND seq_num >= $2",
+                               slot, target)  # fmt: skip
+            await conn.execute("UPDATE fix_outbox SET sent_at = NULL, seq_num = NULL, slot = NULL, "
+                               "generation = NULL, epoch = NULL WHERE slot = $1 AND seq_num >= $2",
+                               slot, sender)  # fmt: skip
         finally:
             await conn.close()
 
@@ -273,21 +283,27 @@ def test_a_restored_database_goes_to_error_and_reset_starts_both_sides_at_1(
         assert call("POST", f"{system.api}/api/v1/adapters/{system.adapter_id}/enable"
                     ).status == 202  # fmt: skip
         wait_until(lambda: (s := system.state()) and s["status"] == "ERROR", 30.0, "ERROR")
-        [told] = wait_until(lambda: system.said("MsgSeqNum too low"), 20.0, "the event")
-        assert told["level"] == "error" and "/reset" in told["description"]
+        # The connector's own event says what happened and what to do.
+        [told] = wait_until(lambda: system.said("Our outbound MsgSeqNum is behind"), 20.0,
+                            "the explanatory event")  # fmt: skip
+        assert told["level"] == "error" and "MsgSeqNum too low" in told["description"]
+        assert "/reset" in told["description"] and "restore" in told["description"]
         assert system.venue.received_orders().total() == 400  # nothing sent under old numbers
+        assert system.venue.find(dir="out", type="5", text=told_text(told))
 
         reply = call("POST", f"{system.api}/api/v1/adapters/{system.adapter_id}/reset")
         assert reply.status == 202, reply.body
         wait_until(lambda: active_with_standby(system), 30.0, "ACTIVE after the reset")
         assert system.venue.find(dir="in", type="A", reset="Y", seq="1")
         assert system.venue.find(dir="out", type="A", reset="Y", seq="1")
+        # The restore made orders 201-400 unsent again: after the reset they go out first,
+        # from MsgSeqNum 2 on (the reset Logon is 1), then the new ones.
         produce(pg_dsn, system.adapter_id, 401, 410)
         system.venue.order(cmd="send", count=10, rate=100, first=1)
-        system.venue.wait_for_orders(410, 30.0)
-        after = [r for r in system.venue.find(dir="in", type="D") if r["clordid"] in
-                 {f"ord-{i}" for i in range(401, 411)}]  # fmt: skip
-        assert [int(r["seq"]) for r in after] == list(range(2, 12))
+        wait_until(lambda: system.venue.received_orders().total() >= 610, 30.0, "the orders")
+        after = [r for r in system.venue.find(dir="in", type="D")][400:]
+        assert [r["clordid"] for r in after] == [f"ord-{i}" for i in range(201, 411)]
+        assert [int(r["seq"]) for r in after] == list(range(2, 212))
         wait_until(lambda: sum(inbox_exec_ids(pg_dsn, system.adapter_id).values()) >= 10, 30.0,
                    "the new ExecutionReports")  # fmt: skip
         rows = sql(pg_dsn, "SELECT generation, seq_num FROM fix_inbox WHERE adapter_id = $1 "
@@ -295,6 +311,11 @@ def test_a_restored_database_goes_to_error_and_reset_starts_both_sides_at_1(
         assert [(r["generation"], r["seq_num"]) for r in rows] == [(1, s) for s in range(2, 12)]
         assert system.said("sequence reset requested by")
         assert system.said("sequence numbers reset to 1 (as requested by")
+
+
+def told_text(event: dict[str, Any]) -> str:
+    """QuickFIX's Logout text, as our event quotes it ("... logged out: TEXT. Our ...")."""
+    return str(event["description"]).split("logged out: ", 1)[1].split(". Our", 1)[0]
 
 
 def produce(dsn: str, adapter_id: str, first: int, last: int) -> None:

@@ -116,6 +116,7 @@ class FixSession:
         self._resend_until: int | None = None  # a ResendRequest of ours is outstanding
         self._resend_asked_at = 0.0
         self._awaiting_reset_ack = False
+        self._sent_reset = False  # our Logon on this connection carried ResetSeqNumFlag=Y
         self._next_outbox = self._next_reset_check = now
         self._stop: tuple[EndKind, str] | None = None
         self._logout: tuple[EndKind, str] = (EndKind.STOPPED, "")
@@ -279,6 +280,7 @@ class FixSession:
         await self._write(codec.encode(self._header, MsgType.LOGON, seq, sending_time, body))
         self._metrics.messages.labels("out", "admin").inc()
         if reset:
+            self._sent_reset = True
             self._report_reset(seq)
 
     def _report_reset(self, seq: int) -> None:
@@ -377,6 +379,8 @@ class FixSession:
         self._metrics.messages.labels("in", "admin" if message.is_admin else "app").inc()
         await self._check_envelope(message)
         if self.state in (State.AWAIT_LOGON, State.LOGON_SENT):
+            if message.msg_type == MsgType.LOGOUT:  # e.g. our Logon's MsgSeqNum is too low
+                await self._on_logout(message, message.seq_num or 0)
             await self._on_first_logon(message)
         else:
             await self._on_message(message)
@@ -413,7 +417,7 @@ class FixSession:
         if not self._initiator:
             self.heartbeat = float(heartbeat)  # the initiator proposes, the acceptor follows
             await self._answer_logon(message, seq)
-        elif message.flag(codec.RESET_SEQ_NUM_FLAG) and not self._wants_reset():
+        elif message.flag(codec.RESET_SEQ_NUM_FLAG) and not self._sent_reset:
             await self._send_logon(reset=True, expect_next=seq + 1)  # they reset: we follow
         else:
             await self._check_sequence(message, seq)
