@@ -93,8 +93,15 @@ def validate_fix_config(
         if key not in _EXPECTED:
             known = ", ".join(_EXPECTED)
             raise ValidationError(f"config.{key}: unknown field (known: {known})")
-    for field in ("role", "begin_string", "sender_comp_id", "target_comp_id", "host", "port",
-                  "heartbeat_interval_seconds"):  # fmt: skip
+    for field in (
+        "role",
+        "begin_string",
+        "sender_comp_id",
+        "target_comp_id",
+        "host",
+        "port",
+        "heartbeat_interval_seconds",
+    ):
         if config.get(field) is None:
             raise ValidationError(f"config.{field}: required, expected {_EXPECTED[field]}")
     try:
@@ -105,12 +112,12 @@ def validate_fix_config(
             raise _error(field, config.get(field)) from None
         raise ValidationError(f"config: {exc}") from None
     _check_values(parsed)
-    if parsed.data_dictionary is not None and artifacts is not None:
-        if parsed.data_dictionary not in artifacts:
-            raise ValidationError(
-                f"config.data_dictionary: artifact {parsed.data_dictionary!r} must also be "
-                "listed in the adapter's artifacts"
-            )
+    named = parsed.data_dictionary
+    if named is not None and artifacts is not None and named not in artifacts:
+        raise ValidationError(
+            f"config.data_dictionary: artifact {parsed.data_dictionary!r} must also be "
+            "listed in the adapter's artifacts"
+        )
     return parsed
 
 

@@ -217,7 +217,9 @@ async def _check_artifacts(ctx: Context, names: list[str] | None) -> None:
         raise ValidationError(f"artifacts do not exist: {', '.join(missing)}")
 
 
-def _check_connector_config(connector: str, config: Mapping[str, Any], artifacts: list[str]) -> None:
+def _check_connector_config(
+    connector: str, config: Mapping[str, Any], artifacts: list[str]
+) -> None:
     """FIX hook (issue #16), to become a per-connector registry: a `fix` adapter's
     resulting config must pass the shared schema (400 naming the field, nothing changed)."""
     if connector == FIX_CONNECTOR:

@@ -26,9 +26,22 @@ from typing import Any
 import quickfix as fix
 
 SHARE = Path(sys.prefix) / "share" / "quickfix"
-TAGS = {"seq": 34, "type": 35, "possdup": 43, "text": 58, "begin": 7, "end": 16, "new": 36,
-        "gapfill": 123, "reset": 141, "testreqid": 112, "ref": 45, "reason": 373,
-        "clordid": 11, "execid": 17}  # fmt: skip
+TAGS = {
+    "seq": 34,
+    "type": 35,
+    "possdup": 43,
+    "text": 58,
+    "begin": 7,
+    "end": 16,
+    "new": 36,
+    "gapfill": 123,
+    "reset": 141,
+    "testreqid": 112,
+    "ref": 45,
+    "reason": 373,
+    "clordid": 11,
+    "execid": 17,
+}
 
 
 def settings_text(config: dict[str, Any], root: Path) -> str:
@@ -55,8 +68,11 @@ def settings_text(config: dict[str, Any], root: Path) -> str:
         f"TargetCompID={config['target']}",
     ]
     if fixt:
-        lines += ["DefaultApplVerID=FIX.5.0SP2", f"TransportDataDictionary={SHARE / 'FIXT11.xml'}",
-                  f"AppDataDictionary={SHARE / 'FIX50SP2.xml'}"]  # fmt: skip
+        lines += [
+            "DefaultApplVerID=FIX.5.0SP2",
+            f"TransportDataDictionary={SHARE / 'FIXT11.xml'}",
+            f"AppDataDictionary={SHARE / 'FIX50SP2.xml'}",
+        ]
     else:
         lines.append(f"DataDictionary={SHARE / (config['begin_string'].replace('.', '') + '.xml')}")
     if config["role"] == "acceptor":
@@ -92,8 +108,13 @@ class Recorder(fix.Application):  # type: ignore[misc]
 
     def onLogon(self, session_id: Any) -> None:
         session = fix.Session.lookupSession(session_id)
-        self.write({"event": "logon", "next_sender": session.getExpectedSenderNum(),
-                    "next_target": session.getExpectedTargetNum()})  # fmt: skip
+        self.write(
+            {
+                "event": "logon",
+                "next_sender": session.getExpectedSenderNum(),
+                "next_target": session.getExpectedTargetNum(),
+            }
+        )
 
     def onLogout(self, session_id: Any) -> None:
         self.write({"event": "logout"})

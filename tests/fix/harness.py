@@ -29,8 +29,9 @@ T = TypeVar("T")
 WAIT_SECONDS = 30.0
 
 
-async def eventually(condition: Callable[[], Awaitable[T | None]], what: str,
-                     timeout: float = WAIT_SECONDS) -> T:  # fmt: skip
+async def eventually(
+    condition: Callable[[], Awaitable[T | None]], what: str, timeout: float = WAIT_SECONDS
+) -> T:
     """Await `condition` until it is truthy; fail at the deadline."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -44,9 +45,16 @@ async def eventually(condition: Callable[[], Awaitable[T | None]], what: str,
 
 def fix_config(role: str, begin_string: str, port: int, **extra: Any) -> dict[str, Any]:
     """Our side's config; the heartbeat is 1 s so heartbeats and TestRequests show in seconds."""
-    config = {"role": role, "begin_string": begin_string, "sender_comp_id": US,
-              "target_comp_id": VENUE, "host": "127.0.0.1", "port": port,
-              "heartbeat_interval_seconds": 1, "reconnect_interval_seconds": 0.5}  # fmt: skip
+    config = {
+        "role": role,
+        "begin_string": begin_string,
+        "sender_comp_id": US,
+        "target_comp_id": VENUE,
+        "host": "127.0.0.1",
+        "port": port,
+        "heartbeat_interval_seconds": 1,
+        "reconnect_interval_seconds": 0.5,
+    }
     config.update(extra)
     return config
 
@@ -71,17 +79,30 @@ class FixHarness:
     def _report(self, slot: str, status: SessionStatus, detail: str) -> None:
         self.statuses.append((status, detail))
 
-    def _emit(self, adapter_id: str, level: EventLevel, category: EventCategory,
-              description: str, details: Mapping[str, Any]) -> None:  # fmt: skip
+    def _emit(
+        self,
+        adapter_id: str,
+        level: EventLevel,
+        category: EventCategory,
+        description: str,
+        details: Mapping[str, Any],
+    ) -> None:
         self.events.append((level, description))
 
     async def start(self, epoch: int | None = None, pod: str | None = None) -> FixConnector:
         self.epoch, self.pod = epoch or self.epoch, pod or self.pod
-        info = SessionInfo(self.slot, self.adapter_id, self.epoch, self.pod, "fix",
-                           self.config, self.artifacts)  # fmt: skip
-        context = SessionContext(info, self.db, FencedState(SessionStateStore(self.db), info),
-                                 ArtifactRepository(self.db), self._emit, self._report,
-                                 metrics=self.registry)  # fmt: skip
+        info = SessionInfo(
+            self.slot, self.adapter_id, self.epoch, self.pod, "fix", self.config, self.artifacts
+        )
+        context = SessionContext(
+            info,
+            self.db,
+            FencedState(SessionStateStore(self.db), info),
+            ArtifactRepository(self.db),
+            self._emit,
+            self._report,
+            metrics=self.registry,
+        )
         await context.state.claim()
         await context.pin_artifacts()
         self.connector = FixConnector()
@@ -103,31 +124,41 @@ class FixHarness:
         return self.registry.get_sample_value(name, labels) or 0.0
 
 
-async def create_adapter(db: Database, config: Mapping[str, Any], name: str = "venue",
-                         artifacts: tuple[str, ...] = ()) -> str:  # fmt: skip
-    record = await AdapterRepository(db).create(name, "fix", DeploymentMode.SINGLE, dict(config),
-                                                artifacts=list(artifacts))  # fmt: skip
+async def create_adapter(
+    db: Database, config: Mapping[str, Any], name: str = "venue", artifacts: tuple[str, ...] = ()
+) -> str:
+    record = await AdapterRepository(db).create(
+        name, "fix", DeploymentMode.SINGLE, dict(config), artifacts=list(artifacts)
+    )
     return record.id
 
 
 async def upload_dictionary(db: Database, begin_string: str) -> str:
     name = f"dict-{begin_string.replace('.', '')}"
-    await ArtifactRepository(db).put(name, dictionary_file(begin_string).read_bytes(),
-                                     "application/xml")  # fmt: skip
+    await ArtifactRepository(db).put(
+        name, dictionary_file(begin_string).read_bytes(), "application/xml"
+    )
     return name
 
 
 def new_order(order_id: int, *, fixt: bool = False) -> list[list[Any]]:
     """A NewOrderSingle body as an outbox row's ``fields`` (valid for 4.4 and 5.0 SP2)."""
-    fields: list[list[Any]] = [[11, f"ord-{order_id}"], [55, "RAFT"], [54, "1"],
-                               [60, "20260101-00:00:00.000"], [38, 100], [40, "1"]]  # fmt: skip
+    fields: list[list[Any]] = [
+        [11, f"ord-{order_id}"],
+        [55, "RAFT"],
+        [54, "1"],
+        [60, "20260101-00:00:00.000"],
+        [38, 100],
+        [40, "1"],
+    ]
     if not fixt:
         fields.append([21, "1"])  # HandlInst: allowed in 4.4, required in 4.2
     return fields
 
 
-async def enqueue_orders(db: Database, adapter_id: str, first: int, last: int,
-                         *, fixt: bool = False) -> None:  # fmt: skip
+async def enqueue_orders(
+    db: Database, adapter_id: str, first: int, last: int, *, fixt: bool = False
+) -> None:
     async with db.connection() as conn:
         await conn.executemany(
             "INSERT INTO fix_outbox (adapter_id, msg_type, fields) VALUES ($1, 'D', $2)",
@@ -145,12 +176,14 @@ async def inbox_exec_ids(db: Database, adapter_id: str) -> Counter[str]:
 
 
 async def sequences(db: Database, slot: str) -> dict[str, Any]:
-    return {k: v for k, v in (await SessionStateStore(db).get_all(slot)).items()
-            if k.startswith("fix.")}  # fmt: skip
+    return {
+        k: v for k, v in (await SessionStateStore(db).get_all(slot)).items() if k.startswith("fix.")
+    }
 
 
-async def produce_orders(db: Database, adapter_id: str, total: int, rate: float,
-                         *, fixt: bool = False) -> None:  # fmt: skip
+async def produce_orders(
+    db: Database, adapter_id: str, total: int, rate: float, *, fixt: bool = False
+) -> None:
     """Insert `total` orders into the outbox at about `rate` per second (batches of 1/20 s)."""
     batch = max(1, int(rate / 20))
     loop = asyncio.get_running_loop()

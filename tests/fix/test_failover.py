@@ -72,13 +72,19 @@ def fix_system(tmp_path: Path, dsn: str) -> Iterator[System]:
         with running_cluster(tmp_path, dsn) as cluster:
             wait_until(lambda: all(cluster.ready(r) for r in cluster.replicas), 60.0, "replicas")
             pods += [start_pod(cluster, f"pod-{i}", tmp_path) for i in range(2)]
-            body = {"name": "venue", "connector": "fix", "mode": "active_passive",
-                    "config": fix_config("initiator", "FIX.4.4", port)}  # fmt: skip
+            body = {
+                "name": "venue",
+                "connector": "fix",
+                "mode": "active_passive",
+                "config": fix_config("initiator", "FIX.4.4", port),
+            }
             created = call("POST", cluster.replicas[0].api_url + "/api/v1/adapters", body)
             assert created.status == 201, created.body
             system = System(cluster, pods, venue, created.body["id"])
-            assert call("POST", f"{system.api}/api/v1/adapters/{system.adapter_id}/enable"
-                        ).status == 202  # fmt: skip
+            assert (
+                call("POST", f"{system.api}/api/v1/adapters/{system.adapter_id}/enable").status
+                == 202
+            )
             yield system
     except BaseException:
         for pod in pods:
@@ -140,11 +146,18 @@ def _json(value: Any) -> Any:
 
 
 def check_exactly_once(system: System, dsn: str, total: int = MESSAGES) -> None:
-    orders = wait_until(lambda: (c := system.venue.received_orders()).total() >= total and c,
-                        90.0, "every order at QuickFIX")  # fmt: skip
+    orders = wait_until(
+        lambda: (c := system.venue.received_orders()).total() >= total and c,
+        90.0,
+        "every order at QuickFIX",
+    )
     assert orders == {f"ord-{i}": 1 for i in range(1, total + 1)}
-    inbox = wait_until(lambda: (f := inbox_exec_ids(dsn, system.adapter_id)) and
-                       sum(f.values()) >= total and f, 90.0, "every ExecutionReport stored")  # fmt: skip
+
+    def stored() -> dict[str, int] | None:
+        found = inbox_exec_ids(dsn, system.adapter_id)
+        return found if sum(found.values()) >= total else None
+
+    inbox = wait_until(stored, 90.0, "every ExecutionReport stored")
     assert inbox == {f"er-{i}": 1 for i in range(1, total + 1)}
     assert system.venue.problems() == [], "QuickFIX rejected a message or a sequence number"
 
@@ -186,10 +199,14 @@ def test_kill_9_of_the_owner_mid_stream_the_standby_continues_the_sequence(
 
 
 def old_epoch_rows(dsn: str, adapter_id: str, epoch: int) -> tuple[int, int, int]:
-    [row] = sql(dsn, "SELECT (SELECT count(*) FROM fix_journal WHERE epoch = $1) AS j, "
-                "(SELECT count(*) FROM fix_inbox WHERE epoch = $1 AND adapter_id = $2) AS i, "
-                "(SELECT count(*) FROM fix_outbox WHERE epoch = $1 AND adapter_id = $2) AS o",
-                epoch, adapter_id)  # fmt: skip
+    [row] = sql(
+        dsn,
+        "SELECT (SELECT count(*) FROM fix_journal WHERE epoch = $1) AS j, "
+        "(SELECT count(*) FROM fix_inbox WHERE epoch = $1 AND adapter_id = $2) AS i, "
+        "(SELECT count(*) FROM fix_outbox WHERE epoch = $1 AND adapter_id = $2) AS o",
+        epoch,
+        adapter_id,
+    )
     return int(row["j"]), int(row["i"]), int(row["o"])
 
 
@@ -210,8 +227,11 @@ def test_a_paused_owner_wakes_after_its_lease_moved_and_sends_nothing(
             second = wait_until(lambda: active_elsewhere(system, zombie.pod_id), 30.0, "takeover")
             frozen = old_epoch_rows(pg_dsn, system.adapter_id, first["epoch"])
             logons = len(system.venue.find(dir="in", type="A"))
-            wait_until(lambda: system.venue.received_orders().total() >= 2_500, 60.0,
-                       "the new owner sending")  # fmt: skip
+            wait_until(
+                lambda: system.venue.received_orders().total() >= 2_500,
+                60.0,
+                "the new owner sending",
+            )
         finally:
             zombie.process.send_signal(signal.SIGCONT)
 
@@ -249,15 +269,24 @@ def restore(dsn: str, slot: str, saved: dict[str, Any]) -> None:
         try:
             sender, target = saved["fix.next_sender_seq"], saved["fix.next_target_seq"]
             for key, value in saved.items():
-                await conn.execute("UPDATE session_state SET value = $3::jsonb WHERE session = $1 "
-                                   "AND key = $2", slot, key, json.dumps(value))  # fmt: skip
-            await conn.execute("DELETE FROM fix_journal WHERE slot = $1 AND seq_num >= $2",
-                               slot, sender)  # fmt: skip
-            await conn.execute("DELETE FROM fix_inbox WHERE slot = $1 AND seq_num >= $2",
-                               slot, target)  # fmt: skip
-            await conn.execute("UPDATE fix_outbox SET sent_at = NULL, seq_num = NULL, slot = NULL, "
-                               "generation = NULL, epoch = NULL WHERE slot = $1 AND seq_num >= $2",
-                               slot, sender)  # fmt: skip
+                await conn.execute(
+                    "UPDATE session_state SET value = $3::jsonb WHERE session = $1 AND key = $2",
+                    slot,
+                    key,
+                    json.dumps(value),
+                )
+            await conn.execute(
+                "DELETE FROM fix_journal WHERE slot = $1 AND seq_num >= $2", slot, sender
+            )
+            await conn.execute(
+                "DELETE FROM fix_inbox WHERE slot = $1 AND seq_num >= $2", slot, target
+            )
+            await conn.execute(
+                "UPDATE fix_outbox SET sent_at = NULL, seq_num = NULL, slot = NULL, "
+                "generation = NULL, epoch = NULL WHERE slot = $1 AND seq_num >= $2",
+                slot,
+                sender,
+            )
         finally:
             await conn.close()
 
@@ -276,16 +305,19 @@ def test_a_restored_database_goes_to_error_and_reset_starts_both_sides_at_1(
         saved = session_state(pg_dsn, slot)  # the backup
         produce(pg_dsn, system.adapter_id, 201, 400)
         system.venue.wait_for_orders(400, 30.0)
-        assert call("POST", f"{system.api}/api/v1/adapters/{system.adapter_id}/disable"
-                    ).status == 202  # fmt: skip
+        assert (
+            call("POST", f"{system.api}/api/v1/adapters/{system.adapter_id}/disable").status == 202
+        )
         wait_until(lambda: (s := system.state()) and s["status"] == "INACTIVE", 30.0, "INACTIVE")
         restore(pg_dsn, slot, saved)
-        assert call("POST", f"{system.api}/api/v1/adapters/{system.adapter_id}/enable"
-                    ).status == 202  # fmt: skip
+        assert (
+            call("POST", f"{system.api}/api/v1/adapters/{system.adapter_id}/enable").status == 202
+        )
         wait_until(lambda: (s := system.state()) and s["status"] == "ERROR", 30.0, "ERROR")
         # The connector's own event says what happened and what to do.
-        [told] = wait_until(lambda: system.said("Our outbound MsgSeqNum is behind"), 20.0,
-                            "the explanatory event")  # fmt: skip
+        [told] = wait_until(
+            lambda: system.said("Our outbound MsgSeqNum is behind"), 20.0, "the explanatory event"
+        )
         assert told["level"] == "error" and "MsgSeqNum too low" in told["description"]
         assert "/reset" in told["description"] and "restore" in told["description"]
         assert system.venue.received_orders().total() == 400  # nothing sent under old numbers
@@ -304,10 +336,16 @@ def test_a_restored_database_goes_to_error_and_reset_starts_both_sides_at_1(
         after = [r for r in system.venue.find(dir="in", type="D")][400:]
         assert [r["clordid"] for r in after] == [f"ord-{i}" for i in range(201, 411)]
         assert [int(r["seq"]) for r in after] == list(range(2, 212))
-        wait_until(lambda: sum(inbox_exec_ids(pg_dsn, system.adapter_id).values()) >= 10, 30.0,
-                   "the new ExecutionReports")  # fmt: skip
-        rows = sql(pg_dsn, "SELECT generation, seq_num FROM fix_inbox WHERE adapter_id = $1 "
-                   "ORDER BY seq_num", system.adapter_id)  # fmt: skip
+        wait_until(
+            lambda: sum(inbox_exec_ids(pg_dsn, system.adapter_id).values()) >= 10,
+            30.0,
+            "the new ExecutionReports",
+        )
+        rows = sql(
+            pg_dsn,
+            "SELECT generation, seq_num FROM fix_inbox WHERE adapter_id = $1 ORDER BY seq_num",
+            system.adapter_id,
+        )
         assert [(r["generation"], r["seq_num"]) for r in rows] == [(1, s) for s in range(2, 12)]
         assert system.said("sequence reset requested by")
         assert system.said("sequence numbers reset to 1 (as requested by")

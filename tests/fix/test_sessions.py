@@ -88,12 +88,18 @@ async def test_ten_thousand_messages_each_way_validated_then_a_clean_logout(
 
             # The dictionary, both ways: a bad outbox row is refused and never sent, a bad
             # inbound message is answered with Reject(3), RequiredTagMissing, and not stored.
-            await db.execute("INSERT INTO fix_outbox (adapter_id, msg_type, fields) "
-                             "VALUES ($1, 'D', $2)", adapter_id, [[55, "RAFT"]])  # fmt: skip
+            await db.execute(
+                "INSERT INTO fix_outbox (adapter_id, msg_type, fields) VALUES ($1, 'D', $2)",
+                adapter_id,
+                [[55, "RAFT"]],
+            )
 
             async def refused() -> bool:
-                return bool(await db.fetchval(
-                    "SELECT rejected FROM fix_outbox WHERE fields = $1", [[55, "RAFT"]]))
+                return bool(
+                    await db.fetchval(
+                        "SELECT rejected FROM fix_outbox WHERE fields = $1", [[55, "RAFT"]]
+                    )
+                )
 
             await eventually(refused, "the bad outbox row refused")
             venue.order(cmd="invalid")
@@ -109,10 +115,14 @@ async def test_ten_thousand_messages_each_way_validated_then_a_clean_logout(
             assert venue.received_orders().total() == MESSAGES
             assert stored["fix.next_sender_seq"] > MESSAGES
             assert stored["fix.next_target_seq"] > MESSAGES
-            assert harness.metric("raftorch_fix_messages_total", direction="out",
-                                  kind="app") == MESSAGES  # fmt: skip
-            assert harness.metric("raftorch_fix_messages_total", direction="in",
-                                  kind="app") == MESSAGES + 1  # fmt: skip
+            assert (
+                harness.metric("raftorch_fix_messages_total", direction="out", kind="app")
+                == MESSAGES
+            )
+            assert (
+                harness.metric("raftorch_fix_messages_total", direction="in", kind="app")
+                == MESSAGES + 1
+            )
     except BaseException:
         print(venue.logs())
         raise

@@ -38,14 +38,23 @@ class Venue:
 
     def start(self) -> Venue:
         self.root.mkdir(parents=True, exist_ok=True)
-        config = {"role": self.role, "begin_string": self.begin_string, "port": self.port,
-                  "sender": VENUE, "target": US, "heartbeat": self.heartbeat}  # fmt: skip
+        config = {
+            "role": self.role,
+            "begin_string": self.begin_string,
+            "port": self.port,
+            "sender": VENUE,
+            "target": US,
+            "heartbeat": self.heartbeat,
+        }
         (self.root / "config.json").write_text(json.dumps(config))
         log = (self.root / "stdout.log").open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.fix.counterparty", str(self.root / "config.json")],
-            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         log.close()
         wait_until(lambda: self.find(event="started"), 20.0, "QuickFIX to start")
         return self
@@ -88,17 +97,26 @@ class Venue:
         return Counter(r["clordid"] for r in self.find(dir="in", type="D"))
 
     def wait_for_orders(self, count: int, timeout: float) -> Counter[str]:
-        return wait_until(lambda: (c := self.received_orders()).total() >= count and c,
-                          timeout, f"QuickFIX to receive {count} orders")  # fmt: skip
+        return wait_until(
+            lambda: (c := self.received_orders()).total() >= count and c,
+            timeout,
+            f"QuickFIX to receive {count} orders",
+        )
 
     def problems(self) -> list[dict[str, Any]]:
         """Rejects QuickFIX sent, and Logouts of its that complain about sequence numbers."""
-        return [r for r in self.records() if r.get("dir") == "out" and (
-            r.get("type") == "3" or (r.get("type") == "5" and "MsgSeqNum" in r.get("text", "")))]
+        return [
+            r
+            for r in self.records()
+            if r.get("dir") == "out"
+            and (
+                r.get("type") == "3" or (r.get("type") == "5" and "MsgSeqNum" in r.get("text", ""))
+            )
+        ]
 
     def logs(self) -> str:
         out = []
-        for path in sorted(self.root.glob("log/*.event.log")) + [self.root / "stdout.log"]:
+        for path in [*sorted(self.root.glob("log/*.event.log")), self.root / "stdout.log"]:
             if path.exists():
                 out.append(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
         return "\n".join(out)

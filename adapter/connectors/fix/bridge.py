@@ -106,9 +106,7 @@ class Bridge:
             await conn.executemany("UPDATE fix_outbox SET rejected = $2 WHERE id = $1", bad)
         return good, len(bad)
 
-    async def mark_sent(
-        self, conn: Any, sent: Sequence[tuple[int, int]], generation: int
-    ) -> None:
+    async def mark_sent(self, conn: Any, sent: Sequence[tuple[int, int]], generation: int) -> None:
         """Record (row id, MsgSeqNum) pairs as sent by this epoch."""
         info = self._info
         await conn.executemany(
@@ -126,9 +124,18 @@ class Bridge:
             "poss_dup, sending_time, raw, epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
             "$10)",
             [
-                (info.adapter_id, info.slot, generation, m.seq_num, m.msg_type,
-                 [[tag, value] for tag, value in m.body()], m.flag(43), m.get(52) or "",
-                 m.raw, info.epoch)
+                (
+                    info.adapter_id,
+                    info.slot,
+                    generation,
+                    m.seq_num,
+                    m.msg_type,
+                    [[tag, value] for tag, value in m.body()],
+                    m.flag(43),
+                    m.get(52) or "",
+                    m.raw,
+                    info.epoch,
+                )
                 for m in messages
             ],
-        )  # fmt: skip
+        )

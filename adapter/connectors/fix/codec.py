@@ -32,11 +32,43 @@ ENCRYPT_METHOD, HEART_BT_INT, RESET_SEQ_NUM_FLAG, TEST_REQ_ID = 98, 108, 141, 11
 DEFAULT_APPL_VER_ID = 1137
 
 HEADER_TAGS = frozenset(
-    {BEGIN_STRING, BODY_LENGTH, MSG_TYPE, SENDER_COMP_ID, TARGET_COMP_ID, MSG_SEQ_NUM,
-     SENDING_TIME, POSS_DUP_FLAG, POSS_RESEND, ORIG_SENDING_TIME, APPL_VER_ID, CHECKSUM,
-     115, 116, 128, 129, 142, 143, 144, 145, 50, 57, 90, 91, 212, 213, 347, 369, 627, 628,
-     629, 630, 1129, 1156}
-)  # fmt: skip
+    {
+        BEGIN_STRING,
+        BODY_LENGTH,
+        MSG_TYPE,
+        SENDER_COMP_ID,
+        TARGET_COMP_ID,
+        MSG_SEQ_NUM,
+        SENDING_TIME,
+        POSS_DUP_FLAG,
+        POSS_RESEND,
+        ORIG_SENDING_TIME,
+        APPL_VER_ID,
+        CHECKSUM,
+        115,
+        116,
+        128,
+        129,
+        142,
+        143,
+        144,
+        145,
+        50,
+        57,
+        90,
+        91,
+        212,
+        213,
+        347,
+        369,
+        627,
+        628,
+        629,
+        630,
+        1129,
+        1156,
+    }
+)
 """Header and trailer tags (FIX 4.2-5.0): never part of an application body."""
 
 

@@ -17,7 +17,7 @@ import logging
 
 from adapter.connectors import Backoff, cancel_and_wait
 from adapter.connectors.fix.dictionary import DataDictionary
-from adapter.connectors.fix.session import EndKind, Ended, FixSession
+from adapter.connectors.fix.session import Ended, EndKind, FixSession
 from adapter.connectors.fix.store import SequenceStore
 from adapter.sdk import Connector, SessionContext, SessionInfo, SessionStatus
 from persistence.errors import ConfigError, RaftorchError, ValidationError
@@ -114,13 +114,13 @@ class FixConnector(Connector):
         if self._server is not None:
             return True
         try:
-            self._server = await asyncio.start_server(self._on_connection, config.host,
-                                                      config.port)  # fmt: skip
+            self._server = await asyncio.start_server(self._on_connection, config.host, config.port)
         except OSError as exc:
             self._problem(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
             return False
-        log.info("fix acceptor listening session=%s on=%s:%d", self._slot(), config.host,
-                 config.port)  # fmt: skip
+        log.info(
+            "fix acceptor listening session=%s on=%s:%d", self._slot(), config.host, config.port
+        )
         return True
 
     async def _unlisten(self) -> None:
@@ -190,8 +190,15 @@ class FixConnector(Connector):
                         streams[1].transport.abort()
                     continue
                 await store.load()  # start each connection from what is durably stored
-                self._session = FixSession(config, context, store, dictionary, streams,
-                                           reset=reset, on_logon=self._logged_on)  # fmt: skip
+                self._session = FixSession(
+                    config,
+                    context,
+                    store,
+                    dictionary,
+                    streams,
+                    reset=reset,
+                    on_logon=self._logged_on,
+                )
                 try:
                     ended = await self._session.run()
                 finally:
@@ -212,14 +219,17 @@ class FixConnector(Connector):
         try:
             return await context.state.pending_reset()
         except RaftorchError as exc:
-            log.warning("reset request check failed session=%s error=%s", self._slot(),
-                        exc.message)  # fmt: skip
+            log.warning("reset request check failed session=%s error=%s", self._slot(), exc.message)
             return None
 
     async def _after(self, ended: Ended, config: FixConfig, backoff: Backoff) -> bool:
         """Report how a connection ended and wait before the next; True: hold for an operator."""
-        log.info("fix session ended session=%s kind=%s reason=%s", self._slot(),
-                 ended.kind.value, ended.reason)  # fmt: skip
+        log.info(
+            "fix session ended session=%s kind=%s reason=%s",
+            self._slot(),
+            ended.kind.value,
+            ended.reason,
+        )
         if ended.logged_on:
             backoff.reset()
         if ended.kind is EndKind.STOPPED:
@@ -229,8 +239,10 @@ class FixConnector(Connector):
             self._fenced(ended.reason)
             return False
         if ended.kind is EndKind.SEQUENCE_TOO_LOW:
-            self._report(SessionStatus.ERROR, f"{ended.reason}. Needs an operator: see the "
-                                              "adapter's event log")  # fmt: skip
+            self._report(
+                SessionStatus.ERROR,
+                f"{ended.reason}. Needs an operator: see the adapter's event log",
+            )
             self._event(f"{ended.reason}. {TOO_LOW_ADVICE}", level=EventLevel.ERROR)
             return True
         if ended.kind is EndKind.RESET:

@@ -70,8 +70,9 @@ class DataDictionary:
         except ET.ParseError as exc:
             raise ValidationError(f"{name} is not XML: {exc}") from None
         if root.tag != "fix" or root.find("fields") is None or root.find("messages") is None:
-            raise ValidationError(f"{name} is not a QuickFIX data dictionary (<fix> with "
-                                  "<fields> and <messages>)")  # fmt: skip
+            raise ValidationError(
+                f"{name} is not a QuickFIX data dictionary (<fix> with <fields> and <messages>)"
+            )
         try:
             return _Parser(root).build()
         except (KeyError, ValueError) as exc:
@@ -105,7 +106,9 @@ class DataDictionary:
                 TAG_NOT_DEFINED_FOR_TYPE, f"tag {tag} ({field.name}) is not in {message.name}", tag
             )
         if field.type in _INT_TYPES and not _INT.match(value):
-            return Problem(INCORRECT_DATA_FORMAT, f"tag {tag} ({field.name}) is not an integer", tag)
+            return Problem(
+                INCORRECT_DATA_FORMAT, f"tag {tag} ({field.name}) is not an integer", tag
+            )
         if field.type in _FLOAT_TYPES and not _FLOAT.match(value):
             return Problem(INCORRECT_DATA_FORMAT, f"tag {tag} ({field.name}) is not a number", tag)
         if field.values:
@@ -124,9 +127,7 @@ class _Parser:
     def __init__(self, root: ET.Element) -> None:
         self._root = root
         self._numbers: dict[str, int] = {}
-        self._components = {
-            c.attrib["name"]: c for c in root.iterfind("components/component")
-        }
+        self._components = {c.attrib["name"]: c for c in root.iterfind("components/component")}
 
     def build(self) -> DataDictionary:
         fields: dict[int, FieldDef] = {}
@@ -137,13 +138,13 @@ class _Parser:
             self._numbers[node.attrib["name"]] = number
         envelope: set[int] = set()
         for section in ("header", "trailer"):
-            node = self._root.find(section)
-            if node is not None:
-                envelope |= self._tags(node, required_only=False)
+            part = self._root.find(section)
+            if part is not None:
+                envelope |= self._tags(part, required_only=False)
         messages = {}
         for node in self._root.iterfind("messages/message"):
-            allowed = self._tags(node, required_only=False) | envelope
-            required = self._tags(node, required_only=True)
+            allowed = frozenset(self._tags(node, required_only=False) | envelope)
+            required = frozenset(self._tags(node, required_only=True))
             messages[node.attrib["msgtype"]] = MessageDef(node.attrib["name"], required, allowed)
         root = self._root.attrib
         version = f"{root.get('type', 'FIX')}.{root.get('major', '?')}.{root.get('minor', '?')}"
@@ -168,6 +169,7 @@ class _Parser:
                 if not required_only:  # members are checked only when a group is present
                     tags |= self._tags(child, required_only=False, depth=depth + 1)
             elif child.tag == "component":
-                tags |= self._tags(self._components[name], required_only=required_only,
-                                   depth=depth + 1)  # fmt: skip
+                tags |= self._tags(
+                    self._components[name], required_only=required_only, depth=depth + 1
+                )
         return tags

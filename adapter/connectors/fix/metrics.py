@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from typing import ClassVar
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -14,10 +15,10 @@ from prometheus_client import CollectorRegistry, Counter
 class FixMetrics:
     """The counters of one registry; `FixMetrics.of(registry)` hands out one per registry."""
 
-    _instances: weakref.WeakKeyDictionary[CollectorRegistry, FixMetrics] = (
+    _instances: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, FixMetrics]] = (
         weakref.WeakKeyDictionary()
     )
-    _lock = threading.Lock()
+    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.messages = Counter(

@@ -67,8 +67,16 @@ class ResendResponder:
                 frames.append(self._gap_fill(gap_from, seq))
                 gap_from = None
             body = codec.split_body(entry.body)
-            frames.append(codec.encode(self._header, entry.msg_type, seq, codec.timestamp(),
-                                       body, orig_sending_time=entry.sending_time))  # fmt: skip
+            frames.append(
+                codec.encode(
+                    self._header,
+                    entry.msg_type,
+                    seq,
+                    codec.timestamp(),
+                    body,
+                    orig_sending_time=entry.sending_time,
+                )
+            )
         if gap_from is not None:
             frames.append(self._gap_fill(gap_from, end + 1))
         await self._write(b"".join(frames))
@@ -80,5 +88,6 @@ class ResendResponder:
             (codec.GAP_FILL_FLAG, "Y"),
             (codec.NEW_SEQ_NO, str(new_seq)),
         ]
-        return codec.encode(self._header, MsgType.SEQUENCE_RESET, seq, now, body,
-                            orig_sending_time=now)  # fmt: skip
+        return codec.encode(
+            self._header, MsgType.SEQUENCE_RESET, seq, now, body, orig_sending_time=now
+        )

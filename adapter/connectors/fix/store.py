@@ -66,8 +66,9 @@ class SeqTransaction:
         """The next MsgSeqNum and its SendingTime, journalled when the transaction commits."""
         seq, sending_time = self.seqs.next_sender, timestamp()
         info = self.fenced.info
-        self._journal.append((info.slot, self.seqs.generation, seq, msg_type, body,
-                              sending_time, info.epoch))  # fmt: skip
+        self._journal.append(
+            (info.slot, self.seqs.generation, seq, msg_type, body, sending_time, info.epoch)
+        )
         self.seqs = replace(self.seqs, next_sender=seq + 1)
         self._dirty.add(SENDER_KEY)
         return seq, sending_time
@@ -92,8 +93,11 @@ class SeqTransaction:
                 self._journal,
             )
             self._journal.clear()
-        values = {SENDER_KEY: self.seqs.next_sender, TARGET_KEY: self.seqs.next_target,
-                  GENERATION_KEY: self.seqs.generation}  # fmt: skip
+        values = {
+            SENDER_KEY: self.seqs.next_sender,
+            TARGET_KEY: self.seqs.next_target,
+            GENERATION_KEY: self.seqs.generation,
+        }
         for key in sorted(self._dirty):
             await self.fenced.put(key, values[key])
         self._dirty.clear()
