@@ -43,6 +43,15 @@ async def eventually(
         await asyncio.sleep(0.02)
 
 
+async def until(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Wait until the synchronous `condition` is truthy; fail at the deadline."""
+
+    async def check() -> bool:
+        return bool(condition())
+
+    await eventually(check, what, timeout)
+
+
 def fix_config(role: str, begin_string: str, port: int, **extra: Any) -> dict[str, Any]:
     """Our side's config; the heartbeat is 1 s so heartbeats and TestRequests show in seconds."""
     config = {

@@ -21,18 +21,12 @@ from tests.fix.harness import (
     fix_config,
     inbox_exec_ids,
     produce_orders,
+    until,
 )
 from tests.fix.venue import Venue
 
 MESSAGES = 3_000
 RATE = 1_000
-
-
-async def until(condition: object, what: str, timeout: float = 30.0) -> None:
-    async def check() -> bool:
-        return bool(condition() if callable(condition) else condition)
-
-    await eventually(check, what, timeout)
 
 
 @pytest.mark.timeout(120)

@@ -24,6 +24,7 @@ from tests.fix.harness import (
     fix_config,
     inbox_exec_ids,
     sequences,
+    until,
     upload_dictionary,
 )
 from tests.fix.venue import Venue
@@ -39,11 +40,24 @@ CASES = [
 ]
 
 
-async def until(condition: object, what: str, timeout: float = 30.0) -> None:
-    async def check() -> bool:
-        return bool(condition() if callable(condition) else condition)
+async def check_the_dictionary_both_ways(db: Database, adapter_id: str, venue: Venue) -> None:
+    # The dictionary, both ways: a bad outbox row is refused and never sent, a bad
+    # inbound message is answered with Reject(3), RequiredTagMissing, and not stored.
+    await db.execute(
+        "INSERT INTO fix_outbox (adapter_id, msg_type, fields) VALUES ($1, 'D', $2)",
+        adapter_id,
+        [[55, "RAFT"]],
+    )
 
-    await eventually(check, what, timeout)
+    async def refused() -> bool:
+        return bool(
+            await db.fetchval("SELECT rejected FROM fix_outbox WHERE fields = $1", [[55, "RAFT"]])
+        )
+
+    await eventually(refused, "the bad outbox row refused")
+    venue.order(cmd="invalid")
+    await until(lambda: venue.find(dir="in", type="3", reason="1"), "our Reject")
+    assert "invalid-1" not in await inbox_exec_ids(db, adapter_id)
 
 
 @pytest.mark.timeout(180)
@@ -86,25 +100,7 @@ async def test_ten_thousand_messages_each_way_validated_then_a_clean_logout(
             assert orders == {f"ord-{i}": 1 for i in range(1, MESSAGES + 1)}
             assert inbox == {f"er-{i}": 1 for i in range(1, MESSAGES + 1)}
 
-            # The dictionary, both ways: a bad outbox row is refused and never sent, a bad
-            # inbound message is answered with Reject(3), RequiredTagMissing, and not stored.
-            await db.execute(
-                "INSERT INTO fix_outbox (adapter_id, msg_type, fields) VALUES ($1, 'D', $2)",
-                adapter_id,
-                [[55, "RAFT"]],
-            )
-
-            async def refused() -> bool:
-                return bool(
-                    await db.fetchval(
-                        "SELECT rejected FROM fix_outbox WHERE fields = $1", [[55, "RAFT"]]
-                    )
-                )
-
-            await eventually(refused, "the bad outbox row refused")
-            venue.order(cmd="invalid")
-            await until(lambda: venue.find(dir="in", type="3", reason="1"), "our Reject")
-            assert "invalid-1" not in await inbox_exec_ids(db, adapter_id)
+            await check_the_dictionary_both_ways(db, adapter_id, venue)
 
             stored = await sequences(db, harness.slot)
             await harness.stop()
