@@ -309,6 +309,9 @@ def test_a_restored_database_goes_to_error_and_reset_starts_both_sides_at_1(
             call("POST", f"{system.api}/api/v1/adapters/{system.adapter_id}/disable").status == 202
         )
         wait_until(lambda: (s := system.state()) and s["status"] == "INACTIVE", 30.0, "INACTIVE")
+        # Disable logged out cleanly: our Logout, and QuickFIX's answer.
+        assert system.venue.find(dir="in", type="5", text="adapter stopped")
+        assert system.venue.find(dir="out", type="5")
         restore(pg_dsn, slot, saved)
         assert (
             call("POST", f"{system.api}/api/v1/adapters/{system.adapter_id}/enable").status == 202

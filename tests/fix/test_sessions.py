@@ -8,12 +8,14 @@ and records everything its application sees.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from adapter.sdk import SessionStatus
+from adapter.connectors.fix.connector import FixConnector
+from adapter.sdk import SessionInfo, SessionStatus
 from persistence.db import Database
 from persistence.localserver import free_ports
 from tests.fix.harness import (
@@ -124,3 +126,27 @@ async def test_ten_thousand_messages_each_way_validated_then_a_clean_logout(
         raise
     finally:
         venue.stop()
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+async def test_only_the_active_owner_of_an_acceptor_listens(pg_dsn: str) -> None:
+    [port] = free_ports(1)
+    async with Database(pg_dsn) as db:
+        config = fix_config("acceptor", "FIX.4.4", port)
+        adapter_id = await create_adapter(db, config)
+        harness = FixHarness(db, adapter_id, config)
+        standby = FixConnector()
+        await standby.prepare(SessionInfo(harness.slot, adapter_id, 1, "pod-b", "fix", config))
+        assert await asyncio.to_thread(refused, port), "a warm standby listens"
+        await harness.start()
+        assert not await asyncio.to_thread(refused, port), "the owner does not listen"
+        await harness.stop()
+        assert await asyncio.to_thread(refused, port), "still listening after stop()"
+        assert harness.statuses == []  # no Logon, so never ACTIVE: CLAIMING as it started
