@@ -81,7 +81,8 @@ class Agent:
                                 clock=clock)  # fmt: skip
         timeouts = Timeouts(config.start_timeout_seconds, config.stop_timeout_seconds)
         self.sessions = SessionManager(config.pod_id, self._types, self.db, self.events,
-                                       timeouts=timeouts, audit=self.audit)  # fmt: skip
+                                       timeouts=timeouts, audit=self.audit,
+                                       metrics_registry=metrics.registry)  # fmt: skip
         self.sessions.on_change = self.wake
         self.credential: str | None = None
         # Until registration tells the orchestrator's values: conservative placeholders.

@@ -17,9 +17,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from prometheus_client import CollectorRegistry
+
 from persistence.artifacts import ArtifactRepository
 from persistence.db import Connection, Database
-from persistence.session_state import SessionStateStore, put_in
+from persistence.session_state import ResetRequest, SessionStateStore, complete_reset_in, put_in
 from protocol.errors import NotFoundError, StaleEpochError
 from protocol.values import EventCategory, EventLevel
 
@@ -79,6 +81,11 @@ class FencedState:
             self._rejected(exc)
             raise
 
+    async def pending_reset(self) -> ResetRequest | None:
+        """The newest reset the admin asked for and nobody carried out yet (see
+        `FencedTransaction.complete_reset`), or None."""
+        return await self._store.pending_reset(self._info.slot)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FencedTransaction]:
         """One transaction that has passed the fence: the connector's own rows and its
@@ -101,6 +108,10 @@ class FencedTransaction:
     async def put(self, key: str, value: Any) -> None:
         await put_in(self.connection, self.info.slot, key, value, self.info.epoch)
 
+    async def complete_reset(self, request_id: int) -> None:
+        """Record, in this transaction, that the reset requests up to `request_id` are done."""
+        await complete_reset_in(self.connection, self.info.slot, request_id, self.info.epoch)
+
 
 EventSink = Callable[[str, EventLevel, EventCategory, str, Mapping[str, Any]], None]
 StatusSink = Callable[[str, SessionStatus, str], None]
@@ -117,6 +128,9 @@ class SessionContext:
     _emit: EventSink
     _report: StatusSink
     _pinned: dict[str, int] = field(default_factory=dict)
+    metrics: CollectorRegistry | None = None
+    """The pod's Prometheus registry, for connectors that export metrics (bounded labels
+    only: never a session or pod id). None when the runtime keeps no metrics."""
 
     async def pin_artifacts(self) -> None:
         """Fix the version of every referenced artifact (the runtime calls it at start)."""

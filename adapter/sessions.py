@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from adapter.sdk import Connector, FencedState, SessionContext, SessionInfo, SessionStatus
 from persistence.artifacts import ArtifactRepository
 from persistence.audit import DISABLED, AuditTrail
@@ -64,8 +66,10 @@ class SessionManager:
         *,
         timeouts: Timeouts,
         audit: AuditTrail = DISABLED,
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self._pod_id = pod_id
+        self._metrics_registry = metrics_registry  # handed to connectors (SessionContext)
         self._audit = audit
         self._types = connectors
         self._db = db
@@ -137,7 +141,8 @@ class SessionManager:
         else:
             connector = current.connector if current is not None else kind()
         state = FencedState(self._store, info, lambda exc: self._fence_rejected(info, exc))
-        context = SessionContext(info, self._db, state, self._artifacts, self.emit, self._report)
+        context = SessionContext(info, self._db, state, self._artifacts, self.emit, self._report,
+                                 metrics=self._metrics_registry)  # fmt: skip
         session = Session(info, connector, "ACTIVE", context=context)
         self.sessions[info.slot] = session
         self._audit.record("session_start", slot=info.slot, epoch=info.epoch)

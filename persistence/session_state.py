@@ -31,6 +31,12 @@ RETURNING epoch
 
 
 @dataclass(frozen=True, slots=True)
+class ResetRequest:
+    id: int
+    requested_by: str
+
+
+@dataclass(frozen=True, slots=True)
 class Fence:
     session: str
     epoch: int
@@ -110,6 +116,28 @@ class SessionStateStore:
         """Forget a session's state (the admin "reset session" action); the fence stays."""
         await self._db.execute("DELETE FROM session_state WHERE session = $1", session)
 
+    # Reset requests: the admin "reset" action for connectors that reset through their own
+    # fenced writes (a running owner picks the request up; nothing is deleted under it).
+
+    async def request_reset(self, session: str, requested_by: str) -> int:
+        """Ask the session's owner (now, or the next one) to reset; returns the request id."""
+        request_id: int = await self._db.fetchval(
+            "INSERT INTO session_reset_requests (session, requested_by) VALUES ($1, $2) "
+            "RETURNING id",
+            session,
+            requested_by,
+        )
+        return request_id
+
+    async def pending_reset(self, session: str) -> ResetRequest | None:
+        """The newest reset request not yet carried out, or None."""
+        row = await self._db.fetchrow(
+            "SELECT id, requested_by FROM session_reset_requests "
+            "WHERE session = $1 AND done_at IS NULL ORDER BY id DESC LIMIT 1",
+            session,
+        )
+        return ResetRequest(int(row["id"]), str(row["requested_by"])) if row else None
+
 
 async def put_in(conn: Connection, session: str, key: str, value: Any, epoch: int) -> None:
     """Upsert a value on a connection that has already passed the fence."""
@@ -122,5 +150,16 @@ async def put_in(conn: Connection, session: str, key: str, value: Any, epoch: in
         session,
         key,
         value,
+        epoch,
+    )
+
+
+async def complete_reset_in(conn: Connection, session: str, request_id: int, epoch: int) -> None:
+    """Mark every reset request up to `request_id` as carried out (on a fenced connection)."""
+    await conn.execute(
+        "UPDATE session_reset_requests SET done_at = now(), done_epoch = $3 "
+        "WHERE session = $1 AND id <= $2 AND done_at IS NULL",
+        session,
+        request_id,
         epoch,
     )

@@ -26,6 +26,7 @@ from protocol.admin import (
     EventList,
     PodList,
 )
+from protocol.connectors import check_config, resets_by_request
 from protocol.errors import ValidationError
 from protocol.values import (
     AdminState,
@@ -93,6 +94,7 @@ async def list_adapters(_r: web.Request, ctx: Context, _p: Principal) -> web.Res
 
 async def create_adapter(request: web.Request, ctx: Context, who: Principal) -> web.Response:
     body = await read_json(request, AdapterCreate)
+    check_config(body.connector, body.config, body.artifacts)
     await _check_artifacts(ctx, body.artifacts)
     record = await ctx.repos.adapters.create(
         body.name,
@@ -114,6 +116,12 @@ async def get_adapter(request: web.Request, ctx: Context, _p: Principal) -> web.
 
 async def patch_adapter(request: web.Request, ctx: Context, who: Principal) -> web.Response:
     body = await read_json(request, AdapterPatch)
+    current = await _load(ctx, request.match_info["id"])  # FIX hook (#16): check the result
+    check_config(  # the configuration as it will be after the patch
+        body.connector or current.connector,
+        current.config if body.config is None else body.config,
+        list(current.artifacts if body.artifacts is None else body.artifacts),
+    )
     await _check_artifacts(ctx, body.artifacts)
     changes = AdapterChanges(
         connector=body.connector,
@@ -166,9 +174,15 @@ async def disable_adapter(request: web.Request, ctx: Context, who: Principal) ->
 
 
 async def reset_adapter(request: web.Request, ctx: Context, who: Principal) -> web.Response:
-    """Forget the session state of every slot (fences stay: epochs never go back)."""
+    """Reset every slot's session state: forgotten, or (a connector that resets by request,
+    such as `fix`) reset by the owning session itself. Fences stay: epochs never go back."""
     record = await _load(ctx, request.match_info["id"])
     slots = [slot_id(record.id, i) for i in range(record.instances)]
+    if resets_by_request(record.connector):  # the owner resets, fenced (FIX: its own way)
+        for slot in slots:
+            await ctx.repos.session_state.request_reset(slot, who.name)
+        record_action(ctx, record.id, f"sequence reset requested by {who.name}", who, slots=slots)
+        return json_response(_render(ctx, record), 202)
     for slot in slots:
         await ctx.repos.session_state.reset(slot)
     record_action(ctx, record.id, f"session state reset by {who.name}", who, slots=slots)

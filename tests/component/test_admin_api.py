@@ -181,7 +181,15 @@ def _no_extra_fields(value: Any, kind: Any) -> None:
             _no_extra_fields(item, kind.__args__[0])
 
 
-NEW = {"name": "fix-lse", "connector": "fix", "mode": "single", "config": {"host": "lse"}}
+# A `fix` config the orchestrator accepts (it checks them: protocol/fix.py).
+FIX_CONFIG = {"role": "initiator", "begin_string": "FIX.4.4", "sender_comp_id": "US",
+              "target_comp_id": "LSE", "host": "lse", "port": 9001,
+              "heartbeat_interval_seconds": 30}  # fmt: skip
+NEW = {"name": "fix-lse", "connector": "fix", "mode": "single", "config": FIX_CONFIG}
+# An adapter whose connector deletes its state on `reset` (a `fix` adapter's owner resets
+# through its own fenced writes instead: tests/component/test_fix_admin.py).
+QUEUE = {"name": "orders", "connector": "pg-queue-consumer", "mode": "single",
+         "config": {"queue_table": "q", "sink_table": "s"}}  # fmt: skip
 
 
 @pytest.fixture
@@ -198,7 +206,7 @@ async def test_create_gives_a_disabled_inactive_adapter_in_list_and_get(h: Harne
     assert created.headers["Location"] == f"/api/v1/adapters/{adapter['id']}"
     assert (adapter["admin_state"], adapter["status"]) == ("DISABLED", "INACTIVE")
     assert (adapter["name"], adapter["connector"], adapter["mode"]) == ("fix-lse", "fix", "single")
-    assert (adapter["instances"], adapter["config"], adapter["revision"]) == (1, {"host": "lse"}, 1)
+    assert (adapter["instances"], adapter["config"], adapter["revision"]) == (1, FIX_CONFIG, 1)
     assert adapter["owner_pod"] is None and adapter["epoch"] is None
     assert adapter["standby_pods"] == [] and adapter["last_check_in"] is None
 
@@ -211,8 +219,9 @@ async def test_create_gives_a_disabled_inactive_adapter_in_list_and_get(h: Harne
 async def test_patch_applies_changes_and_refuses_a_stale_revision(h: Harness) -> None:
     adapter = await h.ok("POST", "/api/v1/adapters", NEW)
     path = f"/api/v1/adapters/{adapter['id']}"
-    patched = await h.ok("PATCH", path, {"config": {"host": "lse-2"}, "revision": 1})
-    assert (patched["config"], patched["revision"]) == ({"host": "lse-2"}, 2)
+    moved = {**FIX_CONFIG, "host": "lse-2"}
+    patched = await h.ok("PATCH", path, {"config": moved, "revision": 1})
+    assert (patched["config"], patched["revision"]) == (moved, 2)
     assert len(h.wakes) == 1
 
     stale = await h.call("PATCH", path, {"connector": "other", "revision": 1})
@@ -305,8 +314,8 @@ async def test_bulk_by_ids_and_all_and_unknown_id_changes_nothing(h: Harness) ->
 
 
 async def test_reset_clears_the_state_of_every_slot_and_keeps_the_fence(h: Harness) -> None:
-    adapter = await h.ok("POST", "/api/v1/adapters", {**NEW, "mode": "scale_out", "instances": 2})
-    other = await h.ok("POST", "/api/v1/adapters", {**NEW, "name": "other"})
+    adapter = await h.ok("POST", "/api/v1/adapters", {**QUEUE, "mode": "scale_out", "instances": 2})
+    other = await h.ok("POST", "/api/v1/adapters", {**QUEUE, "name": "other"})
     store = h.ctx.repos.session_state
     slots = [slot_id(adapter["id"], i) for i in range(2)] + [slot_id(other["id"], 0)]
     for slot in slots:
@@ -320,7 +329,7 @@ async def test_reset_clears_the_state_of_every_slot_and_keeps_the_fence(h: Harne
 
 
 async def test_events_are_recorded_per_action_newest_first_and_paged(h: Harness) -> None:
-    adapter = await h.ok("POST", "/api/v1/adapters", NEW)
+    adapter = await h.ok("POST", "/api/v1/adapters", QUEUE)
     path = f"/api/v1/adapters/{adapter['id']}"
     await h.ok("POST", f"{path}/enable")
     await h.ok("POST", f"{path}/disable")

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from protocol.errors import RaftorchError
-from tests.component.test_admin_api import NEW, Harness, harness
+from tests.component.test_admin_api import FIX_CONFIG, NEW, Harness, harness
 
 LIMIT = 4096
 MISSING = "00000000-0000-0000-0000-000000000000"
@@ -64,7 +64,8 @@ CASES: dict[str, list[tuple[str, str, str, bytes | None, int, str]]] = {
         ("nothing-to-change", "PATCH", ONE, _json({"revision": 1}), 400, "invalid_input"),
         ("instances-vs-mode", "PATCH", ONE, _json({"instances": 3}), 400, "invalid_input"),
         ("unknown-artifact", "PATCH", ONE, _json({"artifacts": ["nope"]}), 400, "invalid_input"),
-        ("stale-revision", "PATCH", ONE, _json({"config": {}, "revision": 5}), 409, "conflict"),
+        ("stale-revision", "PATCH", ONE, _json({"config": FIX_CONFIG, "revision": 5}), 409,
+         "conflict"),
         ("oversized", "PATCH", ONE, BIG, 413, "body_too_large"),
         ("unknown-id", "PATCH", f"{A}/{{missing}}", _json({"config": {}}), 404, "not_found"),
         ("not-a-uuid", "PATCH", f"{A}/not-a-uuid", _json({"config": {}}), 404, "not_found"),

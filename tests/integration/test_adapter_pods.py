@@ -214,13 +214,23 @@ def test_a_paused_zombie_is_fenced_and_none_of_its_writes_lands(
         wait_until(fenced_event, 20.0, "an event saying the zombie was fenced")
 
 
+def _lease_remaining(pod: PodProcess) -> float:
+    reply = call("GET", f"http://127.0.0.1:{pod.metrics_port}/healthz", token=None, timeout=1.0)
+    return float(reply.body["lease_remaining_seconds"])
+
+
 def test_orchestrator_outage_of_half_the_ttl_stops_no_session(tmp_path: Path, pg_dsn: str) -> None:
+    # A longer TTL than the demo's: the outage (TTL/2) plus a cold start of all three
+    # replicas (process start, vote hold, an election: a few seconds) must fit in one lease.
     ttl = 10.0
     with system(tmp_path, pg_dsn, ttl=ttl) as (cluster, pods):
         adapter_id = consumer_adapter(cluster)
         before = wait_until(lambda: active_with_standby(cluster, adapter_id), 60.0, "ACTIVE")
         sql(pg_dsn, "INSERT INTO q SELECT g, 'm' || g FROM generate_series(1, 500) g")
         wait_until(lambda: delivered(pg_dsn) >= 500, 30.0, "first deliveries")
+        owner = next(p for p in pods if p.pod_id == before["owner_pod"])
+        # Kill right after an acknowledged heartbeat, so the outage starts with a full lease.
+        wait_until(lambda: _lease_remaining(owner) > ttl - 1.0, 10.0, "a fresh acknowledgement")
         for replica in cluster.replicas:
             cluster.kill(replica)
         outage_started = time.monotonic()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from persistence.migrate import latest_version
 from tests.pgserver import PostgresServer
 
 
@@ -33,7 +34,7 @@ def test_migrate_brings_an_empty_database_to_the_latest_version(pg_server: Postg
     env = {"RAFTORCH_DATABASE__DSN": pg_server.dsn(name)}
     first = _run("migrate", env=env)
     assert first.returncode == 0, first.stderr
-    assert "(1)" in first.stdout
+    assert f"schema at version {latest_version()} (" in first.stdout
     again = _run("migrate", env=env)
     assert again.returncode == 0 and "nothing to apply" in again.stdout
 

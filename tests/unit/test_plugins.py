@@ -8,6 +8,7 @@ from importlib import metadata
 import pytest
 
 from adapter import plugins
+from adapter.connectors.fix.connector import FixConnector
 from adapter.connectors.pg_queue import PgQueueConsumer
 from adapter.connectors.tcp_client import TcpClient
 from adapter.sdk import Connector, SessionContext
@@ -135,4 +136,5 @@ def test_the_built_in_connectors_are_installed() -> None:
     loaded = plugins.load_connectors()
     assert loaded["pg-queue-consumer"] is PgQueueConsumer
     assert loaded["tcp-client"] is TcpClient
+    assert loaded["fix"] is FixConnector
     assert ("tcp-client", TcpClient.version) in plugins.offers(loaded)
