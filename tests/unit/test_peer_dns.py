@@ -43,8 +43,9 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeDns, FakeClock]:
     return fake, clock
 
 
-def _after_restart(resolver: dns_resolver.DnsCachingResolver, fake: FakeDns, clock: FakeClock,
-                   seconds: float) -> str | None:  # fmt: skip
+def _after_restart(
+    resolver: dns_resolver.DnsCachingResolver, fake: FakeDns, clock: FakeClock, seconds: float
+) -> str | None:
     assert resolver.resolve(PEER) == "10.0.0.11"
     fake.address = "10.0.0.99"  # the peer pod restarted elsewhere
     clock.now += seconds
