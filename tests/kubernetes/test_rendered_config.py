@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,22 @@ def test_the_metrics_address_is_a_flag_and_an_environment_variable(tmp_path: Pat
     )
     flag = ["raftorch-adapter", "check", "--metrics-host", "::"]
     assert json.loads(_run(flag, by_env, tmp_path).stdout)["metrics_host"] == "::"
+
+
+def test_serve_starts_once_the_replicas_own_name_resolves_to_its_pod_address(
+    tmp_path: Path,
+) -> None:
+    """The entry command waits for the pod's own DNS record (a restarted pod's name may still
+    point at its predecessor's address); here the name is one this machine resolves."""
+    objects = scenario("defaults")
+    workload = one(objects, "StatefulSet")
+    env = container_env(objects, workload, f"{FULLNAME}-0", "127.0.0.1")
+    assert env["POD_IP"] == "127.0.0.1"  # the kubelet's status.podIP
+    env["RAFTORCH_RAFT__BIND"] = "localhost:4321"  # resolves to 127.0.0.1 without cluster DNS
+    command = [expand(p, env) for p in container(workload)["command"] + ["serve", "--help"]]
+    started = time.monotonic()
+    result = _run(command, env, tmp_path)
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: raftorch serve")  # exec'd raftorch serve
+    assert "waiting for" not in result.stderr and took < 10, (took, result.stderr)
