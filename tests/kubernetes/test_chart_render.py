@@ -9,17 +9,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
 
 from tests.kubernetes.chart import (
+    CHART,
     DASHBOARD_FILE,
     FULLNAME,
     NAMESPACE,
     PEERS,
     PROMETHEUS,
     RELEASE,
+    REQUIRED,
     RULES_FILE,
     SCENARIOS,
     container,
@@ -275,3 +278,10 @@ def test_the_dashboard_config_map_is_labelled_for_the_grafana_sidecar() -> None:
     dashboard = json.loads(text)
     assert dashboard == json.loads(DASHBOARD_FILE.read_text())
     assert dashboard["uid"] and dashboard["panels"]
+
+
+def test_helm_lint_strict_for_kubernetes_1_30_finds_nothing_above_info() -> None:
+    report = helm.lint(CHART, REQUIRED, strict=True, kube_version="v1.30.0", namespace=NAMESPACE)
+    assert report["total_charts_linted"] == 1 and not report["errors"], report
+    findings = [m for m in report["messages"] if m["severity"] >= 2]  # 2 warning, 3 error
+    assert not findings, findings
