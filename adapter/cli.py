@@ -1,4 +1,4 @@
-"""The `raftorch-adapter` command: run an adapter pod.
+"""The `raftorch-adapter` command: run an adapter pod, or check its settings.
 
 Expected failures are one line on stderr and a non-zero exit, never a traceback.
 SIGTERM (or Ctrl-C) drains the pod: its sessions stop cleanly and are handed over
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import logging
 import signal
 import sys
@@ -21,6 +23,7 @@ from adapter.agent import Agent
 from adapter.config import AgentConfig, add_arguments, from_arguments
 from adapter.metrics import PodMetrics
 from adapter.plugins import load_connectors
+from adapter.sdk import Connector
 from protocol import __version__
 from protocol.errors import ConfigError, RaftorchError
 from protocol.logs import configure_logging
@@ -38,7 +41,28 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run an adapter pod")
     add_arguments(run)
+    check = commands.add_parser("check", help="validate the pod settings like run, print them")
+    add_arguments(check)
     return parser
+
+
+def _check(config: AgentConfig) -> int:
+    """The settings `run` would use, secrets hidden; fails like `run` on bad ones."""
+    _offered(config)
+    shown = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    shown |= {"bootstrap_token": "***", "database_dsn": "***", "labels": dict(config.labels)}
+    sys.stdout.write(json.dumps(shown, indent=2) + "\n")
+    return 0
+
+
+def _offered(config: AgentConfig) -> dict[str, type[Connector]]:
+    """The connector types this pod offers; every one asked for must be installed."""
+    available = load_connectors()
+    wanted = config.connectors or tuple(available)
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise ConfigError(f"connector types not installed: {', '.join(missing)}")
+    return {c: available[c] for c in wanted}
 
 
 async def _serve_metrics(agent: Agent, config: AgentConfig) -> web.AppRunner:
@@ -72,13 +96,9 @@ async def _serve_metrics(agent: Agent, config: AgentConfig) -> web.AppRunner:
 
 
 async def _run(config: AgentConfig) -> int:
-    available = load_connectors()
-    wanted = config.connectors or tuple(available)
-    missing = [c for c in wanted if c not in available]
-    if missing:
-        raise ConfigError(f"connector types not installed: {', '.join(missing)}")
+    connectors = _offered(config)
     metrics = PodMetrics(CollectorRegistry())
-    agent = Agent(config, {c: available[c] for c in wanted}, metrics)
+    agent = Agent(config, connectors, metrics)
     metrics.watch(agent)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -99,7 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     try:
-        return asyncio.run(_run(from_arguments(args)))
+        config = from_arguments(args)
+        if args.command == "check":
+            return _check(config)
+        return asyncio.run(_run(config))
     except RaftorchError as exc:
         sys.stderr.write(f"raftorch-adapter: error: {exc.message}\n")
         return 2 if exc.http_status < 500 else 1

@@ -75,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--capacity", type=int, help="most sessions (active + standby)")
     parser.add_argument("--label", action="append", dest="labels", help="KEY=VALUE, e.g. zone=a")
     parser.add_argument("--address", help="address shown to operators")
+    parser.add_argument(
+        "--metrics-host", help="address /metrics and the probes listen on (default 127.0.0.1)"
+    )
     parser.add_argument("--metrics-port", type=int, help="port of /metrics and /healthz")
     parser.add_argument(
         "--connector",
@@ -148,6 +151,7 @@ def from_arguments(args: argparse.Namespace, env: Mapping[str, str] | None = Non
         capacity=_int("capacity", _pick(args, env, "capacity"), 100),
         labels=_labels(_pick(args, env, "labels") or ()),  # type: ignore[arg-type]
         address=str(_pick(args, env, "address") or ""),
+        metrics_host=str(_pick(args, env, "metrics_host") or "127.0.0.1"),
         metrics_port=_int("metrics port", _pick(args, env, "metrics_port"), 9100),
         connectors=tuple(str(c) for c in _pick(args, env, "connectors") or ()),  # type: ignore[attr-defined]
         audit_file=str(_pick(args, env, "audit_file") or ""),

@@ -20,7 +20,9 @@ Hardening over pysyncobj's defaults, each for a reason:
 - the journal and full dump live on disk, so a restarted replica rejoins with its
   state; `useFork=False` because forking a threaded asyncio process is unsafe;
 - ticks run on a thread this module owns (`autoTick=False`), started by `start()`,
-  so no entry is applied before the replicated state exists.
+  so no entry is applied before the replicated state exists;
+- peer names are resolved again every `PEER_DNS_CACHE_SECONDS` (pysyncobj caches them
+  for ten minutes): a restarted Kubernetes pod keeps its name but not its IP address.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from pysyncobj import SyncObj, SyncObjConf, SyncObjException, replicated
+from pysyncobj.dns_resolver import globalDnsResolver
 from pysyncobj.transport import TCPTransport
 
 from persistence.audit import DISABLED, AuditTrail
@@ -55,6 +58,8 @@ APPEND_BATCH_BYTES = 8 * 1024 * 1024
 """pysyncobj splits an entry larger than this and, in 0.3.17, ends the transfer by the
 unpickled length: a binary entry arrives truncated. Entries (at most MAX_ENTRY_BYTES,
 which pickle to under twice that) therefore always travel whole."""
+PEER_DNS_CACHE_SECONDS = 2.0
+"""How long a resolved peer address is used before its name is looked up again."""
 
 
 def build_conf(
@@ -67,6 +72,8 @@ def build_conf(
     """pysyncobj settings from raftorch's; refuses to run without a secret unless allowed."""
     secret = raft.require_secret()
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Process-wide in pysyncobj; a failed lookup keeps the last address and retries sooner.
+    globalDnsResolver().setTimeouts(PEER_DNS_CACHE_SECONDS, PEER_DNS_CACHE_SECONDS / 2)
     return SyncObjConf(
         password=secret.reveal() if secret is not None else None,
         autoTick=False,
