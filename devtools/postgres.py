@@ -9,11 +9,13 @@ stays the same across stop/start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.util
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -280,6 +282,41 @@ class PostgresServer:
         if result.returncode != 0:
             raise LocalServerError(self._failure("pg_ctl stop", result, self._log_text(log_start)))
 
+    def processes(self) -> list[int]:
+        """The postmaster's pid and every process it started (backends, workers)."""
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            postmaster = int(pid_file.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return []
+        found = [postmaster]
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == postmaster:
+                found.append(int(entry.name))
+        return found
+
+    def pause(self) -> list[int]:
+        """Freeze every process of the server (SIGSTOP): a database that hangs, not one
+        that is down. Connections stay open; nothing answers. Returns the frozen pids."""
+        frozen = self.processes()
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        return frozen
+
+    def resume(self) -> None:
+        """Undo `pause`."""
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def restart(self, mode: StopMode = "fast") -> None:
         self.stop(mode)
         self.start()
@@ -294,6 +331,7 @@ class PostgresServer:
         """Stop the server (fast, else immediate) and delete its directory. Idempotent."""
         if self._base is None:
             return
+        self.resume()  # a paused server would never stop
         try:
             try:
                 self.stop("fast")

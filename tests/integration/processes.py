@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,11 +257,20 @@ class PodProcess:
         return self.process is not None and self.process.poll() is None
 
 
-def start_pod(cluster: ProcessCluster, pod_id: str, root: Path, **extra: str) -> PodProcess:
-    """A `raftorch-adapter run` process talking to every replica of `cluster`."""
+def start_pod(
+    cluster: ProcessCluster,
+    pod_id: str,
+    root: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **extra: str,
+) -> PodProcess:
+    """A `raftorch-adapter run` process talking to every replica of `cluster`; `extra` are
+    RAFTORCH_ADAPTER_<KEY> settings, `environ` other variables (PYTHONPATH for plugins)."""
     [port] = free_ports(1)
     pod = PodProcess(pod_id, port, root / f"{pod_id}.log")
     env = pod_env(pod_id, [r.api_url for r in cluster.replicas], cluster.dsn, port, **extra)
+    env.update(environ or {})
     log = pod.log_path.open("ab")
     pod.process = subprocess.Popen(
         [sys.executable, "-m", "adapter.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
