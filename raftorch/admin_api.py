@@ -20,6 +20,7 @@ from persistence.adapters import NAME_RE, AdapterChanges, AdapterRecord, AdminSt
 from persistence.errors import ValidationError
 from persistence.events import EventCategory, EventLevel
 from persistence.tokens import Role
+from raftorch.api.tokens import TOKEN_TABLE, follow_revocations
 from raftorch.artifacts_api import ARTIFACT_TABLE, RouteTable
 from raftorch.context import Context
 from raftorch.httpcore import (
@@ -414,11 +415,13 @@ ADAPTER_TABLE: RouteTable = [
 ]
 # fmt: on
 
-ADMIN_ROUTES: list[RouteSpec] = [spec for spec, _ in (*ADAPTER_TABLE, *ARTIFACT_TABLE)]
+_TABLES = (*ADAPTER_TABLE, *ARTIFACT_TABLE, *TOKEN_TABLE)
+ADMIN_ROUTES: list[RouteSpec] = [spec for spec, _ in _TABLES]
 
 
 def add_admin_routes(app: web.Application) -> None:
     """Register every admin route, each behind authentication and its spec's role."""
     install_auth(app)
-    for spec, handler in (*ADAPTER_TABLE, *ARTIFACT_TABLE):
+    follow_revocations(app)
+    for spec, handler in _TABLES:
         app.router.add_route(spec.method, spec.path, guarded(Role(spec.role), handler))

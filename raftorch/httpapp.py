@@ -1,4 +1,4 @@
-"""The aiohttp application of a replica: admin API, pod API, OpenAPI, health probes."""
+"""The aiohttp application of a replica: admin API, Portal, pod API, OpenAPI, health probes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from raftorch.admin_api import ADMIN_ROUTES, add_admin_routes
+from raftorch.api.changes import CHANGE_ROUTES, add_change_routes
+from raftorch.api.portal import PORTAL_ROUTES, add_portal_routes
 from raftorch.context import Context
 from raftorch.httpcore import CTX, error_middleware, json_response
 from raftorch.openapi import RouteSpec, add_openapi_route
@@ -34,6 +36,8 @@ def build_app(ctx: Context, pods: PodApi, *, ready: Readiness) -> web.Applicatio
     )
     app[CTX] = ctx
     add_admin_routes(app)
+    add_change_routes(app, pods.applied)
+    add_portal_routes(app)
     pods.add_routes(app)
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -50,5 +54,6 @@ def build_app(ctx: Context, pods: PodApi, *, ready: Readiness) -> web.Applicatio
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    add_openapi_route(app, [*ADMIN_ROUTES, *POD_ROUTES, *PROBE_ROUTES])
+    documented = [*ADMIN_ROUTES, *CHANGE_ROUTES, *POD_ROUTES, *PROBE_ROUTES, *PORTAL_ROUTES]
+    add_openapi_route(app, documented)
     return app
