@@ -24,6 +24,7 @@ from raftorch.config import Config, Secret, load_config
 from raftorch.demo import Demo, run_demo
 from raftorch.opscli import add_operator_commands
 from raftorch.service import Orchestrator, pool_settings
+from raftorch.tokencli import add_token_commands
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--lease-ttl", type=float, default=3.0, help="lease TTL in seconds")
     demo.set_defaults(run=_cmd_demo)
     add_operator_commands(commands)
+    add_token_commands(commands)
     return parser
 
 

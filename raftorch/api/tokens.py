@@ -109,6 +109,7 @@ async def list_tokens(_r: web.Request, ctx: Context, _p: Principal) -> web.Respo
 
 async def revoke_token(request: web.Request, ctx: Context, who: Principal) -> web.Response:
     record = await ctx.repos.tokens.revoke_id(request.match_info["id"])
+    request.config_dict[TOKEN_CACHE].forget(record.id)  # the feed tells the other replicas
     description = f"token {record.name} revoked by {who.name}"
     record_action(ctx, None, description, who, token=record.name, token_id=record.id)
     return web.Response(status=204)

@@ -35,9 +35,7 @@ def wait_for_page_and_api(
     page_at: float | None = None
     while api_at is None or page_at is None:
         now = time.monotonic() - started
-        if api_at is None and all(
-            a["status"] == goal for a in system.adapters_by_name().values()
-        ):
+        if api_at is None and all(a["status"] == goal for a in system.adapters_by_name().values()):
             api_at = now
         shown = portal.statuses()
         if page_at is None and set(shown) == BASELINE_NAMES and set(shown.values()) == {goal}:
@@ -187,3 +185,126 @@ def test_bad_configuration_edit_is_shown_inline_and_changes_nothing(
         before["revision"], before["instances"], before["config"],
     )  # fmt: skip
     assert after["status"] == "ACTIVE"
+
+
+def test_viewer_reads_every_page_and_can_change_nothing(portal: PortalPage, system: System) -> None:
+    portal.sign_in(system.token("viewer"))
+    page = portal.page
+    adapter_id = system.adapters["orders-fix"]
+    expect(page.get_by_text("(viewer)")).to_be_visible()
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link")).to_have_text(["Adapters", "Pods", "Cluster", "Artifacts"])
+
+    expect(portal.table("Adapters").locator("tbody").get_by_role("row")).to_have_count(3)
+    assert set(portal.statuses()) == BASELINE_NAMES
+    expect(page.get_by_role("checkbox")).to_have_count(0)
+    expect(page.get_by_role("link", name="New adapter")).to_have_count(0)
+    assert portal.usable_buttons() == []
+
+    portal.go(f"adapters/{adapter_id}")
+    expect(portal.definition("Status")).to_contain_text("ACTIVE")
+    expect(portal.table("Event log").locator("tbody").get_by_role("row").first).to_be_visible()
+    expect(page.get_by_text('"host": "127.0.0.1"')).to_be_visible()
+    expect(page.get_by_role("textbox")).to_have_count(0)
+    assert portal.usable_buttons() == []
+
+    checks = {
+        "pods": lambda: expect(
+            portal.table("Pods").locator("tbody").get_by_role("row")
+        ).to_have_count(3),
+        "cluster": lambda: expect(
+            portal.table("Replicas").locator("tbody").get_by_role("row")
+        ).to_have_count(3),
+        "artifacts": lambda: expect(portal.table("Artifacts")).to_contain_text("FIX44"),
+        "adapters/new": lambda: expect(page.get_by_text("needs the admin role")).to_be_visible(),
+        "tokens": lambda: expect(page.get_by_text("needs the admin role")).to_be_visible(),
+    }
+    for route, check in checks.items():
+        portal.go(route)
+        check()
+        assert portal.usable_buttons() == [], route
+        expect(page.get_by_role("textbox")).to_have_count(0)
+
+
+def test_every_page_for_an_admin_with_screenshots(portal: PortalPage, system: System) -> None:
+    """Each page shows its data; the screenshots are the ones docs/portal.md uses."""
+    portal.sign_in(ADMIN_TOKEN)
+    page = portal.page
+    portal.go("adapters/new")
+    expect(page.get_by_role("combobox", name="Connector")).to_contain_text("tcp-client")
+    page.get_by_role("textbox", name="Name").fill("orders-lse")
+    page.get_by_role("combobox", name="Connector").select_option("tcp-client")
+    page.get_by_role("textbox", name="Configuration (JSON)").fill(
+        '{\n  "host": "lse-gateway.example",\n  "port": 9120\n}'
+    )
+    portal.shoot("new-adapter")
+
+    portal.go("pods")
+    expect(portal.table("Pods").locator("tbody").get_by_role("row")).to_have_count(3)
+    expect(portal.table("Pods")).to_contain_text("orders-fix")
+    portal.shoot("pods")
+
+    portal.go("cluster")
+    replicas = portal.table("Replicas")
+    expect(replicas.locator("tbody").get_by_role("row")).to_have_count(3)
+    expect(replicas).to_contain_text("leader")
+    expect(portal.definition("Health of this replica")).to_have_text("ready")
+    portal.shoot("cluster")
+
+    portal.go("artifacts")
+    artifacts = portal.table("Artifacts")
+    used = artifacts.get_by_role("row").filter(has_text="FIX44")
+    expect(used).to_contain_text("orders-fix")
+    expect(page.get_by_role("button", name="Delete FIX44")).to_be_disabled()
+    expect(page.get_by_role("button", name="Delete venue-map")).to_be_enabled()
+    portal.shoot("artifacts")
+
+    portal.go("tokens")
+    page.get_by_role("textbox", name="Name").fill("ops-dashboard")
+    page.get_by_role("combobox", name="Role").select_option("viewer")
+    page.get_by_role("button", name="Create token").click()
+    secret = page.get_by_role("textbox", name="Token for ops-dashboard").input_value()
+    assert secret.startswith("rt_")
+    row = portal.table("Tokens").get_by_role("row").filter(has_text="ops-dashboard")
+    expect(row).to_contain_text("viewer")
+    assert secret not in portal.table("Tokens").inner_text()
+    portal.shoot("tokens")
+    page.get_by_role("button", name="Revoke ops-dashboard").click()
+    expect(row).to_contain_text("revoked")
+
+
+def test_pod_kill_shows_new_owner_and_failover_events_without_reload(
+    portal: PortalPage, system: System
+) -> None:
+    adapter_id = system.adapters["orders-fix"]
+    portal.sign_in(ADMIN_TOKEN)
+    portal.go(f"adapters/{adapter_id}")
+    owner = portal.definition("Owner pod")
+    expect(owner).to_have_text(re.compile(r"^pod-\d+$"))
+    killed = owner.inner_text().strip()
+    portal.mark_document()
+
+    system.kill_pod(killed)
+    expect(owner).not_to_have_text(killed, timeout=30_000)
+    expect(owner).to_have_text(re.compile(r"^pod-\d+$"))
+    new_owner = owner.inner_text().strip()
+    events = portal.table("Event log")
+    expect(events).to_contain_text(f"lease of pod {killed} expired")
+    expect(events).to_contain_text(f"failover to pod {new_owner}")
+    expect(portal.definition("Status")).to_contain_text("ACTIVE", timeout=30_000)
+    expect(events).to_contain_text("failover completed in", timeout=15_000)
+    first = events.locator("tbody").get_by_role("row").first.get_by_role("cell")
+    expect(first.nth(3)).not_to_have_text(re.compile("created by"))  # newest first
+    portal.assert_not_reloaded()
+    portal.shoot("adapter")
+
+    page = portal.page
+    page.get_by_role("combobox", name="Category").select_option("action")
+    rows = events.locator("tbody").get_by_role("row")
+    expect(rows.last).to_contain_text("created by")  # the oldest event
+    categories = [row.get_by_role("cell").nth(2).inner_text() for row in rows.all()]
+    assert categories and set(categories) == {"action"}, categories
+    page.get_by_role("combobox", name="Category").select_option("")
+    page.get_by_role("combobox", name="Level").select_option("warning")
+    expect(events).to_contain_text(f"lease of pod {killed} expired")
+    expect(events).not_to_contain_text("failover to pod")

@@ -81,8 +81,10 @@ export function adapterPage(app, id) {
   }
 
   // --- slots and events ------------------------------------------------------------
-  const slots = table("Slots", ["Slot", "Status", "Owner pod", "Epoch", "Standby pods", "Detail"]);
-  const events = table("Event log", ["Time", "Level", "Category", "Description", "Details"]);
+  const slots = table("Slots", ["Slot", "Status", "Owner pod", "Epoch", "Standby pods", "Detail"],
+    { hiddenCaption: true });
+  const events = table("Event log", ["Time", "Level", "Category", "Description", "Details"],
+    { hiddenCaption: true });
   const levelFilter = select([["", "Any"], ...LEVELS.map((l) => [l, l])]);
   const categoryFilter = select([["", "Any"], ...CATEGORIES.map((c) => [c, c])]);
   levelFilter.id = "event-level";
@@ -92,6 +94,12 @@ export function adapterPage(app, id) {
   categoryFilter.addEventListener("change", () => renderEvents(lastEvents));
   const eventCount = h("p", { class: "count" });
 
+  function details(data) {
+    return Object.entries(data || {}).filter(([key]) => key !== "slot")
+      .map(([key, value]) => `${key}=${typeof value === "string" ? value : JSON.stringify(value)}`)
+      .join("  ");
+  }
+
   function renderEvents(items) {
     lastEvents = items;
     const shown = items.filter((e) => (!levelFilter.value || e.level === levelFilter.value) &&
@@ -99,8 +107,7 @@ export function adapterPage(app, id) {
     events.body.replaceChildren(...shown.map((e) => h("tr", { class: `level-${e.level}` },
       h("td", {}, time(e.time)), h("td", {}, e.level), h("td", {}, e.category),
       h("td", {}, e.description),
-      h("td", { class: "details" }, Object.keys(e.details || {}).length
-        ? JSON.stringify(e.details) : ""))));
+      h("td", { class: "details" }, details(e.details)))));
     eventCount.textContent = `${shown.length} of ${items.length} latest events shown, newest first`;
   }
 
@@ -188,7 +195,7 @@ export function adapterPage(app, id) {
       deleteHint.textContent = enabled ? "Disable the adapter to delete it." : "";
     }
     slots.body.replaceChildren(...(a.slots || []).map((s) => h("tr", {},
-      h("td", {}, s.slot), h("td", {}, statusBadge(s.status)), h("td", {}, s.owner_pod || "—"),
+      h("td", { title: s.slot }, `#${s.slot.split("/").pop()}`), h("td", {}, statusBadge(s.status)), h("td", {}, s.owner_pod || "—"),
       h("td", {}, s.epoch ?? "—"), h("td", {}, s.standby_pods.join(", ") || "—"),
       h("td", {}, s.detail || ""))));
     configView.textContent = JSON.stringify({ connector: a.connector, mode: a.mode,
