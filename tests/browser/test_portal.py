@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 
 from tests.browser.harness import BASELINE, System
 from tests.browser.portalpage import PortalPage
-from tests.integration.processes import ADMIN_TOKEN, POLL_SECONDS
+from tests.integration.processes import ADMIN_TOKEN, POLL_SECONDS, call
 
 BASELINE_NAMES = {b["name"] for b in BASELINE}
 HOSTILE = "<script>alert(1)</script>"
@@ -228,6 +228,10 @@ def test_viewer_reads_every_page_and_can_change_nothing(portal: PortalPage, syst
 
 def test_every_page_for_an_admin_with_screenshots(portal: PortalPage, system: System) -> None:
     """Each page shows its data; the screenshots are the ones docs/portal.md uses."""
+    for replica in system.live_replicas():  # leader and followers alike serve the Portal
+        served = call("GET", replica.api_url + "/", token=None)
+        assert served.status == 200 and b"raftorch Portal" in served.body, replica.node_id
+        assert "script-src 'self'" in served.headers["Content-Security-Policy"]
     portal.sign_in(ADMIN_TOKEN)
     page = portal.page
     portal.go("adapters/new")

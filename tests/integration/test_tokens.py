@@ -68,8 +68,8 @@ def _revocation_everywhere(cluster: ProcessCluster) -> None:
     assert "revoked on-call" in revoked
     took = {}
     for replica in cluster.replicas:
-        wait_until(lambda r=replica: _answers(r, token) == 401,  # type: ignore[misc]
-                   REVOCATION_SECONDS, f"{replica.node_id} to refuse the revoked token")  # fmt: skip
+        what = f"{replica.node_id} to refuse the revoked token"
+        wait_until(lambda r=replica: _answers(r, token) == 401, REVOCATION_SECONDS, what)
         took[replica.node_id] = round(time.monotonic() - revoked_at, 3)
     print(f"revocation refused after (s, since the CLI returned): {took}")
     assert all(seconds <= REVOCATION_SECONDS for seconds in took.values()), took

@@ -105,7 +105,7 @@ export function adapterPage(app, id) {
     const shown = items.filter((e) => (!levelFilter.value || e.level === levelFilter.value) &&
       (!categoryFilter.value || e.category === categoryFilter.value));
     events.body.replaceChildren(...shown.map((e) => h("tr", { class: `level-${e.level}` },
-      h("td", {}, time(e.time)), h("td", {}, e.level), h("td", {}, e.category),
+      h("td", { class: "nowrap" }, time(e.time)), h("td", {}, e.level), h("td", {}, e.category),
       h("td", {}, e.description),
       h("td", { class: "details" }, details(e.details)))));
     eventCount.textContent = `${shown.length} of ${items.length} latest events shown, newest first`;

@@ -6,7 +6,7 @@ import { control, h, messageLine } from "./dom.js";
 export function signInPage(app) {
   const token = control("Token", h("input", {
     type: "password", autocomplete: "off", spellcheck: "false", required: true,
-  }), { hint: "An API token: the bootstrap admin token, or one made with `raftorch tokens create`." });
+  }), { hint: "An API token: the bootstrap admin token, or one an admin made (Tokens page or raftorch tokens create)." });
   const message = messageLine();
   const button = h("button", { type: "submit" }, "Sign in");
   const flash = app.takeFlash();
