@@ -37,8 +37,10 @@ def system(module_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             started.venue.server_close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
+    """Module scope: Playwright's sync API runs an event loop of its own while it lives,
+    and the asyncio tests that follow the browser tests need theirs."""
     if not Path(CHROMIUM).exists():
         raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
     with sync_playwright() as playwright:

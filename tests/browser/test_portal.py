@@ -253,6 +253,10 @@ def test_every_page_for_an_admin_with_screenshots(portal: PortalPage, system: Sy
     expect(replicas.locator("tbody").get_by_role("row")).to_have_count(3)
     expect(replicas).to_contain_text("leader")
     expect(portal.definition("Health of this replica")).to_have_text("ready")
+    expect(portal.definition("Quorum")).to_have_text("yes")
+    here = portal.definition("This replica").inner_text()
+    peers = replicas.get_by_role("row").filter(has_text=f"Raft link from {here} up")
+    expect(peers).to_have_count(2)
     portal.shoot("cluster")
 
     portal.go("artifacts")

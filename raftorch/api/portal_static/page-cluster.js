@@ -1,13 +1,9 @@
-// Cluster: the Raft leader and term, the replicas with their roles, and the health of
-// the replica serving this page (GET /readyz). A browser may only talk to the replica
-// that served the Portal, so the others' readiness is shown by their own Portal.
+// Cluster: the Raft leader and term, the replicas with their roles, and their health as
+// the replica serving this page sees it (GET /api/v1/cluster/health): its own readiness
+// and quorum, and for every peer whether its Raft link to it works.
 
 import { get } from "./api.js";
 import { field, h, messageLine, setText, statusBadge, table } from "./dom.js";
-
-function sameOrigin(url) {
-  try { return new URL(url).origin === location.origin; } catch { return false; }
-}
 
 function replicaLink(url) {
   try {
@@ -19,39 +15,45 @@ function replicaLink(url) {
   return String(url);
 }
 
+function readiness(health) {
+  return health.ready ? "ready" : `not ready: ${health.reason}`;
+}
+
+function peerHealth(peer, me) {
+  if (!peer || peer.connected === null || peer.connected === undefined) return "not known here";
+  return peer.connected ? `Raft link from ${me} up` : `unreachable from ${me}`;
+}
+
 export function clusterPage() {
   const message = messageLine();
   const summary = { leader: field("Leader", ""), term: field("Term", ""),
-    here: field("This replica", ""), health: field("Health of this replica", "") };
+    here: field("This replica", ""), health: field("Health of this replica", ""),
+    quorum: field("Quorum", "") };
   const replicas = h("div", { class: "scroll" });
 
   async function refresh() {
     let cluster;
+    let health;
     try {
-      cluster = await get("/api/v1/cluster");
+      [cluster, health] = await Promise.all([get("/api/v1/cluster"),
+        get("/api/v1/cluster/health")]);
     } catch (error) {
       message.error(`Cannot load the cluster: ${error.message}`);
       return;
     }
-    let ready;
-    try {
-      const answer = await fetch("/readyz", { cache: "no-store" });
-      ready = await answer.json();
-    } catch (error) {
-      ready = { ready: false, reason: `no answer: ${error.message}` };
-    }
-    const here = cluster.replicas.find((r) => sameOrigin(r.api_url));
+    const me = health.replica || "this replica";
     setText(summary.leader.value, cluster.leader || "none (election in progress)");
     setText(summary.term.value, cluster.term);
-    setText(summary.here.value, here ? `${here.id} (${here.role})` : location.origin);
-    setText(summary.health.value, ready.ready ? "ready" : `not ready: ${ready.reason}`);
+    setText(summary.here.value, health.replica);
+    setText(summary.health.value, readiness(health));
+    setText(summary.quorum.value, health.has_quorum ? "yes" : "no: fewer than a majority reachable");
+    const peers = new Map(health.peers.filter((p) => p.id).map((p) => [p.id, p]));
     const { table: tableEl, body } = table("Replicas", ["Replica", "Role", "API", "Health"],
       { hiddenCaption: true });
     for (const r of cluster.replicas) {
-      const health = sameOrigin(r.api_url) ? (ready.ready ? "ready" : `not ready: ${ready.reason}`)
-        : "shown by its own Portal";
+      const text = r.id === health.replica ? readiness(health) : peerHealth(peers.get(r.id), me);
       body.append(h("tr", {}, h("td", {}, r.id), h("td", {}, statusBadge(r.role)),
-        h("td", {}, replicaLink(r.api_url)), h("td", {}, health)));
+        h("td", {}, replicaLink(r.api_url)), h("td", {}, text)));
     }
     replicas.replaceChildren(tableEl);
   }
