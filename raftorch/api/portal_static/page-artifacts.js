@@ -10,11 +10,8 @@ function size(bytes) {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
 
-export function artifactsPage(app) {
-  const isAdmin = session.can("admin");
-  const message = messageLine();
-  const holder = h("div", { class: "scroll" });
-
+// The upload form: the file is the raw body, its media type the Content-Type.
+function uploadForm(app, message) {
   const name = control("Name", h("input", { type: "text", autocomplete: "off" }),
     { hint: "Uploading an existing name adds its next version." });
   const file = control("File", h("input", { type: "file" }));
@@ -26,13 +23,13 @@ export function artifactsPage(app) {
     event.preventDefault();
     for (const c of [name, file, mediaType]) c.clear();
     const chosen = file.input.files[0];
-    const artifactName = name.input.value.trim();
-    if (!artifactName) name.fail("Name the artifact.");
+    const artifact = name.input.value.trim();
+    if (!artifact) name.fail("Name the artifact.");
     if (!chosen) file.fail("Choose a file.");
-    if (!artifactName || !chosen) return;
+    if (!artifact || !chosen) return;
     upload.disabled = true;
     try {
-      const info = await api("POST", `/api/v1/artifacts/${enc(artifactName)}`, {
+      const info = await api("POST", `/api/v1/artifacts/${enc(artifact)}`, {
         raw: chosen, contentType: mediaType.input.value.trim() || chosen.type || undefined });
       message.info(`Uploaded ${info.name} version ${info.version} (${size(info.size)}).`);
       name.input.value = "";
@@ -45,6 +42,32 @@ export function artifactsPage(app) {
     }
     await app.refresh();
   }
+
+  return h("form", { class: "editor inline", novalidate: true, onsubmit: submit,
+    "aria-label": "Upload an artifact" }, h("h2", {}, "Upload"), name.wrap, file.wrap,
+  mediaType.wrap, h("div", { class: "actions" }, upload));
+}
+
+function artifactRow(artifact, versions, users, onDelete) {
+  const list = h("ul", { class: "plain" }, versions.slice().reverse().map((v) => h("li", {},
+    `v${v.version} · ${size(v.size)} · ${v.media_type} · ${time(v.created_at)} · `,
+    h("code", { title: v.sha256 }, v.sha256.slice(0, 12)))));
+  const used = users.length ? h("ul", { class: "plain" },
+    users.map((a) => h("li", {}, link(a.name, "adapters", a.id)))) : "unused";
+  const cells = [h("td", {}, artifact), h("td", {}, list), h("td", {}, used)];
+  if (onDelete) {
+    cells.push(h("td", {}, h("button", { type: "button", class: "danger",
+      "aria-label": `Delete ${artifact}`, disabled: users.length > 0,
+      title: users.length ? "In use: remove it from these adapters first" : "",
+      onclick: () => onDelete(artifact) }, "Delete")));
+  }
+  return h("tr", {}, cells);
+}
+
+export function artifactsPage(app) {
+  const isAdmin = session.can("admin");
+  const message = messageLine();
+  const holder = h("div", { class: "scroll" });
 
   async function remove(artifact) {
     try {
@@ -68,33 +91,15 @@ export function artifactsPage(app) {
     }
     const byName = new Map();
     for (const v of versions) byName.set(v.name, [...(byName.get(v.name) || []), v]);
-    const headers = ["Name", "Versions", "Used by"];
-    if (isAdmin) headers.push("Actions");
+    const headers = ["Name", "Versions", "Used by", ...(isAdmin ? ["Actions"] : [])];
     const { table: tableEl, body } = table("Artifacts", headers, { hiddenCaption: true });
     for (const [artifact, all] of byName) {
       const users = adapters.filter((a) => (a.artifacts || []).includes(artifact));
-      const list = h("ul", { class: "plain" }, all.slice().reverse().map((v) => h("li", {},
-        `v${v.version} · ${size(v.size)} · ${v.media_type} · ${time(v.created_at)} · `,
-        h("code", { title: v.sha256 }, v.sha256.slice(0, 12)))));
-      const used = users.length ? h("ul", { class: "plain" },
-        users.map((a) => h("li", {}, link(a.name, "adapters", a.id)))) : "unused";
-      const cells = [h("td", {}, artifact), h("td", {}, list), h("td", {}, used)];
-      if (isAdmin) {
-        const button = h("button", { type: "button", class: "danger",
-          "aria-label": `Delete ${artifact}`, disabled: users.length > 0,
-          title: users.length ? "In use: remove it from these adapters first" : "",
-          onclick: () => remove(artifact) }, "Delete");
-        cells.push(h("td", {}, button));
-      }
-      body.append(h("tr", {}, cells));
+      body.append(artifactRow(artifact, all, users, isAdmin ? remove : null));
     }
     holder.replaceChildren(byName.size ? tableEl : h("p", { class: "empty" }, "No artifacts yet."));
   }
 
-  const uploadForm = isAdmin ? h("form", { class: "editor inline", novalidate: true,
-    onsubmit: submit, "aria-label": "Upload an artifact" },
-  h("h2", {}, "Upload"), name.wrap, file.wrap, mediaType.wrap, h("div", { class: "actions" }, upload))
-    : null;
   return { title: "Artifacts", node: h("section", { class: "page" }, h("h1", {}, "Artifacts"),
-    message.el, holder, uploadForm), refresh };
+    message.el, holder, isAdmin ? uploadForm(app, message) : null), refresh };
 }

@@ -3,16 +3,21 @@
 import { del, enc, get, post } from "./api.js";
 import { control, h, messageLine, select, statusBadge, table, time } from "./dom.js";
 
-export function tokensPage(app) {
-  const message = messageLine();
-  const holder = h("div", { class: "scroll" });
-  const secret = h("div", { class: "secret", hidden: true });
+function createForm(app, message, secret) {
   const name = control("Name", h("input", { type: "text", autocomplete: "off" }),
     { hint: "Who or what uses it, e.g. ops-dashboard." });
   const role = control("Role", select([["viewer", "viewer: reads everything"],
     ["operator", "operator: also enables, disables, resets"],
     ["admin", "admin: everything"]], "viewer"));
   const create = h("button", { type: "submit" }, "Create token");
+
+  function reveal(made) {
+    const value = h("input", { type: "text", readOnly: true, value: made.token,
+      "aria-label": `Token for ${made.name}`, class: "token-value" });
+    secret.replaceChildren(h("p", {}, `Token for ${made.name} (${made.role}). `,
+      h("strong", {}, "It is shown only now: store it in your secret manager.")), value);
+    secret.hidden = false;
+  }
 
   async function submit(event) {
     event.preventDefault();
@@ -26,11 +31,7 @@ export function tokensPage(app) {
     create.disabled = true;
     try {
       const made = await post("/api/v1/tokens", { name: tokenName, role: role.input.value });
-      const value = h("input", { type: "text", readOnly: true, value: made.token,
-        "aria-label": `Token for ${made.name}`, class: "token-value" });
-      secret.replaceChildren(h("p", {}, `Token for ${made.name} (${made.role}). `,
-        h("strong", {}, "It is shown only now: store it in your secret manager.")), value);
-      secret.hidden = false;
+      reveal(made);
       name.input.value = "";
       message.info(`Created token ${made.name}.`);
     } catch (error) {
@@ -41,6 +42,16 @@ export function tokensPage(app) {
     }
     await app.refresh();
   }
+
+  return h("form", { class: "editor inline", novalidate: true, onsubmit: submit,
+    "aria-label": "Create a token" }, h("h2", {}, "Create"), name.wrap, role.wrap,
+  h("div", { class: "actions" }, create));
+}
+
+export function tokensPage(app) {
+  const message = messageLine();
+  const holder = h("div", { class: "scroll" });
+  const secret = h("div", { class: "secret", hidden: true });
 
   async function revoke(token) {
     try {
@@ -75,8 +86,6 @@ export function tokensPage(app) {
   }
 
   return { title: "Tokens", node: h("section", { class: "page" }, h("h1", {}, "Tokens"),
-    h("form", { class: "editor inline", novalidate: true, onsubmit: submit,
-      "aria-label": "Create a token" }, h("h2", {}, "Create"), name.wrap, role.wrap,
-    h("div", { class: "actions" }, create)),
-    secret, message.el, h("h2", {}, "Tokens"), holder), refresh };
+    createForm(app, message, secret), secret, message.el, h("h2", {}, "Tokens"), holder),
+  refresh };
 }
