@@ -113,11 +113,12 @@ class System:
         self.api("POST", f"/api/v1/adapters/{adapter_id}/disable")
         self.api("DELETE", f"/api/v1/adapters/{adapter_id}")
 
-    def token(self, role: str) -> str:
-        made = self.api("POST", "/api/v1/tokens", {"name": f"{role}-{uuid.uuid4().hex[:8]}",
-                                                   "role": role})  # fmt: skip
-        secret: str = made["token"]
-        return secret
+    def token(self, role: str) -> dict[str, str]:
+        """A new stored token: {"id", "name", "role", "token", "created_at"}."""
+        made: dict[str, str] = self.api(
+            "POST", "/api/v1/tokens", {"name": f"{role}-{uuid.uuid4().hex[:8]}", "role": role}
+        )
+        return made
 
     # --- pods and readiness -----------------------------------------------------------
 

@@ -188,7 +188,8 @@ def test_bad_configuration_edit_is_shown_inline_and_changes_nothing(
 
 
 def test_viewer_reads_every_page_and_can_change_nothing(portal: PortalPage, system: System) -> None:
-    portal.sign_in(system.token("viewer"))
+    viewer = system.token("viewer")
+    portal.sign_in(viewer["token"])
     page = portal.page
     adapter_id = system.adapters["orders-fix"]
     expect(page.get_by_text("(viewer)")).to_be_visible()
@@ -224,6 +225,15 @@ def test_viewer_reads_every_page_and_can_change_nothing(portal: PortalPage, syst
         check()
         assert portal.usable_buttons() == [], route
         expect(page.get_by_role("textbox")).to_have_count(0)
+
+    # Revoked while signed in: the revocation is a change, the page re-reads, is refused
+    # and signs out, without anyone touching it.
+    portal.go("adapters")
+    expect(portal.table("Adapters")).to_be_visible()
+    system.api("DELETE", f"/api/v1/tokens/{viewer['id']}")
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=5_000)
+    expect(page.get_by_text("no longer accepted")).to_be_visible()
+    assert call("GET", portal.base_url + "/api/v1/adapters", token=viewer["token"]).status == 401
 
 
 def test_every_page_for_an_admin_with_screenshots(portal: PortalPage, system: System) -> None:
