@@ -30,8 +30,8 @@ class PeerOut(msgspec.Struct, kw_only=True):
 
 
 class ClusterHealthOut(msgspec.Struct, kw_only=True):
-    replica: str | None
-    """This replica's node id, once announced."""
+    replica: str
+    """This replica's node id (``node.id``)."""
     ready: bool
     reason: str
     """Why it is not ready (``ready`` when it is), as ``/readyz`` says."""
@@ -56,7 +56,6 @@ def add_cluster_health_route(
         status, snapshot = ctx.node.status(), ctx.node.snapshot()
         ok, reason = ready()
         connected = links() if links is not None else {}
-        me = snapshot.replicas.get(status.self_id)
         addresses = sorted(set(connected) | (set(snapshot.replicas) - {status.self_id}))
         peers = [
             {"id": known.node_id if (known := snapshot.replicas.get(a)) else None,
@@ -64,7 +63,7 @@ def add_cluster_health_route(
             for a in addresses
         ]  # fmt: skip
         return json_response({
-            "replica": me.node_id if me else None, "ready": ok, "reason": reason,
+            "replica": ctx.config.node.id, "ready": ok, "reason": reason,
             "has_quorum": status.has_quorum, "term": status.term,
             "commit_index": status.commit_index, "last_applied": status.last_applied,
             "peers": peers,
