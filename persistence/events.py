@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from persistence.changefeed import CHANNEL
 from persistence.db import Database
 from protocol.errors import ValidationError
 from protocol.values import EventCategory, EventLevel
@@ -81,6 +82,14 @@ class EventRepository:
                 [e.category.value for e in events],
                 [e.description for e in events],
                 [dict(e.details) for e in events],
+            )
+            # Tell the replicas (the Portal's live event log); sent at commit, one per adapter.
+            await conn.execute(
+                """SELECT pg_notify($1, json_build_object(
+                       'table', 'events', 'op', 'insert', 'key', a)::text)
+                   FROM (SELECT DISTINCT a FROM unnest($2::text[]) AS t(a)) AS d""",
+                CHANNEL,
+                sorted({e.adapter_id or "" for e in events}),
             )
         return int(result)
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from persistence.adapters import check_name
+from persistence.changefeed import CHANNEL
 from persistence.db import Database
-from protocol.errors import NotFoundError
+from protocol.errors import ConflictError, NotFoundError
 
 
 class Role(enum.StrEnum):
@@ -62,13 +65,16 @@ class TokenRepository:
         """A new token; the plain text is returned once and never stored."""
         check_name(name, "token name")
         token = new_token()
-        row = await self._db.fetchrow(
-            f"INSERT INTO api_tokens (name, token_sha256, role) VALUES ($1, $2, $3) "
-            f"RETURNING {_COLUMNS}",
-            name,
-            hash_token(token),
-            role.value,
-        )
+        try:
+            row = await self._db.fetchrow(
+                f"INSERT INTO api_tokens (name, token_sha256, role) VALUES ($1, $2, $3) "
+                f"RETURNING {_COLUMNS}",
+                name,
+                hash_token(token),
+                role.value,
+            )
+        except ConflictError:  # names stay taken after revocation: the log names them
+            raise ConflictError(f"a token named {name!r} already exists") from None
         assert row is not None
         return token, _record(row)
 
@@ -82,12 +88,31 @@ class TokenRepository:
         return _record(row) if row else None
 
     async def revoke(self, name: str) -> None:
-        result = await self._db.execute(
-            "UPDATE api_tokens SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
-            name,
-        )
-        if result.endswith(" 0"):
-            raise NotFoundError(f"no live token named {name!r}")
+        await self._revoke("name = $1", name, f"no live token named {name!r}")
+
+    async def revoke_id(self, token_id: str) -> TokenRecord:
+        """Revoke the token with id `token_id` (NotFoundError when none is live)."""
+        missing = f"no live token with id {token_id!r}"
+        try:
+            uuid.UUID(token_id)
+        except ValueError:
+            raise NotFoundError(missing) from None
+        return await self._revoke("id = $1::uuid", token_id, missing)
+
+    async def _revoke(self, where: str, value: str, missing: str) -> TokenRecord:
+        """Revoke and notify the change feed in one transaction, so every replica drops the
+        token from its cache at commit (there is no trigger on api_tokens)."""
+        async with self._db.transaction() as conn:
+            row = await conn.fetchrow(
+                f"UPDATE api_tokens SET revoked_at = now() WHERE {where} AND revoked_at IS NULL "
+                f"RETURNING {_COLUMNS}",
+                value,
+            )
+            if row is None:
+                raise NotFoundError(missing)
+            payload = json.dumps({"table": "api_tokens", "op": "update", "key": row["id"]})
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        return _record(row)
 
     async def list_all(self) -> list[TokenRecord]:
         rows = await self._db.fetch(f"SELECT {_COLUMNS} FROM api_tokens ORDER BY name")

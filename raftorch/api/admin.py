@@ -45,6 +45,7 @@ from raftorch.api.edge import (
     record_action,
 )
 from raftorch.api.openapi import QueryParam, RouteSpec
+from raftorch.api.tokens import TOKEN_TABLE, follow_revocations
 from raftorch.api.views import adapter_json, pod_json
 from raftorch.core.adapter_status import slots_by_adapter
 from raftorch.core.model import SlotState, slot_id
@@ -294,11 +295,13 @@ ADAPTER_TABLE: RouteTable = [
 ]
 # fmt: on
 
-ADMIN_ROUTES: list[RouteSpec] = [spec for spec, _ in (*ADAPTER_TABLE, *ARTIFACT_TABLE)]
+_TABLES = (*ADAPTER_TABLE, *ARTIFACT_TABLE, *TOKEN_TABLE)
+ADMIN_ROUTES: list[RouteSpec] = [spec for spec, _ in _TABLES]
 
 
 def add_admin_routes(app: web.Application) -> None:
     """Register every admin route, each behind authentication and its spec's role."""
     install_auth(app)
-    for spec, handler in (*ADAPTER_TABLE, *ARTIFACT_TABLE):
+    follow_revocations(app)
+    for spec, handler in _TABLES:
         app.router.add_route(spec.method, spec.path, guarded(Role(spec.role), handler))

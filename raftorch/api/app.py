@@ -1,4 +1,4 @@
-"""The aiohttp application of a replica: admin API, pod API, OpenAPI, health probes."""
+"""The aiohttp application of a replica: admin API, Portal, pod API, OpenAPI, health probes."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from raftorch.api.admin import ADMIN_ROUTES, add_admin_routes
+from raftorch.api.changes import CHANGE_ROUTES, add_change_routes
+from raftorch.api.cluster_health import CLUSTER_HEALTH_ROUTES, PeerLinks, add_cluster_health_route
 from raftorch.api.context import Context
 from raftorch.api.edge import CTX, error_middleware, json_response
 from raftorch.api.openapi import RouteSpec, add_openapi_route
 from raftorch.api.pods import POD_ROUTES, PodApi
+from raftorch.api.portal import PORTAL_ROUTES, add_portal_routes
 
 Readiness = Callable[[], tuple[bool, str]]
 
@@ -28,12 +31,17 @@ PROBE_ROUTES = [
 ]
 
 
-def build_app(ctx: Context, pods: PodApi, *, ready: Readiness) -> web.Application:
+def build_app(
+    ctx: Context, pods: PodApi, *, ready: Readiness, links: PeerLinks | None = None
+) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware], client_max_size=ctx.config.api.max_body_bytes
     )
     app[CTX] = ctx
     add_admin_routes(app)
+    add_change_routes(app, pods.applied)
+    add_cluster_health_route(app, ready, links)
+    add_portal_routes(app)
     pods.add_routes(app)
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -50,5 +58,7 @@ def build_app(ctx: Context, pods: PodApi, *, ready: Readiness) -> web.Applicatio
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    add_openapi_route(app, [*ADMIN_ROUTES, *POD_ROUTES, *PROBE_ROUTES])
+    documented = [*ADMIN_ROUTES, *CHANGE_ROUTES, *CLUSTER_HEALTH_ROUTES, *POD_ROUTES,
+                  *PROBE_ROUTES, *PORTAL_ROUTES]  # fmt: skip
+    add_openapi_route(app, documented)
     return app

@@ -4,7 +4,8 @@ Handlers raise `RaftorchError`s and `error_middleware` renders them (and aiohttp
 404/405/413) as ``{"error": {"code", "message"}}``; anything else becomes a logged 500
 that never shows a traceback. Admin callers authenticate with a bearer token: the
 bootstrap admin token from the configuration, or a token stored (hashed) in PostgreSQL,
-remembered for `TOKEN_CACHE_SECONDS` so reads keep working while PostgreSQL is down.
+remembered for `TOKEN_CACHE_SECONDS` so reads keep working while PostgreSQL is down
+(a revocation reaches the cache at once through the change feed).
 """
 
 from __future__ import annotations
@@ -244,14 +245,18 @@ class Principal:
 
     name: str
     role: Role
+    token_id: str | None = None
+    """The stored token's id (None for the bootstrap token)."""
 
 
 class TokenCache:
     """Principals of recently verified tokens, keyed by the token's SHA-256.
 
-    An entry is trusted for `ttl_seconds` without asking PostgreSQL, so a revoked token
-    keeps working that long, and a known token keeps working that long while PostgreSQL
-    is down. Bounded: the oldest entries go first. Runs on the event loop only.
+    An entry is trusted for `ttl_seconds` without asking PostgreSQL, so a known token
+    keeps working that long while PostgreSQL is down. A revocation does not wait for
+    that: the change feed calls `forget` (and `clear` after every resync), and a
+    verification that started before a `forget` or `clear` is not cached (`generation`).
+    Bounded: the oldest entries go first. Runs on the event loop only.
     """
 
     def __init__(
@@ -267,6 +272,8 @@ class TokenCache:
         self._entries: collections.OrderedDict[str, tuple[float, Principal]] = (
             collections.OrderedDict()
         )
+        self.generation = 0
+        """Bumped by every `forget` and `clear`."""
 
     def get(self, key: str) -> Principal | None:
         entry = self._entries.get(key)
@@ -277,11 +284,25 @@ class TokenCache:
             return None
         return entry[1]
 
-    def put(self, key: str, principal: Principal) -> None:
+    def put(self, key: str, principal: Principal, generation: int | None = None) -> None:
+        """Remember `principal`, unless `generation` (read before verifying) is outdated."""
+        if generation is not None and generation != self.generation:
+            return
         self._entries.pop(key, None)
         self._entries[key] = (self._clock() + self._ttl, principal)
         while len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
+
+    def forget(self, token_id: str) -> None:
+        """Drop the entries of stored token `token_id` (it was revoked)."""
+        self.generation += 1
+        stale = [k for k, (_, p) in self._entries.items() if p.token_id == token_id]
+        for key in stale:
+            del self._entries[key]
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
 
 
 TOKEN_CACHE = web.AppKey("token_cache", TokenCache)
@@ -320,14 +341,15 @@ async def authenticate(request: web.Request, ctx: Context) -> Principal:
     principal = cache.get(key)
     if principal is not None:
         return principal
+    generation = cache.generation
     try:
         record = await ctx.repos.tokens.verify(token)
     except UnavailableError:
         raise UnavailableError("cannot check the token now: the database is unavailable") from None
     if record is None:
         raise UnauthorizedError("unknown or revoked token")
-    principal = Principal(record.name, record.role)
-    cache.put(key, principal)
+    principal = Principal(record.name, record.role, record.id)
+    cache.put(key, principal, generation)
     return principal
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from persistence.adapters import AdapterRecord, AdapterRepository
 from persistence.changefeed import RESYNC, Change, ChangeFeed
@@ -45,6 +45,9 @@ class ConfigCache:
         self.loaded = False
         self.changed = asyncio.Event()
         self.version = 0
+        self.listeners: list[Callable[[Change], None]] = []
+        """Called on the event loop with every change applied (RESYNC after each full load,
+        and rows of other tables: tokens, events, artifacts); they must not raise."""
 
     def records(self) -> list[AdapterRecord]:
         if not self.loaded:
@@ -89,6 +92,8 @@ class ConfigCache:
                 self.put_fresh(await self._repo.get(change.key))
             except NotFoundError:
                 self.drop(change.key)
+        for listener in self.listeners:
+            listener(change)
 
     def put_fresh(self, record: AdapterRecord) -> None:
         self._records[record.id] = record

@@ -23,6 +23,7 @@ from protocol.logs import configure_logging
 from raftorch.config import Config, Secret, load_config, with_overrides
 from raftorch.ops.commands import add_operator_commands
 from raftorch.ops.replica import Orchestrator, pool_settings
+from raftorch.ops.tokens import add_token_commands
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--lease-ttl", type=float, default=3.0, help="lease TTL in seconds")
     demo.set_defaults(run=_cmd_demo)
     add_operator_commands(commands)
+    add_token_commands(commands)
     return parser
 
 

@@ -145,6 +145,7 @@ class Demo:
         )
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.state.pg_port}/raftorch"
         self.api_urls = [f"http://127.0.0.1:{p}" for p in self.state.api_ports]
+        self.portal_url = self.api_urls[0] + "/"  # every replica serves the Portal
         self.pg = PostgresServer(base_dir=self.data_dir / "postgres", port=self.state.pg_port)
 
     # --- processes ----------------------------------------------------------------
@@ -207,6 +208,7 @@ class Demo:
         self.write_demo_json()
         self.say(f"[demo] all adapters ACTIVE; wrote {self.data_dir / 'demo.json'}")
         self.say(f"[demo] admin token: {self.state.admin_token}")
+        self.say(f"[demo] Portal: {self.portal_url}  (sign in with the admin token)")
         self.say(f"[demo] API: {self.api_urls[0]}/api/v1/adapters  (Ctrl-C stops everything)")
 
     async def _prepare_database(self) -> None:
@@ -323,7 +325,7 @@ class Demo:
         pods = [c for c in self.children if c.kind == "pod"]
         document = {
             "api_urls": self.api_urls,
-            "portal_url": self.api_urls[0] + "/",
+            "portal_url": self.portal_url,
             "admin_token": self.state.admin_token,
             "lease_ttl_seconds": self.ttl,
             "replicas": [

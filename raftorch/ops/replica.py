@@ -249,7 +249,7 @@ class Orchestrator:
         self.node.start()
         await self.forwarder.start()
         self.confirmer.start()
-        app = build_app(self.context, self.pods, ready=self.ready)
+        app = build_app(self.context, self.pods, ready=self.ready, links=self.node.peer_links)
         self._runner = web.AppRunner(app, shutdown_timeout=5.0, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.api.host, self.config.api.port)

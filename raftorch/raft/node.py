@@ -236,6 +236,13 @@ class LeaseNode(SyncObj):
             has_quorum=bool(self.getStatus().get("has_quorum", False)),
         )
 
+    def peer_links(self) -> dict[str, bool]:
+        """Raft address of each peer -> whether this node has a working link to it."""
+        prefix = "partner_node_status_server_"
+        status = self.getStatus()
+        return {key[len(prefix) :]: value == 2 for key, value in status.items()
+                if key.startswith(prefix)}  # fmt: skip
+
     def start(self) -> None:
         """Run ticks on a thread of our own until `stop()`."""
         if self._runtime.thread is not None:

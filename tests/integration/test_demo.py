@@ -73,6 +73,10 @@ def test_demo_comes_up_survives_a_pod_kill_and_stops_cleanly(tmp_path: Path) -> 
         info = json.loads(info_path.read_text())
         assert set(info) >= {"api_urls", "portal_url", "admin_token", "lease_ttl_seconds",
                              "replicas", "pods", "postgres_dsn"}  # fmt: skip
+        wait_until(lambda: f"[demo] Portal: {info['portal_url']}" in log.read_text(), 10.0,
+                   "the demo to print the Portal address")  # fmt: skip
+        portal = call("GET", info["portal_url"], token=None)
+        assert portal.status == 200 and b"raftorch Portal" in portal.body
         modes = {a["mode"] for a in _adapters(info)}
         assert modes == {"single", "active_passive", "scale_out"}
         assert all(a["status"] == "ACTIVE" for a in _adapters(info))
