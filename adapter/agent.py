@@ -45,6 +45,9 @@ REGISTER_RETRY_SECONDS = 0.5
 """Between registration attempts."""
 POLL_BACKOFF_SECONDS = (0.1, 2.0)
 """The long-poll's back-off after a failure or an answer older than what was applied."""
+FULL_REPORT_EVERY = 10
+"""Heartbeats carry only status changes; every this many, and after a registration or a
+leader change, the complete list (so nothing can stay out of step for long)."""
 
 
 class AgentFailedError(RaftorchError):
@@ -97,6 +100,10 @@ class Agent:
         self.revision = -1
         self.last_heartbeat_ok = True
         self.failed: str | None = None  # why the pod runtime failed (then it is not ready)
+        # What the leader acknowledged of each owned session: (epoch, status, detail).
+        self._acked: dict[str, tuple[int, str, str]] = {}
+        self._acked_term = -1
+        self._since_full = FULL_REPORT_EVERY
         self._wake = asyncio.Event()
         self._renewed = asyncio.Event()
         self._registered = asyncio.Event()
@@ -150,6 +157,8 @@ class Agent:
             return False
         self.credential = answer.credential
         self.revision = -1  # a new registration may be with a rebuilt cluster: start over
+        self.version = ""
+        self._acked, self._since_full = {}, FULL_REPORT_EVERY
         self.ttl, self.interval = answer.lease_ttl_seconds, answer.heartbeat_interval_seconds
         self.retry = answer.retry_interval_seconds
         self.margin = max(self.config.safety_margin_seconds, answer.safety_margin_seconds)
@@ -168,13 +177,12 @@ class Agent:
         """
         if self.credential is None:
             return
-        reports = self.sessions.reports()
-        stopped = {r["slot"]: r["epoch"] for r in reports if r["status"] == "STOPPED"}
+        body, sent_reports = self._heartbeat_body()
+        stopped = {r["slot"]: r["epoch"] for r in sent_reports if r["status"] == "STOPPED"}
         budget = max(self.retry, self.interval, self.deadline - self._clock())
         won = await self.client.hedged_post(
-            "/pod/v1/heartbeat", {"pod_id": self.config.pod_id, "sessions": reports},
-            self.credential, budget=budget, hedge=self.retry,
-        )  # fmt: skip
+            "/pod/v1/heartbeat", body, self.credential, budget=budget, hedge=self.retry
+        )
         status = won[1][0] if won is not None else None
         if won is None or status is None or status >= 500:
             self._heartbeat_failed(refusal(won[1] if won else None))
@@ -192,7 +200,36 @@ class Agent:
         if answer is None:
             self._heartbeat_failed("malformed heartbeat answer")
             return
+        self._acknowledged(answer.term, sent_reports, complete=body["complete"])
         self._renewed_by(sent, answer, stopped)
+
+    def _heartbeat_body(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The heartbeat to send: every owned session's status when it is time for the
+        complete list, else only what changed since the last acknowledged heartbeat."""
+        reports = self.sessions.reports()
+        complete = self._since_full >= FULL_REPORT_EVERY
+        if not complete:
+            acked = self._acked
+            reports = [
+                r for r in reports if r["status"] == "STOPPED"
+                or acked.get(r["slot"]) != (r["epoch"], r["status"], r["detail"])
+            ]  # fmt: skip
+        body = {"pod_id": self.config.pod_id, "sessions": reports, "complete": complete,
+                "version": self.version}  # fmt: skip
+        return body, reports
+
+    def _acknowledged(self, term: int, reports: list[dict[str, Any]], *, complete: bool) -> None:
+        if term != self._acked_term:  # another leader: tell it everything next time
+            self._acked, self._acked_term, self._since_full = {}, term, FULL_REPORT_EVERY
+            return
+        self._since_full = 0 if complete else self._since_full + 1
+        if complete:
+            self._acked = {}
+        for r in reports:
+            if r["status"] == "STOPPED":
+                self._acked.pop(r["slot"], None)
+            else:
+                self._acked[r["slot"]] = (r["epoch"], r["status"], r["detail"])
 
     def _heartbeat_failed(self, why: str) -> None:
         log.debug("heartbeat not acknowledged pod=%s: %s", self.config.pod_id, why)
@@ -208,6 +245,9 @@ class Agent:
         self.metrics.heartbeat_rtt.observe(self._clock() - sent)
         self.sessions.reported(stopped)
         for order in answer.stop:  # someone else holds it now: stop as fast as fencing
+            session = self.sessions.sessions.get(order.slot)
+            if session is None or session.info.epoch != order.epoch:
+                continue  # about another epoch than the one running here now
             self.sessions.release(order.slot, f"fenced by the orchestrator: {order.reason}",
                                   timeout=self.fence_stop)  # fmt: skip
         self._apply_newer(answer, may_stop=True)
@@ -241,6 +281,8 @@ class Agent:
                       self.revision)  # fmt: skip
             return False
         self.revision = answer.revision
+        if isinstance(answer, HeartbeatReply) and answer.unchanged:
+            return True  # still the version applied here
         self.version = answer.version
         self._apply(answer.assignments, may_stop=may_stop)
         return True

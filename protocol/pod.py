@@ -62,6 +62,11 @@ class RegisterReply(msgspec.Struct, kw_only=True):
 class HeartbeatRequest(Strict):
     pod_id: Name
     sessions: list[SessionReport] = msgspec.field(default_factory=list)
+    """The pod's owned sessions (all of them when `complete`, else only those whose status
+    changed since its last acknowledged heartbeat), then the ones it stopped."""
+    complete: bool = True
+    version: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    """The assignments version the pod has applied; an unchanged reply omits them."""
 
 
 class Assignment(msgspec.Struct, kw_only=True):
@@ -88,6 +93,8 @@ class HeartbeatReply(msgspec.Struct, kw_only=True):
     revision: int  # entries applied to the state the assignments were read from
     assignments: list[Assignment]
     stop: list[StopOrder]
+    unchanged: bool = False
+    """The pod's assignments are still `version`: `assignments` is left empty."""
 
 
 class AssignmentsReply(msgspec.Struct, kw_only=True):

@@ -47,8 +47,7 @@ from raftorch.api.edge import (
 from raftorch.api.openapi import QueryParam, RouteSpec
 from raftorch.api.tokens import TOKEN_TABLE, follow_revocations
 from raftorch.api.views import adapter_json, pod_json
-from raftorch.core.adapter_status import slots_by_adapter
-from raftorch.core.model import SlotState, slot_id
+from raftorch.core.model import slot_id
 from raftorch.core.ownership import Snapshot
 
 # --- rendering ------------------------------------------------------------------------
@@ -58,9 +57,8 @@ def _adapter(
     record: AdapterRecord,
     snapshot: Snapshot,
     check_ins: Mapping[str, float],
-    grouped: Mapping[str, list[SlotState]] | None = None,
 ) -> dict[str, Any]:
-    data = adapter_json(record, snapshot, check_ins, grouped)
+    data = adapter_json(record, snapshot, check_ins)
     data["last_check_in"] = iso_time(data["last_check_in"])
     return data
 
@@ -89,8 +87,7 @@ async def _check_artifacts(ctx: Context, names: list[str] | None) -> None:
 async def list_adapters(_r: web.Request, ctx: Context, _p: Principal) -> web.Response:
     records = ctx.cache.records()
     snapshot, check_ins = ctx.node.snapshot(), ctx.last_check_in()
-    grouped = slots_by_adapter(snapshot.slots)
-    return json_response({"items": [_adapter(r, snapshot, check_ins, grouped) for r in records]})
+    return json_response({"items": [_adapter(r, snapshot, check_ins) for r in records]})
 
 
 async def create_adapter(request: web.Request, ctx: Context, who: Principal) -> web.Response:
@@ -202,8 +199,7 @@ async def bulk_action(request: web.Request, ctx: Context, who: Principal) -> web
         )
     ctx.wake_leader()
     snapshot, check_ins = ctx.node.snapshot(), ctx.last_check_in()
-    grouped = slots_by_adapter(snapshot.slots)
-    items = [_adapter(r, snapshot, check_ins, grouped) for r in records]
+    items = [_adapter(r, snapshot, check_ins) for r in records]
     return json_response({"items": items}, 202)
 
 
@@ -233,7 +229,7 @@ async def list_pods(_r: web.Request, ctx: Context, _p: Principal) -> web.Respons
     snapshot, check_ins = ctx.node.snapshot(), ctx.last_check_in()
     items = []
     for pod in sorted(snapshot.pods.values(), key=lambda p: p.pod_id):
-        data = pod_json(pod, snapshot.slots, check_ins.get(pod.pod_id))
+        data = pod_json(pod, snapshot, check_ins.get(pod.pod_id))
         data["last_heartbeat"] = iso_time(data["last_heartbeat"])
         items.append(data)
     return json_response({"items": items})

@@ -39,7 +39,7 @@ def build_app(
     )
     app[CTX] = ctx
     add_admin_routes(app)
-    add_change_routes(app, pods.applied)
+    add_change_routes(app, pods.signals.any)
     add_cluster_health_route(app, ready, links)
     add_portal_routes(app)
     pods.add_routes(app)

@@ -23,10 +23,10 @@ from aiohttp import web
 
 from persistence.changefeed import Change
 from persistence.tokens import Role
+from raftorch.api.assignments import Signal
 from raftorch.api.context import Context
 from raftorch.api.edge import CTX, Principal, check_query, guarded, json_response, query_int
 from raftorch.api.openapi import QueryParam, RouteSpec
-from raftorch.api.pods import AppliedSignal
 
 MAX_WAIT_SECONDS = 30
 
@@ -52,10 +52,10 @@ class ChangeStream:
     """The revision of one replica. `applied` is the signal fired on every applied Raft
     entry and configuration change; `notified` is fired by the change-feed listener."""
 
-    def __init__(self, ctx: Context, applied: AppliedSignal) -> None:
+    def __init__(self, ctx: Context, applied: Signal) -> None:
         self._ctx = ctx
         self._applied = applied
-        self.notified = AppliedSignal()
+        self.notified = Signal()
         self._boot = secrets.token_hex(4)
         self._counter = 0
         self._seen = _Seen()
@@ -66,17 +66,15 @@ class ChangeStream:
         self.notified.fire()
 
     def revision(self) -> str:
-        """Compare what users see only when the state moved; O(state) then, O(1) otherwise."""
+        """Moves when what users see moved: O(1) (the state counts its visible changes)."""
         snapshot = self._ctx.node.snapshot()
-        version = self._ctx.cache.version
+        status = self._ctx.node.status()
         seen = self._seen
-        if (snapshot.applied_entries, version) != (seen.applied_entries, seen.cache_version):
-            status = self._ctx.node.status()
-            visible = (snapshot.pods, snapshot.slots, snapshot.replicas,
-                       status.leader_id, status.term)  # fmt: skip
-            if version != seen.cache_version or visible != seen.visible:
+        now = (snapshot.changes, self._ctx.cache.version, status.leader_id, status.term)
+        if now != seen.visible:
+            if seen.visible is not None:
                 self._counter += 1
-            self._seen = _Seen(snapshot.applied_entries, version, visible)
+            self._seen = _Seen(snapshot.applied_entries, self._ctx.cache.version, now)
         return f"{self._boot}.{self._counter}"
 
     async def wait(self, since: str | None, seconds: float) -> tuple[str, bool]:
@@ -127,7 +125,7 @@ CHANGE_ROUTES = [
 ]  # fmt: skip
 
 
-def add_change_routes(app: web.Application, applied: AppliedSignal) -> ChangeStream:
+def add_change_routes(app: web.Application, applied: Signal) -> ChangeStream:
     """Serve the change stream of this replica (call after `add_admin_routes`)."""
     ctx = app[CTX]
     stream = ChangeStream(ctx, applied)

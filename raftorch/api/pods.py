@@ -9,14 +9,11 @@ registration; the state keeps only its SHA-256 (the pod's incarnation).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 from aiohttp import web
 
@@ -29,7 +26,6 @@ from protocol.errors import (
     ValidationError,
 )
 from protocol.pod import (
-    Assignment,
     AssignmentsReply,
     HeartbeatReply,
     HeartbeatRequest,
@@ -41,12 +37,22 @@ from protocol.pod import (
     StopOrder,
 )
 from protocol.values import SlotStatus
+from raftorch.api import assignments
+from raftorch.api.assignments import PodSignals
 from raftorch.api.edge import ForbiddenError, UnauthorizedError, bearer_token, read_body
 from raftorch.api.forwarding import Forwarder
 from raftorch.api.openapi import QueryParam, RouteSpec
 from raftorch.config import Config
 from raftorch.config.cache import ConfigCache
-from raftorch.core.model import Command, DrainPod, RegisterPod, Release, RemovePod, ReportStatus
+from raftorch.core.model import (
+    ApplyResult,
+    Command,
+    DrainPod,
+    RegisterPod,
+    Release,
+    RemovePod,
+    ReportStatus,
+)
 from raftorch.core.ownership import Snapshot
 from raftorch.leader.leases import LeaseTracker, RenewalConfirmer
 from raftorch.leader.metrics import ServiceMetrics
@@ -79,21 +85,6 @@ POD_ROUTES = [
 
 def incarnation_of(credential: str) -> str:
     return hashlib.sha256(credential.encode("utf-8")).hexdigest()
-
-
-class AppliedSignal:
-    """Wakes long-polls when a Raft entry is applied or the configuration changes."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def fire(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), seconds)
 
 
 class PodApi:
@@ -129,7 +120,7 @@ class PodApi:
         self._stamped = stamped
         self._on_registered = on_registered
         self._clock = clock
-        self.applied = AppliedSignal()
+        self.signals = PodSignals()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/pod/v1/register", self.register)
@@ -175,35 +166,6 @@ class PodApi:
             return None
         return await self._forwarder.forward(request, body, self._node.snapshot(), status)
 
-    def _assignments(self, snapshot: Snapshot, pod_id: str) -> list[Assignment]:
-        found: list[Assignment] = []
-        for slot in sorted(snapshot.slots.values(), key=lambda s: s.slot):
-            role: Literal["ACTIVE", "STANDBY"] = "ACTIVE" if slot.owner == pod_id else "STANDBY"
-            if role == "STANDBY" and pod_id not in slot.standbys:
-                continue
-            if slot.status is SlotStatus.REVOKING:
-                continue
-            record = self._cache.get(slot.adapter_id)
-            if record is None:
-                continue
-            found.append(
-                Assignment(
-                    slot=slot.slot,
-                    adapter_id=slot.adapter_id,
-                    role=role,
-                    epoch=slot.epoch if role == "ACTIVE" else 0,
-                    connector=record.connector,
-                    config=record.config,
-                    artifacts=list(record.artifacts),
-                )
-            )
-        return found
-
-    @staticmethod
-    def _version(assignments: list[Assignment]) -> str:
-        key = repr([(a.slot, a.role, a.epoch, a.connector, a.config) for a in assignments])
-        return hashlib.sha256(key.encode()).hexdigest()[:16]
-
     def _leader_hint(self) -> str | None:
         status = self._node.status()
         if status.leader_id is None:
@@ -228,7 +190,6 @@ class PodApi:
             connectors=frozenset(c.type for c in req.connectors),
             capacity=req.capacity,
             labels=tuple(sorted(req.labels.items())),
-            max_epoch_seen=max((s.epoch for s in req.sessions), default=0),
         )
         term = self._node.status().term
         arrival = self._clock()
@@ -295,7 +256,11 @@ class PodApi:
             raise RegistrationExpiredError(
                 f"pod {req.pod_id} is not registered: stop every session and register again"
             )
-        term = await self._confirmer.confirm()
+        # The pod's status changes ride in the next barrier entry (group commit): one
+        # entry per batching window, however many pods report.
+        commands = _report_commands(snapshot, req.pod_id, req.sessions)
+        confirmed = await self._confirmer.confirm(commands)
+        term = confirmed.term
         if self._tracker.term != term:
             raise NotLeaderError("the leader is still taking over; retry shortly")
         if not self._tracker.renew(req.pod_id, arrival, term):
@@ -303,26 +268,25 @@ class PodApi:
                 f"the lease of pod {req.pod_id} ran out: stop every session and register again"
             )
         # Decisions committed while the barrier was pending count: look again.
-        snapshot = self._node.snapshot()
-        if not self._authenticate_pod(request, snapshot, req.pod_id):
+        latest = self._node.snapshot()
+        if not self._authenticate_pod(request, latest, req.pod_id):
             raise RegistrationExpiredError(f"pod {req.pod_id} was removed: register again")
-        commands, stop = _reconcile(snapshot, req.pod_id, req.sessions)
+        if commands:
+            result = ApplyResult("", rejected=confirmed.rejected, error=confirmed.error)
+            self._reporter.committed(snapshot, commands, result, self._tracker.renewals())
+            if any(isinstance(c, Release) for c in commands):
+                self._wake_leader()
+        stop = _stop_orders(latest, req.pod_id, req.sessions)
         for order in stop:
             if order.reason != "revoked":
                 self._reporter.fenced(order.slot, req.pod_id, order.epoch, order.reason)
-        if commands:
-            entry = self._stamped(commands)
-            result = await self._bridge.submit(entry)
-            self._reporter.committed(snapshot, entry, result, self._tracker.renewals())
-            if any(isinstance(c, Release) for c in commands):
-                self._wake_leader()
-        latest = self._node.snapshot()
-        assignments = self._assignments(latest, req.pod_id)
+        current = assignments.version(latest, req.pod_id, self._cache)
+        unchanged = req.version == current
+        found = [] if unchanged else assignments.build(latest, req.pod_id, self._cache)
         return HeartbeatReply(term=term, leader=self._leader_hint(),
                               lease_ttl_seconds=self._config.lease.ttl_seconds,
-                              version=self._version(assignments),
-                              revision=latest.applied_entries,
-                              assignments=assignments, stop=stop)  # fmt: skip
+                              version=current, revision=latest.applied_entries,
+                              assignments=found, stop=stop, unchanged=unchanged)  # fmt: skip
 
     async def assignments(self, request: web.Request) -> web.Response:
         pod_id = request.query.get("pod_id", "")
@@ -340,15 +304,15 @@ class PodApi:
             snapshot = self._node.snapshot()
             if not self._pod_known_here(request, snapshot, pod_id):
                 raise RegistrationExpiredError(f"pod {pod_id} is not registered")
-            found = self._assignments(snapshot, pod_id)
-            version = self._version(found)
+            current = assignments.version(snapshot, pod_id, self._cache)
             remaining = deadline - self._clock()
-            if version != known or remaining <= 0:
-                reply = AssignmentsReply(version=version, revision=snapshot.applied_entries,
+            if current != known or remaining <= 0:
+                found = assignments.build(snapshot, pod_id, self._cache)
+                reply = AssignmentsReply(version=current, revision=snapshot.applied_entries,
                                          term=self._node.status().term,
                                          leader=self._leader_hint(), assignments=found)  # fmt: skip
                 return self._reply(request, reply)
-            await self.applied.wait(remaining)
+            await self.signals.wait(pod_id, remaining)
 
     async def release(self, request: web.Request) -> web.Response:
         body = await read_body(request)
@@ -378,25 +342,35 @@ class PodApi:
         return self._reply(request, ReleaseReply(released=released, term=self._node.status().term))
 
 
-def _reconcile(
+def _report_commands(
     snapshot: Snapshot, pod_id: str, sessions: list[SessionReport]
-) -> tuple[list[Command], list[StopOrder]]:
-    """Compare what the pod runs with the state: status changes to commit, sessions to stop."""
+) -> list[Command]:
+    """What to commit of the pod's report: status changes and releases of what it owns."""
     commands: list[Command] = []
-    stop: list[StopOrder] = []
     for report in sessions:
         slot = snapshot.slots.get(report.slot)
-        owned = slot is not None and slot.owner == pod_id and slot.epoch == report.epoch
-        if slot is None or not owned:
-            if report.status != "STOPPED":
-                why = "stale epoch" if slot is not None and slot.owner == pod_id else "not assigned"
-                stop.append(StopOrder(slot=report.slot, epoch=report.epoch, reason=why))
+        if slot is None or slot.owner != pod_id or slot.epoch != report.epoch:
             continue
         if report.status == "STOPPED":
             commands.append(Release(report.slot, pod_id, report.epoch, "stopped by pod"))
         elif slot.status is SlotStatus.REVOKING:
-            stop.append(StopOrder(slot=report.slot, epoch=report.epoch, reason="revoked"))
+            continue
         elif slot.status.value != report.status or slot.detail != report.detail:
             status = SlotStatus(report.status)
             commands.append(ReportStatus(report.slot, pod_id, report.epoch, status, report.detail))
-    return commands, stop
+    return commands
+
+
+def _stop_orders(snapshot: Snapshot, pod_id: str, sessions: list[SessionReport]) -> list[StopOrder]:
+    """Sessions the pod runs that the (latest) state does not give it, or revokes."""
+    stop: list[StopOrder] = []
+    for report in sessions:
+        if report.status == "STOPPED":
+            continue
+        slot = snapshot.slots.get(report.slot)
+        if slot is None or slot.owner != pod_id or slot.epoch != report.epoch:
+            why = "stale epoch" if slot is not None and slot.owner == pod_id else "not assigned"
+            stop.append(StopOrder(slot=report.slot, epoch=report.epoch, reason=why))
+        elif slot.status is SlotStatus.REVOKING:
+            stop.append(StopOrder(slot=report.slot, epoch=report.epoch, reason="revoked"))
+    return stop

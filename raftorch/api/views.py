@@ -6,21 +6,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from persistence.adapters import AdapterRecord
-from raftorch.core.adapter_status import adapter_status, slots_by_adapter
-from raftorch.core.model import PodInfo, SlotState
+from raftorch.core.adapter_status import adapter_status
+from raftorch.core.model import PodInfo, SlotState, slot_index
 from raftorch.core.ownership import Snapshot
 
 
 def adapter_json(
-    record: AdapterRecord,
-    snapshot: Snapshot,
-    last_check_in: Mapping[str, float],
-    grouped: Mapping[str, list[SlotState]] | None = None,
+    record: AdapterRecord, snapshot: Snapshot, last_check_in: Mapping[str, float]
 ) -> dict[str, Any]:
-    """The public adapter object (contract fields first, then details)."""
-    slots = (grouped if grouped is not None else slots_by_adapter(snapshot.slots)).get(
-        record.id, []
-    )
+    """The public adapter object (contract fields first, then details); O(its slots)."""
+    slots = sorted(snapshot.slots_of_adapter(record.id), key=lambda s: slot_index(s.slot))
     status, detail = adapter_status(record, slots, snapshot.pods)
     first = slots[0] if slots else None
     owner = first.owner if first else None
@@ -56,19 +51,14 @@ def adapter_json(
     }
 
 
-def pod_json(
-    pod: PodInfo, slots: Mapping[str, SlotState], last_heartbeat: float | None
-) -> dict[str, Any]:
-    sessions = [
-        {
-            "slot": s.slot,
-            "role": "ACTIVE" if s.owner == pod.pod_id else "STANDBY",
-            "epoch": s.epoch if s.owner == pod.pod_id else None,
-            "status": s.status.value if s.owner == pod.pod_id else "STANDBY",
-        }
-        for s in sorted(slots.values(), key=lambda s: s.slot)
-        if s.owner == pod.pod_id or pod.pod_id in s.standbys
-    ]
+def pod_json(pod: PodInfo, snapshot: Snapshot, last_heartbeat: float | None) -> dict[str, Any]:
+    """The public pod object; O(the pod's slots)."""
+    sessions = []
+    for key, role in sorted(snapshot.slots_of_pod(pod.pod_id).items()):
+        s: SlotState = snapshot.slots[key]
+        owned = role == "ACTIVE"
+        sessions.append({"slot": key, "role": role, "epoch": s.epoch if owned else None,
+                         "status": s.status.value if owned else "STANDBY"})  # fmt: skip
     return {
         "id": pod.pod_id,
         "state": pod.state.value,

@@ -42,6 +42,8 @@ class ConfigCache:
         self._resync_interval = resync_interval_seconds
         self._retry = retry_seconds
         self._records: dict[str, AdapterRecord] = {}
+        self._specs: dict[str, AdapterSpec] = {}
+        self._changed: set[str] | None = None  # adapters changed since `take_changed`
         self.loaded = False
         self.changed = asyncio.Event()
         self.version = 0
@@ -60,27 +62,30 @@ class ConfigCache:
     def specs(self) -> Mapping[str, AdapterSpec]:
         if not self.loaded:
             raise UnavailableError("configuration not loaded yet: the database is unavailable")
-        return {
-            r.id: AdapterSpec(
-                r.id, r.connector, r.mode, r.instances, r.admin_state is AdminState.ENABLED
-            )
-            for r in self._records.values()
-        }
+        return self._specs
+
+    def take_changed(self) -> set[str] | None:
+        """The adapters changed since the last call (None: all may have, after a reload)."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def put(self, record: AdapterRecord) -> None:
         """Take a record this replica just wrote (the feed will confirm it)."""
         current = self._records.get(record.id)
         if current is None or current.revision <= record.revision:
-            self._records[record.id] = record
-            self._bump()
+            self.put_fresh(record)
 
     def drop(self, adapter_id: str) -> None:
         if self._records.pop(adapter_id, None) is not None:
+            del self._specs[adapter_id]
+            self._note(adapter_id)
             self._bump()
 
     async def resync(self) -> None:
         records = await self._repo.list_all()
         self._records = {r.id: r for r in records}
+        self._specs = {r.id: _spec(r) for r in records}
+        self._changed = None
         self.loaded = True
         self._bump()
 
@@ -97,7 +102,13 @@ class ConfigCache:
 
     def put_fresh(self, record: AdapterRecord) -> None:
         self._records[record.id] = record
+        self._specs[record.id] = _spec(record)
+        self._note(record.id)
         self._bump()
+
+    def _note(self, adapter_id: str) -> None:
+        if self._changed is not None:
+            self._changed.add(adapter_id)
 
     def _bump(self) -> None:
         self.version += 1
@@ -127,3 +138,8 @@ class ConfigCache:
             if change == RESYNC:
                 next_resync = loop.time() + self._resync_interval
             await self.apply(change)
+
+
+def _spec(record: AdapterRecord) -> AdapterSpec:
+    enabled = record.admin_state is AdminState.ENABLED
+    return AdapterSpec(record.id, record.connector, record.mode, record.instances, enabled)

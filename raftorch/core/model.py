@@ -92,7 +92,6 @@ class RegisterPod(_Command, frozen=True, tag="RegisterPod"):
     connectors: frozenset[str]
     capacity: int
     labels: Labels = ()
-    max_epoch_seen: int = 0  # highest epoch the pod holds; raises the floor after a state loss
 
 
 class DrainPod(_Command, frozen=True, tag="DrainPod"):
@@ -227,6 +226,7 @@ class ApplyResult:
     granted: tuple[tuple[str, str, int], ...] = ()  # (slot, pod, epoch)
     duplicate: bool = False  # the request id had been applied before: nothing changed now
     error: str = ""  # an applier bug, caught: the entry changed nothing
+    touched: frozenset[str] = frozenset()  # pods whose assignments the entry changed
 
     @property
     def ok(self) -> bool:
@@ -261,12 +261,20 @@ class View:
     slots: Mapping[str, SlotState]
     renewals: Mapping[str, float]  # pod id -> last renewal receipt (leader's monotonic clock)
     may_grant: bool = True
+    dirty: frozenset[str] | None = None
+    """Adapters whose configuration or slots changed since the last plan (None: all of
+    them). Besides these the planner always looks at unassigned slots and at the slots of
+    pods it expires, so a plan costs what changed, not the size of the cluster."""
+    pod_slots: Mapping[str, Mapping[str, str]] | None = None
+    """The state's indexes (`raftorch.core.snapshot`); None: built from `slots`."""
+    adapter_slots: Mapping[str, Mapping[str, bool]] | None = None
+    unassigned: Mapping[str, bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
     ttl_seconds: float
-    max_grants_per_tick: int = 500
+    max_grants_per_tick: int = 5000
     standbys_per_slot: int = 1
 
 
@@ -274,6 +282,8 @@ class Policy:
 class Plan:
     commands: tuple[Command, ...] = ()
     reasons: tuple[str, ...] = field(default=())  # one human line per decision group
+    pending: frozenset[str] = frozenset()
+    """Adapters with work left for the next plan (the grant budget was reached)."""
 
     def __bool__(self) -> bool:
         return bool(self.commands)

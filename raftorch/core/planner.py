@@ -1,12 +1,18 @@
-"""The lease planner: a pure function from a frozen view of the cluster to the next plan."""
+"""The lease planner: a pure function from a frozen view of the cluster to the next plan.
+
+Cost proportional to change: a plan looks at the adapters the view marks dirty, at the
+unassigned slots and at the slots of the pods it expires, reading the state through its
+indexes (slots by pod and by adapter), and places through a heap of pods by load
+(`raftorch.core.placement`). A view without `dirty` is a full pass over every adapter.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from protocol.values import DeploymentMode, PodState, SlotStatus
+from protocol.values import DeploymentMode, SlotStatus
 from raftorch.core.model import (
     AdapterSpec,
     AddStandby,
@@ -18,11 +24,14 @@ from raftorch.core.model import (
     Policy,
     RemovePod,
     Revoke,
+    SlotState,
     View,
     slot_adapter,
     slot_id,
     slot_index,
 )
+from raftorch.core.placement import Placer
+from raftorch.core.snapshot import EMPTY, rebuild_indexes
 
 MAX_REASONS = 20  # Plan.reasons never has more lines than this
 _MAX_DETAIL_LINES = 6  # per group (expired pods, unplaceable slots) before summarising
@@ -37,7 +46,7 @@ def plan(view: View, now: float, policy: Policy) -> Plan:
     never granted; when its owner expires in this plan it vanishes (RemovePod deletes
     it) and is granted afresh in the same entry if still wanted. Every command is
     valid against the state `view` shows once the earlier commands of the plan are
-    applied: the planner keeps a working copy that mirrors `OwnershipState.apply`.
+    applied: the planner keeps a working copy that mirrors the appliers.
     Without the configuration (`view.adapters` None) only expiry is planned; without the
     epoch floor (`view.may_grant` False) nothing is granted. Pure and deterministic: no
     I/O, no clock, iteration in sorted order.
@@ -46,17 +55,26 @@ def plan(view: View, now: float, policy: Policy) -> Plan:
     _expire(work, now)
     if view.adapters is None:  # configuration unknown: expire only, never revoke blindly
         work.reasons.append("configuration not loaded: only expiry is planned")
-        return Plan(tuple(work.commands), _bounded(work.reasons))
-    desired = _desired_slots(view.adapters)
-    _revoke_unwanted(work, view.adapters, desired)
-    work.count_members()
+        return work.plan()
+    adapters = view.adapters
+    candidates = sorted(work.candidates(adapters))
+    _revoke_unwanted(work, adapters, candidates)
+    desired = {a: adapters[a] for a in candidates if a in adapters and adapters[a].enabled}
     _drop_standbys(work, desired)
     if not view.may_grant:
         work.reasons.append("grants wait for the epoch floor from PostgreSQL")
-        return Plan(tuple(work.commands), _bounded(work.reasons))
+        return work.plan()
     _grant_unowned(work, desired)
     _add_standbys(work, desired)
-    return Plan(tuple(work.commands), _bounded(work.reasons))
+    return work.plan()
+
+
+def wanted_slots(spec: AdapterSpec) -> list[str]:
+    """The slot ids the configuration wants running for `spec` (none while disabled)."""
+    if not spec.enabled:
+        return []
+    count = spec.instances if spec.mode is DeploymentMode.SCALE_OUT else 1
+    return [slot_id(spec.adapter_id, index) for index in range(count)]
 
 
 # --- the working copy -----------------------------------------------------------------
@@ -78,67 +96,150 @@ class _Slot:
         return ([self.owner] if self.owner is not None else []) + self.standbys
 
 
+def _copy(state: SlotState) -> _Slot:
+    return _Slot(state.slot, state.adapter_id, state.owner, state.epoch, list(state.standbys),
+                 state.status)  # fmt: skip
+
+
 @dataclass(slots=True)
 class _Work:
-    """Everything one planning pass reads and writes."""
+    """Everything one planning pass reads and writes: copies of the slots it touches only."""
 
     view: View
     policy: Policy
     pods: dict[str, PodInfo] = field(default_factory=dict)  # registered and not expired
-    slots: dict[str, _Slot] = field(default_factory=dict)
-    load: Counter[str] = field(default_factory=Counter)  # pod -> slots it owns or backs
-    zones: Counter[tuple[str, str]] = field(default_factory=Counter)  # (adapter, zone) -> members
     commands: list[Command] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    pending: set[str] = field(default_factory=set)
+    touched: set[str] = field(default_factory=set)  # adapters of slots expiry freed
     grants: int = 0
     standbys_added: int = 0
+    _slots: dict[str, _Slot | None] = field(default_factory=dict)  # copies; None: deleted
+    _added: dict[str, set[str]] = field(default_factory=dict)  # adapter -> slots created
+    _members: dict[str, Counter[str]] = field(default_factory=dict)  # adapter -> pod roles
+    _zones: dict[str, Counter[str | None]] = field(default_factory=dict)
+    pod_slots: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    adapter_slots: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
+    unassigned: Mapping[str, bool] = field(default_factory=dict)
+    placer: Placer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.pods = dict(self.view.pods)
-        self.slots = {
-            s.slot: _Slot(s.slot, s.adapter_id, s.owner, s.epoch, list(s.standbys), s.status)
-            for s in self.view.slots.values()
-        }
+        view = self.view
+        if view.pod_slots is None or view.adapter_slots is None or view.unassigned is None:
+            built = rebuild_indexes(view.pods.values(), view.slots.values())
+            self.pod_slots = built.pod_slots
+            self.adapter_slots = built.adapter_slots
+            self.unassigned = built.unassigned
+        else:
+            self.pod_slots, self.adapter_slots = view.pod_slots, view.adapter_slots
+            self.unassigned = view.unassigned
+        self.pods = dict(view.pods)
+        load = Counter({p: len(self.pod_slots.get(p, EMPTY)) for p in self.pods})
+        self.placer = Placer(self.pods, load)
+
+    def plan(self) -> Plan:
+        return Plan(tuple(self.commands), _bounded(self.reasons), frozenset(self.pending))
+
+    # reads ------------------------------------------------------------------------------
+
+    def peek(self, key: str) -> _Slot | SlotState | None:
+        if key in self._slots:
+            return self._slots[key]
+        return self.view.slots.get(key)
+
+    def slot(self, key: str) -> _Slot | None:
+        """The working copy of a slot, made on first use."""
+        if key not in self._slots:
+            state = self.view.slots.get(key)
+            self._slots[key] = _copy(state) if state is not None else None
+        return self._slots[key]
+
+    def keys_of(self, adapter_id: str) -> list[str]:
+        keys = set(self.adapter_slots.get(adapter_id, EMPTY)) | self._added.get(adapter_id, set())
+        return sorted((k for k in keys if self.peek(k) is not None), key=slot_index)
+
+    def candidates(self, adapters: Mapping[str, AdapterSpec]) -> set[str]:
+        if self.view.dirty is None:
+            return set(adapters) | set(self.adapter_slots)
+        found = set(self.view.dirty) | self.touched
+        found.update(slot_adapter(key) for key in self.unassigned)
+        return found
+
+    # membership counts for placement ------------------------------------------------------
+
+    def members(self, adapter_id: str) -> Counter[str]:
+        counts = self._members.get(adapter_id)
+        if counts is None:
+            counts = Counter()
+            for key in self.keys_of(adapter_id):
+                current = self.peek(key)
+                if current is not None:
+                    counts.update(_members_of(current))
+            self._members[adapter_id] = counts
+        return counts
+
+    def zone_crowd(self, adapter_id: str) -> Counter[str | None]:
+        counts = self._zones.get(adapter_id)
+        if counts is None:
+            counts = Counter()
+            for pod_id, n in self.members(adapter_id).items():
+                counts[self.placer.zone(pod_id)] += n
+            self._zones[adapter_id] = counts
+        return counts
+
+    def joined(self, adapter_id: str, pod_id: str) -> None:
+        """The load was counted by the placer; the adapter's counts follow."""
+        self.members(adapter_id)[pod_id] += 1
+        self.zone_crowd(adapter_id)[self.placer.zone(pod_id)] += 1
+
+    def left(self, adapter_id: str, pod_id: str) -> None:
+        self.placer.load[pod_id] -= 1
+        self.members(adapter_id)[pod_id] -= 1
+        self.zone_crowd(adapter_id)[self.placer.zone(pod_id)] -= 1
+
+    def choose(self, spec: AdapterSpec, exclude: Iterable[str]) -> str | None:
+        members, crowd = self.members(spec.adapter_id), self.zone_crowd(spec.adapter_id)
+        chosen = self.placer.choose(
+            spec.connector, set(exclude), lambda p: members[p],
+            lambda zone: crowd[zone] if zone is not None else 0,
+        )  # fmt: skip
+        if chosen is not None:
+            self.joined(spec.adapter_id, chosen)
+        return chosen
+
+    # changes ------------------------------------------------------------------------------
+
+    def create(self, key: str, adapter_id: str) -> _Slot:
+        created = _Slot(key, adapter_id, None, 0, [], SlotStatus.UNASSIGNED)
+        self._slots[key] = created
+        self._added.setdefault(adapter_id, set()).add(key)
+        return created
+
+    def delete(self, key: str) -> None:
+        self._slots[key] = None
 
     def forget_pod(self, pod_id: str) -> None:
         """Mirror of RemovePod: the pod's slots are vacated (deleted if being revoked)."""
         del self.pods[pod_id]
-        for key in sorted(self.slots):
-            current = self.slots[key]
+        self.placer.forget(pod_id)
+        for key in sorted(self.pod_slots.get(pod_id, EMPTY)):
+            current = self.slot(key)
+            if current is None:
+                continue
+            self.touched.add(current.adapter_id)
+            self._members.pop(current.adapter_id, None)
+            self._zones.pop(current.adapter_id, None)
             if current.owner == pod_id:
                 if current.status is SlotStatus.REVOKING:
-                    del self.slots[key]
+                    self.delete(key)
                 else:
                     current.owner, current.status = None, SlotStatus.UNASSIGNED
             elif pod_id in current.standbys:
                 current.standbys.remove(pod_id)
 
-    def count_members(self) -> None:
-        """Load per pod and members per (adapter, zone), from the slots as they now are."""
-        for current in self.slots.values():
-            for member in current.members:
-                self.join(current.adapter_id, member)
 
-    def join(self, adapter_id: str, pod_id: str) -> None:
-        self.load[pod_id] += 1
-        zone = self.zone(pod_id)
-        if zone is not None:
-            self.zones[(adapter_id, zone)] += 1
-
-    def leave(self, adapter_id: str, pod_id: str) -> None:
-        self.load[pod_id] -= 1
-        zone = self.zone(pod_id)
-        if zone is not None:
-            self.zones[(adapter_id, zone)] -= 1
-
-    def zone(self, pod_id: str) -> str | None:
-        pod = self.pods.get(pod_id)
-        return pod.zone if pod is not None else None
-
-    def can_run(self, pod_id: str, connector: str) -> bool:
-        """Live, ACTIVE and offering the connector (capacity aside)."""
-        pod = self.pods.get(pod_id)
-        return pod is not None and pod.state is PodState.ACTIVE and connector in pod.connectors
+def _members_of(state: _Slot | SlotState) -> list[str]:
+    return ([state.owner] if state.owner is not None else []) + list(state.standbys)
 
 
 # --- the steps --------------------------------------------------------------------------
@@ -159,40 +260,33 @@ def _expire(work: _Work, now: float) -> None:
     work.reasons.extend(_summarise(expired, "expired {} more pods"))
 
 
-def _desired_slots(adapters: Mapping[str, AdapterSpec]) -> dict[str, AdapterSpec]:
-    """Slot id -> spec for every slot the configuration wants running."""
-    desired: dict[str, AdapterSpec] = {}
-    for key in sorted(adapters):
-        spec = adapters[key]
-        if not spec.enabled:
-            continue
-        count = spec.instances if spec.mode is DeploymentMode.SCALE_OUT else 1
-        for index in range(count):
-            desired[slot_id(spec.adapter_id, index)] = spec
-    return desired
-
-
 def _revoke_unwanted(
-    work: _Work, adapters: Mapping[str, AdapterSpec], desired: Mapping[str, AdapterSpec]
+    work: _Work, adapters: Mapping[str, AdapterSpec], candidates: list[str]
 ) -> None:
     why: Counter[str] = Counter()
-    for key in sorted(work.slots):
-        current = work.slots[key]
-        if key in desired or current.status is SlotStatus.REVOKING:
-            continue
-        spec = adapters.get(current.adapter_id)
-        if spec is None:
-            reason = "adapter deleted"
-        elif not spec.enabled:
-            reason = "adapter disabled"
-        else:
-            reason = "slot beyond the adapter's instances"
-        work.commands.append(Revoke(key, reason=reason))
-        why[reason] += 1
-        if current.owner is None:
-            del work.slots[key]
-        else:
-            current.status, current.standbys = SlotStatus.REVOKING, []
+    for adapter_id in candidates:
+        spec = adapters.get(adapter_id)
+        wanted = set(wanted_slots(spec)) if spec is not None else set()
+        for key in work.keys_of(adapter_id):
+            peeked = work.peek(key)
+            if key in wanted or peeked is None or peeked.status is SlotStatus.REVOKING:
+                continue
+            current = work.slot(key)
+            assert current is not None
+            if spec is None:
+                reason = "adapter deleted"
+            elif not spec.enabled:
+                reason = "adapter disabled"
+            else:
+                reason = "slot beyond the adapter's instances"
+            work.commands.append(Revoke(key, reason=reason))
+            why[reason] += 1
+            if current.owner is None:
+                work.delete(key)
+            else:
+                for pod_id in current.standbys:
+                    work.left(adapter_id, pod_id)
+                current.status, current.standbys = SlotStatus.REVOKING, []
     for reason, count in sorted(why.items()):
         work.reasons.append(f"revoked {count} slot(s): {reason}")
 
@@ -200,20 +294,23 @@ def _revoke_unwanted(
 def _drop_standbys(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
     """Standbys that could not take over (or are too many, or of a mode without any)."""
     dropped = 0
-    for key in sorted(work.slots):
-        current, spec = work.slots[key], desired.get(key)
-        if spec is None or current.status is SlotStatus.REVOKING:
-            continue
+    for adapter_id, spec in desired.items():
         wanted = work.policy.standbys_per_slot if spec.mode is DeploymentMode.ACTIVE_PASSIVE else 0
-        kept: list[str] = []
-        for pod_id in list(current.standbys):
-            if len(kept) < wanted and work.can_run(pod_id, spec.connector):
-                kept.append(pod_id)
+        for key in wanted_slots(spec):
+            peeked = work.peek(key)
+            if peeked is None or peeked.status is SlotStatus.REVOKING or not peeked.standbys:
                 continue
-            work.commands.append(DropStandby(key, pod_id))
-            current.standbys.remove(pod_id)
-            work.leave(current.adapter_id, pod_id)
-            dropped += 1
+            current = work.slot(key)
+            assert current is not None
+            kept: list[str] = []
+            for pod_id in list(current.standbys):
+                if len(kept) < wanted and work.placer.able(pod_id, spec.connector):
+                    kept.append(pod_id)
+                    continue
+                work.commands.append(DropStandby(key, pod_id))
+                current.standbys.remove(pod_id)
+                work.left(adapter_id, pod_id)
+                dropped += 1
     if dropped:
         work.reasons.append(f"dropped {dropped} standby(s)")
 
@@ -223,14 +320,20 @@ def _grant_unowned(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
     budget = work.policy.max_grants_per_tick
     promoted = placed = deferred = 0
     unplaced: list[str] = []
-    for key in sorted(desired, key=lambda s: _grant_order(work, s)):
-        current = work.slots.get(key)
-        if current is not None and not _grantable(current):
-            continue
+    todo: list[tuple[bool, str, int, str]] = []
+    for adapter_id, spec in desired.items():
+        for key in wanted_slots(spec):
+            current = work.peek(key)
+            if current is not None and not _grantable(current):
+                continue
+            had_owner = current is not None and current.epoch > 0
+            todo.append((not had_owner, adapter_id, slot_index(key), key))
+    for _, adapter_id, _, key in sorted(todo):
         if work.grants >= budget:
             deferred += 1
+            work.pending.add(adapter_id)
             continue
-        spec = desired[key]
+        spec, current = desired[adapter_id], work.slot(key)
         if current is not None and _promote(work, current, spec):
             promoted += 1
         elif (why := _place_owner(work, key, spec, current)) is None:
@@ -244,28 +347,22 @@ def _grant_unowned(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
     work.reasons.extend(_summarise(unplaced, "{} more slots cannot be placed"))
 
 
-def _grantable(current: _Slot) -> bool:
+def _grantable(current: _Slot | SlotState) -> bool:
     """No owner, and not being revoked (a revoked slot must vanish before it is granted)."""
     return current.owner is None and current.status is SlotStatus.UNASSIGNED
 
 
-def _grant_order(work: _Work, key: str) -> tuple[bool, str, int]:
-    """Slots that had an owner (a failover) before new ones, then by adapter and index."""
-    current = work.slots.get(key)
-    had_owner = current is not None and current.epoch > 0
-    return (not had_owner, slot_adapter(key), slot_index(key))
-
-
 def _promote(work: _Work, current: _Slot, spec: AdapterSpec) -> bool:
     """Make the least loaded able standby the owner; it keeps its load (standby -> owner)."""
+    load = work.placer.load
     able = [
         pod_id
         for pod_id in current.standbys
-        if work.can_run(pod_id, spec.connector) and work.load[pod_id] <= work.pods[pod_id].capacity
+        if work.placer.able(pod_id, spec.connector) and load[pod_id] <= work.pods[pod_id].capacity
     ]
     if not able:
         return False
-    pod_id = min(able, key=lambda p: (work.load[p], p))
+    pod_id = min(able, key=lambda p: (load[p], p))
     work.commands.append(
         Grant(current.slot, spec.adapter_id, pod_id, current.epoch, reason="failover")
     )
@@ -277,18 +374,15 @@ def _promote(work: _Work, current: _Slot, spec: AdapterSpec) -> bool:
 
 def _place_owner(work: _Work, key: str, spec: AdapterSpec, current: _Slot | None) -> str | None:
     """Grant the slot to the best placement; the reason it cannot be placed otherwise."""
-    exclude = set(current.members) if current is not None else set()
-    pod_id = _choose(work, spec, exclude)
+    pod_id = work.choose(spec, current.members if current is not None else ())
     if pod_id is None:
         return _why_unplaceable(work, spec)
     epoch = current.epoch if current is not None else 0
     work.commands.append(Grant(key, spec.adapter_id, pod_id, epoch, reason="grant"))
     work.grants += 1
     if current is None:
-        current = _Slot(key, spec.adapter_id, None, epoch, [], SlotStatus.UNASSIGNED)
-        work.slots[key] = current
+        current = work.create(key, spec.adapter_id)
     current.owner, current.status = pod_id, SlotStatus.CLAIMING
-    work.join(spec.adapter_id, pod_id)
     return None
 
 
@@ -296,54 +390,36 @@ def _add_standbys(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
     """Warm standbys for owned active_passive slots, bounded by the grant budget."""
     budget, wanted = work.policy.max_grants_per_tick, work.policy.standbys_per_slot
     short = 0
-    for key in sorted(desired, key=lambda s: (slot_adapter(s), slot_index(s))):
-        spec, current = desired[key], work.slots.get(key)
-        if spec.mode is not DeploymentMode.ACTIVE_PASSIVE or current is None:
+    for adapter_id, spec in desired.items():
+        if spec.mode is not DeploymentMode.ACTIVE_PASSIVE:
             continue
-        if current.owner is None or current.status is SlotStatus.REVOKING:
-            continue
-        while len(current.standbys) < wanted and work.standbys_added < budget:
-            pod_id = _choose(work, spec, set(current.members))
-            if pod_id is None:
-                short += 1
+        for key in wanted_slots(spec):
+            peeked = work.peek(key)
+            if peeked is None or peeked.owner is None or peeked.status is SlotStatus.REVOKING:
+                continue
+            if len(peeked.standbys) >= wanted:
+                continue
+            if work.standbys_added >= budget:
+                work.pending.add(adapter_id)
                 break
-            work.commands.append(AddStandby(key, pod_id))
-            work.standbys_added += 1
-            current.standbys.append(pod_id)
-            work.join(spec.adapter_id, pod_id)
+            current = work.slot(key)
+            assert current is not None
+            while len(current.standbys) < wanted and work.standbys_added < budget:
+                pod_id = work.choose(spec, current.members)
+                if pod_id is None:
+                    short += 1
+                    break
+                work.commands.append(AddStandby(key, pod_id))
+                work.standbys_added += 1
+                current.standbys.append(pod_id)
     if work.standbys_added:
         work.reasons.append(f"added {work.standbys_added} standby(s)")
     if short:
         work.reasons.append(f"{short} active_passive slot(s) lack a standby: no able pod")
 
 
-# --- placement ------------------------------------------------------------------------
-
-
-def _choose(work: _Work, spec: AdapterSpec, exclude: set[str]) -> str | None:
-    """The best pod for a new role in a slot of `spec`, or None.
-
-    Able pods are live, ACTIVE, offer the connector, are below capacity and hold no
-    role in the slot yet. Preferred: fewest members of the same adapter in the pod's
-    zone (pods without a zone never conflict), then least loaded, then pod id.
-    """
-    best: tuple[int, int, str] | None = None
-    for pod_id in sorted(work.pods):
-        pod = work.pods[pod_id]
-        if pod_id in exclude or not work.can_run(pod_id, spec.connector):
-            continue
-        if work.load[pod_id] >= pod.capacity:
-            continue
-        zone = pod.zone
-        crowd = work.zones[(spec.adapter_id, zone)] if zone is not None else 0
-        rank = (crowd, work.load[pod_id], pod_id)
-        if best is None or rank < best:
-            best = rank
-    return best[2] if best is not None else None
-
-
 def _why_unplaceable(work: _Work, spec: AdapterSpec) -> str:
-    if not any(work.can_run(pod_id, spec.connector) for pod_id in work.pods):
+    if not work.placer.offered(spec.connector):
         return f"no pod offers connector {spec.connector}"
     return f"no capacity for connector {spec.connector}"
 

@@ -14,12 +14,17 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
+from raftorch.core.model import ApplyResult, Command
 from raftorch.raft.bridge import NotLeaderError, RaftBridge
 from raftorch.raft.node import RaftStatus
 
 log = logging.getLogger(__name__)
+
+MAX_COMMANDS_PER_BARRIER = 5000
+"""A window's commands beyond this go in the next barrier entry (bounded entries)."""
 
 
 class LeaseTracker:
@@ -92,11 +97,31 @@ class LeaseTracker:
         return min(self._renewals.values(), default=None)
 
 
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """A renewal confirmed by a barrier of `term`, and what became of the caller's commands
+    (their outcome within the barrier entry, indexes relative to the caller's own list)."""
+
+    term: int
+    rejected: tuple[tuple[int, str], ...] = ()
+    error: str = ""
+
+
+@dataclass(slots=True)
+class _Group:
+    """The callers of one batching window: they share one barrier entry."""
+
+    future: asyncio.Future[tuple[int, ApplyResult | None]]
+    commands: list[Command] = field(default_factory=list)
+
+
 class RenewalConfirmer:
     """Batches heartbeats into barrier commits (see the module docstring).
 
-    `confirm()` returns the Raft term of the barrier that confirmed the caller, or
-    raises NotLeaderError / OutcomeUnknownError: then the caller must not renew.
+    Group commit: the commands heartbeats bring (status reports, releases) travel in the
+    barrier entry itself, so one entry per window carries every pod's changes, however
+    many pods there are. `confirm()` returns the term of the barrier that confirmed the
+    caller, or raises NotLeaderError / OutcomeUnknownError: then the caller must not renew.
     """
 
     def __init__(
@@ -105,12 +130,18 @@ class RenewalConfirmer:
         status: Callable[[], RaftStatus],
         *,
         window_seconds: float,
+        stamp: Callable[[Sequence[Command]], tuple[Command, ...]] | None = None,
+        max_commands: int = MAX_COMMANDS_PER_BARRIER,
     ) -> None:
         self._bridge = bridge
         self._status = status
         self._window = window_seconds
-        self._waiting: asyncio.Future[int] | None = None
+        self._stamp = stamp
+        self._max = max_commands
+        self._group: _Group | None = None
+        self._pending: list[_Group] = []
         self._wake = asyncio.Event()
+        self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.barriers = 0
 
@@ -124,47 +155,74 @@ class RenewalConfirmer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._waiting is not None and not self._waiting.done():
-            self._waiting.set_exception(NotLeaderError("replica is shutting down"))
+        if self._group is not None and not self._group.future.done():
+            self._group.future.set_exception(NotLeaderError("replica is shutting down"))
 
-    async def confirm(self) -> int:
+    async def confirm(self, commands: Sequence[Command] = ()) -> Confirmed:
+        """Wait for the next barrier (carrying `commands`, which need the leader's stamp)."""
         if self._task is not None and self._task.done():
             self._task.result()  # surface a crashed batcher instead of hanging
-        if self._waiting is None:
-            self._waiting = asyncio.get_running_loop().create_future()
-            self._waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if commands and self._stamp is None:
+            raise RuntimeError("this confirmer cannot carry commands: no stamp given")
+        group = self._group
+        if group is None or len(group.commands) + len(commands) > self._max:
+            if group is not None:
+                self._full.set()  # this window is full: commit it now, start another
+            future: asyncio.Future[tuple[int, ApplyResult | None]] = (
+                asyncio.get_running_loop().create_future()
+            )
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            group = self._group = _Group(future)
+            self._pending.append(group)
+        first = len(group.commands)
+        group.commands.extend(commands)
         self._wake.set()
-        return await asyncio.shield(self._waiting)
+        term, result = await asyncio.shield(group.future)
+        if result is None or not commands:
+            return Confirmed(term)
+        # Entry index j is the group's command j - 1 (the stamp comes first).
+        mine = range(first, first + len(commands))
+        rejected = tuple((j - 1 - first, why) for j, why in result.rejected if j - 1 in mine)
+        return Confirmed(term, rejected, result.error)
 
     async def run_once(self) -> None:
         """Commit one barrier for everyone waiting now (the waiters all arrived before it)."""
-        group, self._waiting = self._waiting, None
-        if group is None:
-            return
-        try:
-            group.set_result(await self._barrier())
-        except Exception as exc:  # every failure means "not confirmed"
-            group.set_exception(exc)
-        finally:  # cancelled mid-barrier (shutdown): release the waiters
-            if not group.done():
-                group.set_exception(NotLeaderError("replica is shutting down"))
+        while self._pending:
+            group = self._pending.pop(0)
+            if group is self._group:
+                self._group = None
+            try:
+                group.future.set_result(await self._barrier(group.commands))
+            except Exception as exc:  # every failure means "not confirmed"
+                group.future.set_exception(exc)
+            finally:  # cancelled mid-barrier (shutdown): release the waiters
+                if not group.future.done():
+                    group.future.set_exception(NotLeaderError("replica is shutting down"))
 
-    async def _barrier(self) -> int:
+    async def _barrier(self, commands: list[Command]) -> tuple[int, ApplyResult | None]:
         before = self._status()
         if not before.is_leader:
             raise NotLeaderError("this replica is not the Raft leader")
-        await self._bridge.submit((), request_id=f"barrier-{uuid.uuid4().hex}")
+        entry: tuple[Command, ...] = ()
+        if commands:
+            assert self._stamp is not None
+            entry = self._stamp(commands)
+        result = await self._bridge.submit(entry, request_id=f"barrier-{uuid.uuid4().hex}")
         after = self._status()
         # pysyncobj forwards a follower's commands to the leader: a commit alone does
         # not prove that *this* replica was leader throughout.
         if not after.is_leader or after.term != before.term:
             raise NotLeaderError("leadership changed while the renewal was confirmed")
+        if result.error:  # a stale stamp refuses the whole entry: nothing was confirmed
+            raise NotLeaderError(f"the barrier entry was refused: {result.error}")
         self.barriers += 1
-        return before.term
+        return before.term, (result if commands else None)
 
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await asyncio.sleep(self._window)  # the batching window
+            with contextlib.suppress(TimeoutError):  # the batching window, cut short if full
+                await asyncio.wait_for(self._full.wait(), self._window)
+            self._full.clear()
             await self.run_once()

@@ -48,6 +48,8 @@ Clock = Callable[[], float]
 FLOOR_TIMEOUT_SECONDS = 2.0
 """One attempt to read the epoch floor from PostgreSQL; retried until it succeeds."""
 FLOOR_RETRY_SECONDS = 0.5
+FULL_PASS_SECONDS = 10.0
+"""Besides planning what changed, a leader looks at every adapter this often (a backstop)."""
 
 
 class EpochFloorSource(Protocol):
@@ -63,6 +65,10 @@ class AdapterSource(Protocol):
     def loaded(self) -> bool: ...
 
     def specs(self) -> Mapping[str, AdapterSpec]: ...
+
+    def take_changed(self) -> set[str] | None:
+        """Adapters changed since the last call; None: any may have (a full reload)."""
+        ...
 
 
 class StateSource(Protocol):
@@ -121,6 +127,9 @@ class LeaderLoop:
         self._failures = 0
         # Consecutive failed ticks after which a leader hands over: about half a TTL.
         self._max_failures = max(3, math.ceil(policy.ttl_seconds / 2 / tick_seconds))
+        self._dirty: set[str] | None = None  # adapters to plan for; None: a full pass
+        self._pods_seen = -1
+        self._next_full = 0.0
         self.wake = asyncio.Event()
 
     async def run_once(self) -> TickOutcome:
@@ -140,8 +149,13 @@ class LeaderLoop:
         if not snapshot.floor_confirmed:
             self._ensure_floor_task(status.term)
         specs = self._adapters.specs() if self._adapters.loaded else None
-        view = View(specs, snapshot.pods, snapshot.slots, renewals, snapshot.floor_confirmed)
+        dirty = self._take_dirty(snapshot, now)
+        view = View(specs, snapshot.pods, snapshot.slots, renewals, snapshot.floor_confirmed,
+                    dirty=None if dirty is None else frozenset(dirty),
+                    pod_slots=snapshot.pod_slots, adapter_slots=snapshot.adapter_slots,
+                    unassigned=snapshot.unassigned)  # fmt: skip
         decided = plan(view, now, self._policy)
+        self._carry(decided.pending, dirty)
         # Same synchronous step as reading the renewals: a heartbeat confirmed from
         # now on cannot save a pod this plan expires.
         self.tracker.doom(c.pod_id for c in decided.commands if isinstance(c, RemovePod))
@@ -155,6 +169,29 @@ class LeaderLoop:
         for reason in decided.reasons:
             log.info("plan term=%d %s", status.term, reason)
         return TickOutcome(leader=True, plan=decided, result=result)
+
+    def _take_dirty(self, snapshot: Snapshot, now: float) -> set[str] | None:
+        """What this plan must look at: the adapters changed since the last one, or all of
+        them (after taking office, when pods came or went, every FULL_PASS_SECONDS)."""
+        changed = self._adapters.take_changed() if self._adapters.loaded else None
+        full = (
+            self._dirty is None or changed is None or now >= self._next_full
+            or snapshot.pods_revision != self._pods_seen or not snapshot.floor_confirmed
+        )  # fmt: skip
+        self._pods_seen = snapshot.pods_revision
+        if full:
+            self._next_full = now + FULL_PASS_SECONDS
+            self._dirty = set()
+            return None
+        assert self._dirty is not None and changed is not None
+        dirty, self._dirty = self._dirty | changed, set()
+        return dirty
+
+    def _carry(self, pending: frozenset[str], planned: set[str] | None) -> None:
+        """Adapters whose work the grant budget cut short: planned again at once."""
+        if pending and self._dirty is not None:
+            self._dirty |= pending
+            self.wake.set()
 
     @property
     def established(self) -> bool:
@@ -200,6 +237,7 @@ class LeaderLoop:
 
     def _failed(self, why: str) -> None:
         self._failures += 1
+        self._dirty = None  # what the failed tick took on is planned again, in full
         if self._metrics is not None:
             self._metrics.tick_errors.inc()
         log.warning("leader tick failed failures=%d %s", self._failures, why)
@@ -217,6 +255,7 @@ class LeaderLoop:
     def _step_down_locally(self) -> None:
         self.tracker.step_down()
         self._stamp = None
+        self._dirty = None  # a new term plans everything afresh
         if self._floor_task is not None:
             self._floor_task.cancel()
             self._floor_task = None

@@ -123,9 +123,10 @@ class Reporter:
         if expired and self._metrics is not None:
             self._metrics.lease_expirations.inc()
         last = renewals.get(command.pod_id, self._clock())
-        for slot in before.slots.values():
-            if slot.owner != command.pod_id:
+        for key, role in before.slots_of_pod(command.pod_id).items():
+            if role != "ACTIVE":
                 continue
+            slot = before.slots[key]
             self._lost_at[slot.slot] = last
             self._history.add(LeaseEnd(slot.slot, slot.epoch, command.reason))
             level = EventLevel.WARNING if expired else EventLevel.INFO

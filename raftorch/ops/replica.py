@@ -30,6 +30,7 @@ from persistence.plugins import PluginRepository
 from persistence.writebehind import WriteBehind
 from protocol.errors import RaftorchError
 from protocol.pod import RegisterRequest
+from protocol.values import SlotStatus
 from raftorch.api.app import build_app
 from raftorch.api.context import Context, Repositories
 from raftorch.api.forwarding import Forwarder
@@ -85,8 +86,7 @@ class StateCollector(Collector):
             "raftorch_sessions", "Session slots by status", labels=["status"]
         )
         for status in ("UNASSIGNED", "CLAIMING", "ACTIVE", "ERROR", "REVOKING"):
-            count = sum(1 for s in snapshot.slots.values() if s.status.value == status)
-            sessions.add_metric([status], count)
+            sessions.add_metric([status], snapshot.status_counts.get(SlotStatus(status), 0))
         yield sessions
         cache = self._service.cache
         enabled = sum(1 for s in cache.specs().values() if s.enabled) if cache.loaded else 0
@@ -193,15 +193,16 @@ class Orchestrator:
         )
         self.reporter = Reporter(self.events, self.history, self.metrics, node_id=config.node.id)
         self.tracker = LeaseTracker(config.lease.ttl_seconds)
-        self.confirmer = RenewalConfirmer(
-            self.bridge, self.node.status, window_seconds=config.lease.renewal_batch_seconds
-        )
         policy = Policy(ttl_seconds=config.lease.ttl_seconds,
                         max_grants_per_tick=config.lease.reassign_per_tick)  # fmt: skip
         self.loop = LeaderLoop(self.node, self.bridge, self.cache, history, policy,
                                tick_seconds=config.lease.tick_interval_seconds,
                                tracker=self.tracker, metrics=self.raft_metrics,
                                reporter=self.reporter, audit=self.audit)  # fmt: skip
+        self.confirmer = RenewalConfirmer(
+            self.bridge, self.node.status, window_seconds=config.lease.renewal_batch_seconds,
+            stamp=self.loop.stamped,
+        )  # fmt: skip
         # A pod gives up an attempt after about a heartbeat interval and retries elsewhere;
         # a follower relaying it waits no longer for a leader that does not answer.
         self.forwarder = Forwarder(
@@ -242,8 +243,8 @@ class Orchestrator:
         await self.db.start(lazy=True)
         loop = asyncio.get_running_loop()
 
-        def applied() -> None:  # on the Raft thread: hand over to the event loop
-            loop.call_soon_threadsafe(self.pods.applied.fire)
+        def applied(touched: frozenset[str]) -> None:  # on the Raft thread: to the event loop
+            loop.call_soon_threadsafe(self.pods.signals.fire, touched)
 
         self.node.set_apply_listener(applied)
         self.node.start()
@@ -300,7 +301,7 @@ class Orchestrator:
             await self.cache.changed.wait()
             self.cache.changed.clear()
             self.loop.wake.set()
-            self.pods.applied.fire()
+            self.pods.signals.fire_all()
 
     async def stop(self) -> None:
         """Hand leadership on, finish requests, stop tasks, flush what the database takes."""

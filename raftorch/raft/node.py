@@ -115,7 +115,7 @@ class _Runtime:
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.tick_errors = 0
-        self.on_applied: Callable[[], None] | None = None
+        self.on_applied: Callable[[frozenset[str]], None] | None = None
         # Grants applied but not yet in the audit trail: (when, entry id, (slot, pod, epoch)).
         self.granted: collections.deque[tuple[float, str, tuple[str, str, int]]] = (
             collections.deque()
@@ -183,7 +183,7 @@ class LeaseNode(SyncObj):
         # Renewal barriers (a stamp at most) change nothing a long-poll waits for.
         if listener is not None and any(not isinstance(c, LeaderStamp) for c in entry.commands):
             try:
-                listener()
+                listener(result.touched)
             except Exception:  # a listener must never wedge the applier
                 log.exception("apply listener failed")
         return result
@@ -206,8 +206,9 @@ class LeaseNode(SyncObj):
     def tick_errors(self) -> int:
         return self._runtime.tick_errors
 
-    def set_apply_listener(self, listener: Callable[[], None] | None) -> None:
-        """Called on the tick thread after every applied entry (keep it tiny)."""
+    def set_apply_listener(self, listener: Callable[[frozenset[str]], None] | None) -> None:
+        """Called on the tick thread after every applied entry that carried commands, with
+        the pods whose assignments it changed (keep it tiny)."""
         self._runtime.on_applied = listener
 
     def submit(

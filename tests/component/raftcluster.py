@@ -86,6 +86,9 @@ class StaticAdapters:
     def specs(self) -> Mapping[str, AdapterSpec]:
         return dict(self.items)
 
+    def take_changed(self) -> set[str] | None:
+        return None  # tests change `items` directly: every plan is a full pass
+
 
 class FixedFloor:
     def __init__(self, value: int = 0) -> None:
@@ -134,8 +137,8 @@ class Replica:
     async def renew(self, pod_id: str) -> bool:
         """A heartbeat from `pod_id` arriving now; True when acknowledged."""
         arrival = time.monotonic()
-        term = await self.confirmer.confirm()
-        return self.loop.tracker.renew(pod_id, arrival, term)
+        confirmed = await self.confirmer.confirm()
+        return self.loop.tracker.renew(pod_id, arrival, confirmed.term)
 
 
 class Cluster:

@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 
 from persistence.changefeed import Change
+from raftorch.api.assignments import Signal as AppliedSignal
 from raftorch.api.changes import CHANGE_STREAM, ChangesOut, add_change_routes
-from raftorch.api.pods import AppliedSignal
 from raftorch.core.model import RegisterPod
 from tests.component.test_admin_api import Harness, conforms, harness
 

@@ -93,7 +93,8 @@ def one_pod(
         pod = start_pod(cluster, "pod-1", tmp_path, environ=environ,
                         audit_file=str(tmp_path / "pod-1.audit"), **settings)  # fmt: skip
         try:
-            wait_until(lambda: _healthz(pod)["registered"], 30.0, "pod-1 registered")
+            wait_until(lambda: _healthz(pod)["lease_remaining_seconds"] > 0, 30.0,
+                       "pod-1 registered and holding a lease")  # fmt: skip
             yield cluster, pod
         except BaseException:
             print(pod.log_path.read_text()[-4000:])

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pysyncobj import FAIL_REASON
 
-from raftorch.core.model import ApplyResult, Command
+from raftorch.core.model import ApplyResult, Command, LeaderStamp, Revoke
 from raftorch.leader.leases import LeaseTracker, RenewalConfirmer
 from raftorch.raft.bridge import NotLeaderError, OutcomeUnknownError, RaftBridge
 from raftorch.raft.node import DoneCallback, RaftStatus
@@ -31,7 +31,10 @@ class FakeNode:
         if not self.answer:
             self.pending.append(on_done)
             return
-        result: Any = ApplyResult(request_id) if self.reason == FAIL_REASON.SUCCESS else None
+        rejected = tuple((i, "no") for i, c in enumerate(commands) if c == Revoke("bad", "x"))
+        result: Any = (
+            ApplyResult(request_id, rejected) if self.reason == FAIL_REASON.SUCCESS else None
+        )
         threading.Thread(target=on_done, args=(result, self.reason)).start()
 
 
@@ -114,7 +117,7 @@ async def test_confirmer_shares_one_barrier_per_window_and_refuses_followers() -
     waiters = [asyncio.create_task(confirmer.confirm()) for _ in range(20)]
     await asyncio.sleep(0)
     await confirmer.run_once()
-    assert await asyncio.gather(*waiters) == [3] * 20
+    assert [c.term for c in await asyncio.gather(*waiters)] == [3] * 20
     assert len(node.submitted) == 1 and node.submitted[0][1] == ()
     leader = False
     waiter = asyncio.create_task(confirmer.confirm())
@@ -158,3 +161,36 @@ async def test_confirmer_refuses_when_leadership_changed_during_the_barrier() ->
     await confirmer.run_once()  # the barrier commits, but through another leader
     with pytest.raises(NotLeaderError, match="leadership changed"):
         await waiter
+
+
+async def test_the_heartbeats_of_one_window_share_one_entry_with_their_commands() -> None:
+    node = FakeNode()
+    bridge = RaftBridge(node, timeout_seconds=5.0, max_in_flight=4)
+    stamp = LeaderStamp("n1", 3)
+    confirmer = RenewalConfirmer(bridge, lambda: _status(True), window_seconds=0.01,
+                                 stamp=lambda commands: (stamp, *commands))  # fmt: skip
+    first = [Revoke("a", "x"), Revoke("bad", "x")]
+    second = [Revoke("bad", "x"), Revoke("b", "x"), Revoke("c", "x")]
+    waiters = [asyncio.create_task(confirmer.confirm(c)) for c in (first, [], second)]
+    await asyncio.sleep(0)
+    await confirmer.run_once()
+    one, none, two = await asyncio.gather(*waiters)
+    assert len(node.submitted) == 1
+    assert node.submitted[0][1] == (stamp, *first, *second)  # stamped once, all commands
+    assert (one.term, one.rejected) == (3, ((1, "no"),))  # indexes are each caller's own
+    assert none.rejected == ()
+    assert two.rejected == ((0, "no"),)
+
+
+async def test_a_full_window_goes_out_at_once_and_the_rest_waits_for_the_next() -> None:
+    node = FakeNode()
+    bridge = RaftBridge(node, timeout_seconds=5.0, max_in_flight=4)
+    confirmer = RenewalConfirmer(bridge, lambda: _status(True), window_seconds=0.01,
+                                 stamp=lambda commands: (LeaderStamp("n1", 3), *commands),
+                                 max_commands=3)  # fmt: skip
+    batches = [[Revoke(f"{i}-{j}", "x") for j in range(2)] for i in range(3)]
+    waiters = [asyncio.create_task(confirmer.confirm(b)) for b in batches]
+    await asyncio.sleep(0)
+    await confirmer.run_once()
+    await asyncio.gather(*waiters)
+    assert [len(entry) - 1 for _, entry in node.submitted] == [2, 2, 2]  # never above 3

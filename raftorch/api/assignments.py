@@ -1,0 +1,108 @@
+"""A pod's assignments as the pod API shows them: built from the pod's own index, versioned.
+
+Cost proportional to the pod, not to the cluster: the assignments come from the state's
+index of the pod's slots, and the version is the pod's own version in the state (the
+number of the last entry that changed its assignments) with the revisions of its
+adapters' configurations, so a heartbeat or a long-poll can tell "nothing changed" in
+O(the pod's slots) without building anything. Long-polls wait on a signal per pod,
+fired only by entries that changed that pod's assignments (or by a configuration change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from typing import Literal, Protocol
+
+from persistence.adapters import AdapterRecord
+from protocol.pod import Assignment
+from protocol.values import SlotStatus
+from raftorch.core.ownership import Snapshot
+
+
+class Records(Protocol):
+    def get(self, adapter_id: str) -> AdapterRecord | None: ...
+
+
+class Signal:
+    """One-shot broadcast: `fire` wakes everyone waiting now."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), seconds)
+
+
+class PodSignals:
+    """A signal per pod with a waiting long-poll; `any` fires on every change (the Portal)."""
+
+    def __init__(self) -> None:
+        self._pods: dict[str, Signal] = {}
+        self._waiting: dict[str, int] = {}
+        self.any = Signal()
+
+    def fire(self, pod_ids: Iterable[str]) -> None:
+        for pod_id in pod_ids:
+            signal = self._pods.get(pod_id)
+            if signal is not None:
+                signal.fire()
+        self.any.fire()
+
+    def fire_all(self) -> None:
+        self.fire(list(self._pods))
+
+    async def wait(self, pod_id: str, seconds: float) -> None:
+        signal = self._pods.setdefault(pod_id, Signal())
+        self._waiting[pod_id] = self._waiting.get(pod_id, 0) + 1
+        try:
+            await signal.wait(seconds)
+        finally:
+            self._waiting[pod_id] -= 1
+            if not self._waiting[pod_id]:
+                del self._waiting[pod_id]
+                self._pods.pop(pod_id, None)
+
+
+def version(snapshot: Snapshot, pod_id: str, records: Records) -> str:
+    """Changes whenever the pod's assignments (slots, roles, epochs) or their adapters'
+    configurations do: the pod's version in the state and the sum of the revisions of
+    the adapters it serves (revisions only grow, so any change raises the sum)."""
+    adapters = {slot.rsplit("/", 1)[0] for slot in snapshot.slots_of_pod(pod_id)}
+    revisions = 0
+    for adapter_id in adapters:
+        record = records.get(adapter_id)
+        revisions += record.revision if record is not None else 0
+    return f"{snapshot.pod_versions.get(pod_id, 0)}.{revisions}"
+
+
+def build(snapshot: Snapshot, pod_id: str, records: Records) -> list[Assignment]:
+    """The pod's assignments, ordered by slot; slots being revoked are left out (the pod
+    stops them), and so are adapters whose configuration this replica does not have."""
+    found: list[Assignment] = []
+    for key, role_name in sorted(snapshot.slots_of_pod(pod_id).items()):
+        slot = snapshot.slots[key]
+        if slot.status is SlotStatus.REVOKING:
+            continue
+        record = records.get(slot.adapter_id)
+        if record is None:
+            continue
+        role: Literal["ACTIVE", "STANDBY"] = "ACTIVE" if role_name == "ACTIVE" else "STANDBY"
+        found.append(
+            Assignment(
+                slot=key,
+                adapter_id=slot.adapter_id,
+                role=role,
+                epoch=slot.epoch if role == "ACTIVE" else 0,
+                connector=record.connector,
+                config=record.config,
+                artifacts=list(record.artifacts),
+            )
+        )
+    return found

@@ -1,0 +1,99 @@
+"""Choosing a pod for a new role in a slot: least loaded first, spread, in O(log pods).
+
+A heap per connector type orders the able pods (live, ACTIVE, offering the connector,
+below capacity) by (load, pod id). A choice pops candidates in that order and takes the
+first that breaks no preference; preferences are soft, so a candidate that breaks some
+is kept as a fallback and the best fallback wins when no candidate is clean within
+`PROBES` pops. Hard rule: never two roles of one slot on one pod.
+
+Preferences, most important first: fewest roles of the same adapter on the pod (the
+instances of a scale_out adapter land on distinct pods while there are enough, then as
+evenly as possible), fewest roles of the same adapter in the pod's zone (an active and
+its standby in different zones), least load. Pure and deterministic.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping
+
+from protocol.values import PodState
+from raftorch.core.model import PodInfo
+
+PROBES = 32
+"""Candidates examined per choice before the best fallback is taken."""
+
+
+class Placer:
+    """Pods by load, per connector; `load` is shared with the caller (roles per pod)."""
+
+    def __init__(self, pods: Mapping[str, PodInfo], load: Counter[str]) -> None:
+        self._pods = pods
+        self.load = load
+        self._heaps: dict[str, list[tuple[int, str]]] = {}
+        self._zones = {pod_id: pod.zone for pod_id, pod in pods.items()}
+
+    def zone(self, pod_id: str) -> str | None:
+        return self._zones.get(pod_id)
+
+    def able(self, pod_id: str, connector: str) -> bool:
+        """Live, ACTIVE and offering the connector (capacity aside)."""
+        pod = self._pods.get(pod_id)
+        return pod is not None and pod.state is PodState.ACTIVE and connector in pod.connectors
+
+    def forget(self, pod_id: str) -> None:
+        """The pod is gone (expired in this plan): its heap entries are skipped from now on."""
+        self._zones.pop(pod_id, None)
+
+    def offered(self, connector: str) -> bool:
+        return any(self.able(p, connector) for p in self._zones)
+
+    def _heap(self, connector: str) -> list[tuple[int, str]]:
+        heap = self._heaps.get(connector)
+        if heap is None:
+            capacity = {p: pod.capacity for p, pod in self._pods.items()}
+            heap = [(self.load[p], p) for p in sorted(self._zones)
+                    if self.able(p, connector) and self.load[p] < capacity[p]]  # fmt: skip
+            heapq.heapify(heap)
+            self._heaps[connector] = heap
+        return heap
+
+    def choose(
+        self,
+        connector: str,
+        exclude: Collection[str],
+        adapter_members: Callable[[str], int],
+        zone_crowd: Callable[[str | None], int],
+    ) -> str | None:
+        """The best pod for a new role, or None; its load goes up by one."""
+        heap = self._heap(connector)
+        aside: list[tuple[int, str]] = []
+        best: tuple[int, int, int, str] | None = None
+        probes = 0
+        while heap and probes < PROBES:
+            load, pod_id = heapq.heappop(heap)
+            if pod_id not in self._zones or self.load[pod_id] >= self._pods[pod_id].capacity:
+                continue  # gone or full: drop the entry
+            if load != self.load[pod_id]:
+                heapq.heappush(heap, (self.load[pod_id], pod_id))  # stale: reorder
+                continue
+            aside.append((load, pod_id))
+            if pod_id in exclude:
+                continue
+            probes += 1
+            rank = (adapter_members(pod_id), zone_crowd(self.zone(pod_id)), load, pod_id)
+            if best is None or rank < best:
+                best = rank
+            if rank[:2] == (0, 0):
+                break  # breaks no preference, and nothing later is less loaded
+        chosen = best[3] if best is not None else None
+        for entry in aside:
+            if entry[1] != chosen:
+                heapq.heappush(heap, entry)
+        if chosen is None:
+            return None
+        self.load[chosen] += 1
+        if self.load[chosen] < self._pods[chosen].capacity:
+            heapq.heappush(heap, (self.load[chosen], chosen))
+        return chosen
