@@ -45,6 +45,12 @@ REGISTER_RETRY_SECONDS = 0.5
 """Between registration attempts."""
 POLL_BACKOFF_SECONDS = (0.1, 2.0)
 """The long-poll's back-off after a failure or an answer older than what was applied."""
+GRACEFUL_STOPS = {
+    "revoked": "revoked: the adapter was disabled or deleted",
+    "handoff": "handoff: the session moves to another pod",
+}
+"""Stop orders carried out with the graceful stop timeout (the connector closes cleanly);
+every other reason means another owner may exist already: stopped within the fence budget."""
 FULL_REPORT_EVERY = 10
 """Heartbeats carry only status changes; every this many, and after a registration or a
 leader change, the complete list (so nothing can stay out of step for long)."""
@@ -244,12 +250,15 @@ class Agent:
         self._renewed.set()
         self.metrics.heartbeat_rtt.observe(self._clock() - sent)
         self.sessions.reported(stopped)
-        for order in answer.stop:  # someone else holds it now: stop as fast as fencing
+        for order in answer.stop:
             session = self.sessions.sessions.get(order.slot)
             if session is None or session.info.epoch != order.epoch:
                 continue  # about another epoch than the one running here now
-            self.sessions.release(order.slot, f"fenced by the orchestrator: {order.reason}",
-                                  timeout=self.fence_stop)  # fmt: skip
+            if order.reason in GRACEFUL_STOPS:  # disabled, or moving: close it cleanly
+                self.sessions.release(order.slot, GRACEFUL_STOPS[order.reason])
+            else:  # someone else may hold it already: stop as fast as fencing does
+                self.sessions.release(order.slot, f"fenced by the orchestrator: {order.reason}",
+                                      timeout=self.fence_stop)  # fmt: skip
         self._apply_newer(answer, may_stop=True)
 
     async def _registration_lost(self, why: str) -> None:

@@ -52,6 +52,7 @@ class SlotStatus(enum.StrEnum):
     ACTIVE = "ACTIVE"  # the owner reports the session running
     ERROR = "ERROR"  # the owner reports the connector failing
     REVOKING = "REVOKING"  # adapter disabled or deleted; waiting for the owner to stop
+    HANDING_OFF = "HANDING_OFF"  # moving (rebalance, drain): the owner stops, then it goes on
 
 
 class AdapterStatus(enum.StrEnum):

@@ -45,6 +45,7 @@ from raftorch.api.edge import (
     record_action,
 )
 from raftorch.api.openapi import QueryParam, RouteSpec
+from raftorch.api.placement import PLACEMENT_TABLE
 from raftorch.api.tokens import TOKEN_TABLE, follow_revocations
 from raftorch.api.views import adapter_json, pod_json
 from raftorch.core.model import slot_id
@@ -291,7 +292,7 @@ ADAPTER_TABLE: RouteTable = [
 ]
 # fmt: on
 
-_TABLES = (*ADAPTER_TABLE, *ARTIFACT_TABLE, *TOKEN_TABLE)
+_TABLES = (*ADAPTER_TABLE, *ARTIFACT_TABLE, *TOKEN_TABLE, *PLACEMENT_TABLE)
 ADMIN_ROUTES: list[RouteSpec] = [spec for spec, _ in _TABLES]
 
 

@@ -82,13 +82,16 @@ def version(snapshot: Snapshot, pod_id: str, records: Records) -> str:
     return f"{snapshot.pod_versions.get(pod_id, 0)}.{revisions}"
 
 
+_STOPPING = (SlotStatus.REVOKING, SlotStatus.HANDING_OFF)
+
+
 def build(snapshot: Snapshot, pod_id: str, records: Records) -> list[Assignment]:
-    """The pod's assignments, ordered by slot; slots being revoked are left out (the pod
-    stops them), and so are adapters whose configuration this replica does not have."""
+    """The pod's assignments, ordered by slot; slots it must stop (revoked, handed off) are
+    left out, and so are adapters whose configuration this replica does not have."""
     found: list[Assignment] = []
     for key, role_name in sorted(snapshot.slots_of_pod(pod_id).items()):
         slot = snapshot.slots[key]
-        if slot.status is SlotStatus.REVOKING:
+        if role_name == "ACTIVE" and slot.status in _STOPPING:
             continue
         record = records.get(slot.adapter_id)
         if record is None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from persistence.adapters import AdapterRepository
@@ -17,6 +18,7 @@ from persistence.tokens import TokenRepository
 from persistence.writebehind import WriteBehind
 from raftorch.config import Config
 from raftorch.config.cache import ConfigCache
+from raftorch.core.model import ApplyResult, Command
 from raftorch.leader.loop import StateSource
 
 
@@ -49,6 +51,17 @@ def _no_check_ins() -> Mapping[str, float]:
     return {}
 
 
+@dataclass(frozen=True)
+class LeaderActions:
+    """What an admin call that changes the Raft state needs: on the leader, commit stamped
+    commands (or ask the leader loop to rebalance); elsewhere, relay the call to it."""
+
+    forward: Callable[[web.Request, bytes], Awaitable[web.StreamResponse | None]]
+    """The leader's answer, or None when this replica is the leader."""
+    commit: Callable[[Sequence[Command]], Awaitable[ApplyResult]]
+    request_rebalance: Callable[[], None]
+
+
 @dataclass
 class Context:
     """Shared by every request of one replica.
@@ -68,3 +81,4 @@ class Context:
     registry: CollectorRegistry
     last_check_in: Callable[[], Mapping[str, float]] = field(default=_no_check_ins)
     wake_leader: Callable[[], None] = field(default=_nothing)
+    leader: LeaderActions | None = None

@@ -278,7 +278,7 @@ class PodApi:
                 self._wake_leader()
         stop = _stop_orders(latest, req.pod_id, req.sessions)
         for order in stop:
-            if order.reason != "revoked":
+            if order.reason not in ("revoked", "handoff"):
                 self._reporter.fenced(order.slot, req.pod_id, order.epoch, order.reason)
         current = assignments.version(latest, req.pod_id, self._cache)
         unchanged = req.version == current
@@ -353,7 +353,7 @@ def _report_commands(
             continue
         if report.status == "STOPPED":
             commands.append(Release(report.slot, pod_id, report.epoch, "stopped by pod"))
-        elif slot.status is SlotStatus.REVOKING:
+        elif slot.status in (SlotStatus.REVOKING, SlotStatus.HANDING_OFF):
             continue
         elif slot.status.value != report.status or slot.detail != report.detail:
             status = SlotStatus(report.status)
@@ -373,4 +373,6 @@ def _stop_orders(snapshot: Snapshot, pod_id: str, sessions: list[SessionReport])
             stop.append(StopOrder(slot=report.slot, epoch=report.epoch, reason=why))
         elif slot.status is SlotStatus.REVOKING:
             stop.append(StopOrder(slot=report.slot, epoch=report.epoch, reason="revoked"))
+        elif slot.status is SlotStatus.HANDING_OFF:
+            stop.append(StopOrder(slot=report.slot, epoch=report.epoch, reason="handoff"))
     return stop

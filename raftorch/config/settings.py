@@ -157,6 +157,35 @@ class DatabaseConfig:
     """Period of the full re-read that backs up LISTEN/NOTIFY (notifications can be lost)."""
 
 
+REBALANCE_POLICIES: Final = ("off", "on_join", "continuous")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlacementConfig:
+    """Where sessions run: the settle window and rebalancing by graceful handoff."""
+
+    rebalance: str = "on_join"
+    """``off``, ``on_join`` (restore the spread after a pod joins) or ``continuous``."""
+    rebalance_moves_per_second: float = 2.0
+    """Sessions moved by handoff per second at most when rebalancing (one per adapter at a
+    time)."""
+    drain_moves_per_second: float = 20.0
+    """Sessions moved off a drained pod per second at most (one per adapter at a time)."""
+    rebalance_window_seconds: float = 60.0
+    """``on_join``: how long after a pod joins the spread is restored (moves stop earlier
+    once it holds)."""
+    settle_seconds: float = 0.5
+    """New sessions are placed only once no pod has registered (and no leader has taken
+    office) for this long, so pods starting together share the work."""
+
+    def __post_init__(self) -> None:
+        if self.rebalance not in REBALANCE_POLICIES:
+            choices = ", ".join(REBALANCE_POLICIES)
+            raise ConfigError(
+                f"placement.rebalance: expected one of {choices}, got {self.rebalance!r}"
+            )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogConfig:
     """Logging, configured by the CLI only."""
@@ -195,16 +224,21 @@ class Config:
     """HTTP API."""
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     """PostgreSQL."""
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
+    """Placement and rebalancing."""
     log: LogConfig = field(default_factory=LogConfig)
     """Logging."""
 
     def __post_init__(self) -> None:
         check_settings(self)
-        for key, value, relation, bound_key, bound, why in self.timing_rules():
+        rules = self.timing_rules()
+        plan = self.timing_budget
+        for key, value, relation, bound_key, bound, why in rules:
+            if key.startswith("placement.") and not plan.fits:
+                break  # the budget's own message says more
             if not (value < bound if relation == "<" else at_most(value, bound)):
                 verb = "is not below" if relation == "<" else "is above"
                 raise ConfigError(f"{key}={num(value)} {verb} {bound_key}={num(bound)}; {why}")
-        plan = self.timing_budget
         if not plan.fits:
             raise ConfigError(
                 f"timing budget {plan.describe()} does not fit in lease.ttl_seconds="
@@ -283,6 +317,8 @@ class Config:
             ("database.retry_backoff_initial_seconds", db.retry_backoff_initial_seconds, "<=",
              "database.retry_backoff_max_seconds", db.retry_backoff_max_seconds,
              "the first retry delay cannot exceed the longest"),
+            ("placement.settle_seconds", self.placement.settle_seconds, "<=",
+             "lease.ttl_seconds/3", ttl / 3, "placing new sessions must not wait long"),
         )
         # fmt: on
 

@@ -20,6 +20,7 @@ from raftorch.core.model import (
     DrainPod,
     DropStandby,
     Grant,
+    Handoff,
     LeaderStamp,
     PodInfo,
     RaiseEpochFloor,
@@ -29,6 +30,7 @@ from raftorch.core.model import (
     ReplicaInfo,
     ReportStatus,
     Revoke,
+    SetPodDrain,
     SlotState,
     slot_adapter,
 )
@@ -100,7 +102,8 @@ def _grant(b: Batch, c: Grant) -> None:
     standbys = tuple(p for p in current.standbys if p != c.pod_id)
     if existing is None:
         b.put(None, current)
-    b.set_status(current, SlotStatus.CLAIMING, owner=c.pod_id, epoch=epoch, standbys=standbys)
+    b.set_status(current, SlotStatus.CLAIMING, owner=c.pod_id, epoch=epoch, standbys=standbys,
+                 handoff_to=None)  # fmt: skip
     b.granted.append((c.slot, c.pod_id, epoch))
 
 
@@ -138,7 +141,33 @@ def _revoke(b: Batch, c: Revoke) -> None:
     if current.owner is None:
         b.put(current, None)
         return
-    b.set_status(current, SlotStatus.REVOKING, standbys=(), detail=c.reason)
+    b.set_status(current, SlotStatus.REVOKING, standbys=(), detail=c.reason, handoff_to=None)
+
+
+_MOVABLE = (SlotStatus.CLAIMING, SlotStatus.ACTIVE, SlotStatus.ERROR)
+
+
+def _handoff(b: Batch, c: Handoff) -> None:
+    current = b.slot(c.slot)
+    if current.owner != c.pod_id or current.epoch != c.epoch:
+        raise Rejected(f"slot {c.slot} epoch {c.epoch} is not held by {c.pod_id}")
+    if current.status not in _MOVABLE:
+        raise Rejected(f"slot {c.slot} is {current.status.value}: it cannot be handed off")
+    target = b.pod(c.to_pod)
+    if target.state is not PodState.ACTIVE or c.to_pod == c.pod_id:
+        raise Rejected(f"pod {c.to_pod} cannot take slot {c.slot} over")
+    b.set_status(current, SlotStatus.HANDING_OFF, handoff_to=c.to_pod, detail=c.reason)
+
+
+def _set_drain(b: Batch, c: SetPodDrain) -> None:
+    pod = b.pod(c.pod_id)
+    state = PodState.DRAINING if c.draining else PodState.ACTIVE
+    if pod.state is state:
+        return
+    POD_TRANSITIONS.check(pod.state, state)
+    b.changed = b.pods_changed = True
+    b.touched.add(c.pod_id)
+    b.pods[c.pod_id] = replace(pod, state=state)
 
 
 def _report(b: Batch, c: ReportStatus) -> None:
@@ -147,7 +176,7 @@ def _report(b: Batch, c: ReportStatus) -> None:
         raise Rejected(f"slot {c.slot} epoch {c.epoch} is not held by {c.pod_id}")
     if c.status not in _REPORTABLE:
         raise Rejected(f"a pod cannot report status {c.status.value}")
-    if current.status is SlotStatus.REVOKING:
+    if current.status in (SlotStatus.REVOKING, SlotStatus.HANDING_OFF):
         return  # the owner will stop; its reports no longer matter
     if current.status is c.status and current.detail == c.detail:
         return
@@ -193,6 +222,8 @@ APPLIERS: dict[type, Callable[[Batch, Any], None]] = {
     DropStandby: _drop_standby,
     Release: _release,
     Revoke: _revoke,
+    Handoff: _handoff,
+    SetPodDrain: _set_drain,
     ReportStatus: _report,
     RaiseEpochFloor: _raise_floor,
     AnnounceReplica: _announce,

@@ -35,7 +35,7 @@ def dump_state(snapshot: Snapshot, applied: Mapping[str, ApplyResult]) -> bytes:
                   [list(kv) for kv in p.labels], p.state.value, p.registered_at]
                  for p in snapshot.pods.values()],
         "slots": [[s.slot, s.adapter_id, s.owner, s.epoch, list(s.standbys), s.status.value,
-                   s.detail, s.changed_at] for s in snapshot.slots.values()],
+                   s.detail, s.changed_at, s.handoff_to] for s in snapshot.slots.values()],
         "replicas": [[r.node_id, r.raft_address, r.api_url] for r in snapshot.replicas.values()],
         "epoch_counter": snapshot.epoch_counter,
         "epoch_floor": snapshot.epoch_floor,
@@ -57,8 +57,8 @@ def load_state(payload: bytes) -> tuple[Snapshot, dict[str, ApplyResult]]:
             raise UnreadableDumpError(f"dump format {data.get('format')!r} is not {DUMP_FORMAT}")
         pods = [PodInfo(p[0], p[1], p[2], frozenset(p[3]), p[4], tuple(tuple(kv) for kv in p[5]),
                         PodState(p[6]), p[7]) for p in data["pods"]]  # fmt: skip
-        slots = [SlotState(s[0], s[1], s[2], s[3], tuple(s[4]), SlotStatus(s[5]), s[6], s[7])
-                 for s in data["slots"]]  # fmt: skip
+        slots = [SlotState(s[0], s[1], s[2], s[3], tuple(s[4]), SlotStatus(s[5]), s[6], s[7],
+                           s[8]) for s in data["slots"]]  # fmt: skip
         replicas = Map({r[1]: ReplicaInfo(r[0], r[1], r[2]) for r in data["replicas"]})
         snapshot = rebuild_indexes(
             pods, slots, replicas=replicas, epoch_counter=data["epoch_counter"],

@@ -72,6 +72,7 @@ class SlotState:
     status: SlotStatus = SlotStatus.UNASSIGNED
     detail: str = ""
     changed_at: float = 0.0  # wall clock of the last status change
+    handoff_to: str | None = None  # where a slot being handed off goes once released
 
 
 # --- commands (one Raft entry carries a batch of them) --------------------------------
@@ -143,6 +144,26 @@ class Release(_Command, frozen=True, tag="Release"):
     reason: str
 
 
+class Handoff(_Command, frozen=True, tag="Handoff"):
+    """Move a slot by graceful handoff: the owner (at `epoch`) stops cleanly and releases,
+    then the slot is granted to `to_pod` with a higher epoch (or `to_pod`, its standby,
+    is promoted). `reason` is `rebalance` or `drain`."""
+
+    slot: str
+    pod_id: str
+    epoch: int
+    to_pod: str
+    reason: str
+
+
+class SetPodDrain(_Command, frozen=True, tag="SetPodDrain"):
+    """An operator drains a pod (nothing new is placed on it and its sessions move off by
+    handoff, while it keeps running) or undrains it."""
+
+    pod_id: str
+    draining: bool
+
+
 class Revoke(_Command, frozen=True, tag="Revoke"):
     """The adapter is disabled or deleted (or the slot is beyond `instances`)."""
 
@@ -207,6 +228,8 @@ Command = (
     | DropStandby
     | Release
     | Revoke
+    | Handoff
+    | SetPodDrain
     | ReportStatus
     | RaiseEpochFloor
     | AnnounceReplica
@@ -248,6 +271,16 @@ class AdapterSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Moves:
+    """Budgets of one plan for moving sessions by graceful handoff (0: none)."""
+
+    rebalance: int = 0
+    """Toward an even spread (least loaded, an adapter's instances on distinct pods)."""
+    drain: int = 0
+    """Off pods an operator drained."""
+
+
+@dataclass(frozen=True, slots=True)
 class View:
     """A frozen snapshot the planner decides from.
 
@@ -269,6 +302,11 @@ class View:
     """The state's indexes (`raftorch.core.snapshot`); None: built from `slots`."""
     adapter_slots: Mapping[str, Mapping[str, bool]] | None = None
     unassigned: Mapping[str, bool] | None = None
+    place_new: bool = True
+    """False while pods are still joining (the settle window): slots never granted wait;
+    failovers do not."""
+    moves: Moves = field(default_factory=Moves)
+    """How many sessions this plan may move by graceful handoff."""
 
 
 @dataclass(frozen=True, slots=True)

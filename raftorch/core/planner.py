@@ -31,6 +31,7 @@ from raftorch.core.model import (
     slot_index,
 )
 from raftorch.core.placement import Placer
+from raftorch.core.rebalance import plan_moves
 from raftorch.core.snapshot import EMPTY, rebuild_indexes
 
 MAX_REASONS = 20  # Plan.reasons never has more lines than this
@@ -66,6 +67,8 @@ def plan(view: View, now: float, policy: Policy) -> Plan:
         return work.plan()
     _grant_unowned(work, desired)
     _add_standbys(work, desired)
+    if not work.commands:  # moves only from a settled state: nothing else changing now
+        plan_moves(work, adapters, view.moves)
     return work.plan()
 
 
@@ -90,6 +93,7 @@ class _Slot:
     epoch: int
     standbys: list[str]
     status: SlotStatus
+    handoff_to: str | None = None
 
     @property
     def members(self) -> list[str]:
@@ -98,7 +102,7 @@ class _Slot:
 
 def _copy(state: SlotState) -> _Slot:
     return _Slot(state.slot, state.adapter_id, state.owner, state.epoch, list(state.standbys),
-                 state.status)  # fmt: skip
+                 state.status, state.handoff_to)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -318,7 +322,7 @@ def _drop_standbys(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
 def _grant_unowned(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
     """Grant every unowned wanted slot, failovers first, within the grant budget."""
     budget = work.policy.max_grants_per_tick
-    promoted = placed = deferred = 0
+    promoted = placed = deferred = settling = 0
     unplaced: list[str] = []
     todo: list[tuple[bool, str, int, str]] = []
     for adapter_id, spec in desired.items():
@@ -327,6 +331,10 @@ def _grant_unowned(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
             if current is not None and not _grantable(current):
                 continue
             had_owner = current is not None and current.epoch > 0
+            if not had_owner and not work.view.place_new:
+                settling += 1  # pods are still joining: new work waits for them
+                work.pending.add(adapter_id)
+                continue
             todo.append((not had_owner, adapter_id, slot_index(key), key))
     for _, adapter_id, _, key in sorted(todo):
         if work.grants >= budget:
@@ -344,6 +352,8 @@ def _grant_unowned(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
         work.reasons.append(f"granted {promoted + placed} slot(s) ({promoted} by failover)")
     if deferred:
         work.reasons.append(f"grant budget of {budget} reached: {deferred} slot(s) wait")
+    if settling:
+        work.reasons.append(f"{settling} new slot(s) wait for joining pods to settle")
     work.reasons.extend(_summarise(unplaced, "{} more slots cannot be placed"))
 
 
@@ -360,9 +370,13 @@ def _promote(work: _Work, current: _Slot, spec: AdapterSpec) -> bool:
         for pod_id in current.standbys
         if work.placer.able(pod_id, spec.connector) and load[pod_id] <= work.pods[pod_id].capacity
     ]
+    hint = current.handoff_to
+    if hint is not None and hint not in able and work.placer.able(hint, spec.connector):
+        return False  # a handoff named another pod: the slot is granted there, cold
     if not able:
         return False
-    pod_id = min(able, key=lambda p: (load[p], p))
+    # A handoff named its target: the standby there takes over.
+    pod_id = hint if hint in able else min(able, key=lambda p: (load[p], p))
     work.commands.append(
         Grant(current.slot, spec.adapter_id, pod_id, current.epoch, reason="failover")
     )
@@ -373,8 +387,11 @@ def _promote(work: _Work, current: _Slot, spec: AdapterSpec) -> bool:
 
 
 def _place_owner(work: _Work, key: str, spec: AdapterSpec, current: _Slot | None) -> str | None:
-    """Grant the slot to the best placement; the reason it cannot be placed otherwise."""
-    pod_id = work.choose(spec, current.members if current is not None else ())
+    """Grant the slot to the best placement (the target of its handoff, if it can); the
+    reason it cannot be placed otherwise."""
+    pod_id = _handoff_target(work, spec, current) or work.choose(
+        spec, current.members if current is not None else ()
+    )
     if pod_id is None:
         return _why_unplaceable(work, spec)
     epoch = current.epoch if current is not None else 0
@@ -384,6 +401,19 @@ def _place_owner(work: _Work, key: str, spec: AdapterSpec, current: _Slot | None
         current = work.create(key, spec.adapter_id)
     current.owner, current.status = pod_id, SlotStatus.CLAIMING
     return None
+
+
+def _handoff_target(work: _Work, spec: AdapterSpec, current: _Slot | None) -> str | None:
+    target = current.handoff_to if current is not None else None
+    if target is None or target in current.members:  # type: ignore[union-attr]
+        return None
+    pod = work.pods.get(target)
+    load = work.placer.load
+    if pod is None or not work.placer.able(target, spec.connector) or load[target] >= pod.capacity:
+        return None
+    load[target] += 1
+    work.joined(spec.adapter_id, target)
+    return target
 
 
 def _add_standbys(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:

@@ -61,10 +61,11 @@ POD_TRANSITIONS: TransitionTable[PodState] = _table(
     [
         (P.ABSENT, P.ACTIVE, "register"),
         (P.ACTIVE, P.ACTIVE, "re-register (new incarnation)"),
-        (P.ACTIVE, P.DRAINING, "drain (SIGTERM)"),
+        (P.ACTIVE, P.DRAINING, "drain (SIGTERM, or an operator)"),
+        (P.DRAINING, P.DRAINING, "drain again"),
+        (P.DRAINING, P.ACTIVE, "undrain (operator) / re-register (new incarnation)"),
         (P.ACTIVE, P.ABSENT, "expire (no renewal for TTL)"),
         (P.DRAINING, P.ABSENT, "leave / expire"),
-        (P.DRAINING, P.ACTIVE, "re-register (new incarnation)"),
     ],
 )
 
@@ -85,6 +86,11 @@ SLOT_TRANSITIONS: TransitionTable[SlotStatus] = _table(
         (L.CLAIMING, L.REVOKING, "adapter disabled"),
         (L.ACTIVE, L.REVOKING, "adapter disabled"),
         (L.ERROR, L.REVOKING, "adapter disabled"),
+        (L.CLAIMING, L.HANDING_OFF, "handoff (rebalance, drain)"),
+        (L.ACTIVE, L.HANDING_OFF, "handoff (rebalance, drain)"),
+        (L.ERROR, L.HANDING_OFF, "handoff (rebalance, drain)"),
+        (L.HANDING_OFF, L.UNASSIGNED, "owner stopped and released / expired"),
+        (L.HANDING_OFF, L.REVOKING, "adapter disabled"),
     ],
 )
 

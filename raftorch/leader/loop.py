@@ -22,12 +22,16 @@ from typing import Protocol
 
 from persistence.audit import DISABLED, AuditTrail
 from protocol.errors import RaftorchError
+from protocol.values import PodState
+from raftorch.config.settings import PlacementConfig
 from raftorch.core.model import (
     AdapterSpec,
     ApplyResult,
     ClaimLeadership,
     Command,
+    Handoff,
     LeaderStamp,
+    Moves,
     Plan,
     Policy,
     RaiseEpochFloor,
@@ -109,8 +113,10 @@ class LeaderLoop:
         reporter: Reporter | None = None,
         audit: AuditTrail = DISABLED,
         clock: Clock = time.monotonic,
+        placement: PlacementConfig | None = None,
     ) -> None:
         self._node = node
+        self._placement = placement or PlacementConfig()
         self._bridge = bridge
         self._adapters = adapters
         self._floor_source = floor_source
@@ -130,6 +136,11 @@ class LeaderLoop:
         self._dirty: set[str] | None = None  # adapters to plan for; None: a full pass
         self._pods_seen = -1
         self._next_full = 0.0
+        self._known_pods: frozenset[str] = frozenset()
+        self._settle_from = -math.inf  # the last pod join (or taking office)
+        self._deferring_since: float | None = None
+        self._rebalance_until = -math.inf
+        self._next_moves = 0.0
         self.wake = asyncio.Event()
 
     async def run_once(self) -> TickOutcome:
@@ -150,12 +161,17 @@ class LeaderLoop:
             self._ensure_floor_task(status.term)
         specs = self._adapters.specs() if self._adapters.loaded else None
         dirty = self._take_dirty(snapshot, now)
+        self._note_joins(snapshot, now)
+        moves = self._moves(snapshot, now)
         view = View(specs, snapshot.pods, snapshot.slots, renewals, snapshot.floor_confirmed,
                     dirty=None if dirty is None else frozenset(dirty),
                     pod_slots=snapshot.pod_slots, adapter_slots=snapshot.adapter_slots,
-                    unassigned=snapshot.unassigned)  # fmt: skip
+                    unassigned=snapshot.unassigned, place_new=self._settled(now),
+                    moves=moves)  # fmt: skip
         decided = plan(view, now, self._policy)
         self._carry(decided.pending, dirty)
+        if any(isinstance(c, Handoff) for c in decided.commands):
+            self._next_moves = now + 1.0  # budgets are per second
         # Same synchronous step as reading the renewals: a heartbeat confirmed from
         # now on cannot save a pod this plan expires.
         self.tracker.doom(c.pod_id for c in decided.commands if isinstance(c, RemovePod))
@@ -186,6 +202,43 @@ class LeaderLoop:
         assert self._dirty is not None and changed is not None
         dirty, self._dirty = self._dirty | changed, set()
         return dirty
+
+    def request_rebalance(self) -> None:
+        """An operator's one-shot rebalance: restore the spread now (within the window)."""
+        self._rebalance_until = self._clock() + self._placement.rebalance_window_seconds
+        self._next_moves = 0.0
+        self.wake.set()
+
+    def _note_joins(self, snapshot: Snapshot, now: float) -> None:
+        """Pods new since the last tick start the settle window (and, `on_join`, a window
+        in which the spread is restored)."""
+        pods = frozenset(snapshot.pods)
+        if pods - self._known_pods:
+            self._settle_from = now
+            if self._placement.rebalance == "on_join" and self._known_pods:
+                self._rebalance_until = now + self._placement.rebalance_window_seconds
+        self._known_pods = pods
+
+    def _settled(self, now: float) -> bool:
+        """May slots never granted be placed now? Not while pods are still joining, for at
+        most a TTL in all (a steady trickle of pods must not hold new work back for good)."""
+        if now - self._settle_from >= self._placement.settle_seconds:
+            self._deferring_since = None
+            return True
+        if self._deferring_since is None:
+            self._deferring_since = now
+        return now - self._deferring_since >= self._policy.ttl_seconds
+
+    def _moves(self, snapshot: Snapshot, now: float) -> Moves:
+        if now < self._next_moves:
+            return Moves()
+        placement = self._placement
+        rebalancing = placement.rebalance == "continuous" or now < self._rebalance_until
+        draining = any(p.state is PodState.DRAINING for p in snapshot.pods.values())
+        return Moves(
+            rebalance=max(1, int(placement.rebalance_moves_per_second)) if rebalancing else 0,
+            drain=max(1, int(placement.drain_moves_per_second)) if draining else 0,
+        )
 
     def _carry(self, pending: frozenset[str], planned: set[str] | None) -> None:
         """Adapters whose work the grant budget cut short: planned again at once."""
@@ -274,6 +327,7 @@ class LeaderLoop:
             raise NotLeaderError(f"leadership claim refused: {result.rejected or result.error}")
         self._stamp = LeaderStamp(status.self_id, status.term)
         snapshot = self._node.snapshot()
+        self._settle_from = self._clock()  # pods may be re-registering with a new leader
         self.tracker.become_leader(status.term, self._clock(), snapshot.pods)
         log.info("leader term=%d pods=%d floor_confirmed=%s", status.term, len(snapshot.pods),
                  snapshot.floor_confirmed)  # fmt: skip

@@ -28,6 +28,12 @@ class ServiceMetrics:
             buckets=_FAILOVER_BUCKETS,
             registry=registry,
         )
+        self.handoffs = Counter(
+            "raftorch_handoffs_total",
+            "Sessions moved by graceful handoff, by reason (rebalance, drain)",
+            ["reason"],
+            registry=registry,
+        )
         self.heartbeat_latency = Histogram(
             "raftorch_heartbeat_handling_seconds",
             "Time the leader takes to confirm and answer one heartbeat",

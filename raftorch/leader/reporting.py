@@ -20,6 +20,7 @@ from raftorch.core.model import (
     ApplyResult,
     Command,
     Grant,
+    Handoff,
     Release,
     RemovePod,
     ReportStatus,
@@ -100,6 +101,8 @@ class Reporter:
                             f"revoked: {command.reason}")  # fmt: skip
             elif isinstance(command, Release):
                 self._released(command)
+            elif isinstance(command, Handoff):
+                self._handed_off(command)
             elif isinstance(command, ReportStatus):
                 self._reported(before, command)
 
@@ -140,6 +143,14 @@ class Reporter:
         self._event(command.slot, EventLevel.INFO, EventCategory.SYSTEM,
                     f"{verb} pod {command.pod_id} (epoch {epoch})",
                     pod=command.pod_id, epoch=epoch)  # fmt: skip
+
+    def _handed_off(self, command: Handoff) -> None:
+        if self._metrics is not None:
+            self._metrics.handoffs.labels(reason=command.reason).inc()
+        self._event(command.slot, EventLevel.INFO, EventCategory.SYSTEM,
+                    f"handing over from pod {command.pod_id} to pod {command.to_pod} "
+                    f"({command.reason})", reason=command.reason, pod=command.pod_id,
+                    to_pod=command.to_pod, epoch=command.epoch)  # fmt: skip
 
     def _released(self, command: Release) -> None:
         self._history.add(LeaseEnd(command.slot, command.epoch, command.reason))

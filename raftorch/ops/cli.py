@@ -22,6 +22,7 @@ from protocol.errors import RaftorchError
 from protocol.logs import configure_logging
 from raftorch.config import Config, Secret, load_config, with_overrides
 from raftorch.ops.commands import add_operator_commands
+from raftorch.ops.placement_cli import add_placement_commands
 from raftorch.ops.replica import Orchestrator, pool_settings
 from raftorch.ops.tokens import add_token_commands
 
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_cmd_demo)
     add_operator_commands(commands)
     add_token_commands(commands)
+    add_placement_commands(commands)
     return parser
 
 

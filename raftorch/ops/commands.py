@@ -439,12 +439,14 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from raftorch.ops.tokens import add_token_commands  # noqa: PLC0415 - it imports this module
+    from raftorch.ops.placement_cli import add_placement_commands  # noqa: PLC0415 - they import
+    from raftorch.ops.tokens import add_token_commands  # noqa: PLC0415 - this module
 
     parser = argparse.ArgumentParser(prog="raftorch", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_operator_commands(commands)
     add_token_commands(commands)
+    add_placement_commands(commands)
     return parser
 
 

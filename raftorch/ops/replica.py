@@ -32,12 +32,12 @@ from protocol.errors import RaftorchError
 from protocol.pod import RegisterRequest
 from protocol.values import SlotStatus
 from raftorch.api.app import build_app
-from raftorch.api.context import Context, Repositories
+from raftorch.api.context import Context, LeaderActions, Repositories
 from raftorch.api.forwarding import Forwarder
 from raftorch.api.pods import PodApi
 from raftorch.config import Config
 from raftorch.config.cache import ConfigCache
-from raftorch.core.model import AnnounceReplica, Policy
+from raftorch.core.model import AnnounceReplica, ApplyResult, Command, Policy
 from raftorch.leader.leases import LeaseTracker, RenewalConfirmer
 from raftorch.leader.loop import LeaderLoop
 from raftorch.leader.metrics import ServiceMetrics
@@ -198,7 +198,8 @@ class Orchestrator:
         self.loop = LeaderLoop(self.node, self.bridge, self.cache, history, policy,
                                tick_seconds=config.lease.tick_interval_seconds,
                                tracker=self.tracker, metrics=self.raft_metrics,
-                               reporter=self.reporter, audit=self.audit)  # fmt: skip
+                               reporter=self.reporter, audit=self.audit,
+                               placement=config.placement)  # fmt: skip
         self.confirmer = RenewalConfirmer(
             self.bridge, self.node.status, window_seconds=config.lease.renewal_batch_seconds,
             stamp=self.loop.stamped,
@@ -214,9 +215,11 @@ class Orchestrator:
                            metrics=self.metrics, wake_leader=self.loop.wake.set,
                            stamped=self.loop.stamped,
                            on_registered=self._remember_plugins)  # fmt: skip
+        leader = LeaderActions(forward=self._forward_admin, commit=self._commit,
+                               request_rebalance=self.loop.request_rebalance)  # fmt: skip
         self.context = Context(config, self.db, self.repos, self.cache, self.events, self.node,
                                self.registry, last_check_in=self.last_check_in,
-                               wake_leader=self.loop.wake.set)  # fmt: skip
+                               wake_leader=self.loop.wake.set, leader=leader)  # fmt: skip
         self.registry.register(StateCollector(self))
 
     def _on_raft_state_changed(self, _old: int, _new: int) -> None:
@@ -228,6 +231,16 @@ class Orchestrator:
         loop = self._event_loop
         if loop is not None:
             loop.call_soon_threadsafe(self.loop.wake.set)
+
+    async def _forward_admin(self, request: web.Request, body: bytes) -> web.StreamResponse | None:
+        """Relay an admin call that changes the Raft state to the leader (None: we lead)."""
+        status = self.node.status()
+        if status.is_leader:
+            return None
+        return await self.forwarder.forward(request, body, self.node.snapshot(), status)
+
+    async def _commit(self, commands: Sequence[Command]) -> ApplyResult:
+        return await self.bridge.submit(self.loop.stamped(commands))
 
     def _remember_plugins(self, request: RegisterRequest) -> None:
         for offer in request.connectors:

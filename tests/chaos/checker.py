@@ -75,8 +75,9 @@ __all__ = [
     "read_events",
 ]
 
-GRACEFUL_PREFIXES = ("drain",)
-"""A `session_stop` reason starting with one of these is a clean hand-over; any other is a drop."""
+GRACEFUL_PREFIXES = ("drain", "handoff", "revoked")
+"""A `session_stop` reason starting with one of these is a clean hand-over (a drain, a move
+by graceful handoff, an adapter disabled); any other is a drop."""
 
 POD_FAULTS = frozenset({"pod-kill", "pod-pause", "pod-isolate"})
 """Faults after which the failover latency of the slots their targets held is measured."""

@@ -324,7 +324,10 @@ def test_drop_without_a_fault_is_flagged() -> None:
     assert (report.drops, report.drops_excused) == (1, 0)
 
 
-@pytest.mark.parametrize("reason", ["drain", "drain: SIGTERM"])
+@pytest.mark.parametrize(
+    "reason", ["drain", "drain: SIGTERM", "handoff: the session moves to another pod",
+               "revoked: the adapter was disabled or deleted"]
+)  # fmt: skip
 def test_graceful_stop_is_not_a_drop(reason: str) -> None:
     report = dropped_at(5.0, reason).check()
 
@@ -332,8 +335,11 @@ def test_graceful_stop_is_not_a_drop(reason: str) -> None:
     assert report.drops == 0
 
 
-@pytest.mark.parametrize("reason", ["released by the orchestrator", "shutdown: SIGTERM"])
-def test_only_a_drain_is_graceful(reason: str) -> None:
+@pytest.mark.parametrize(
+    "reason", ["released by the orchestrator", "shutdown: SIGTERM",
+               "fenced by the orchestrator: stale epoch", "lease expired: fenced itself"]
+)  # fmt: skip
+def test_only_a_drain_a_handoff_or_a_revocation_is_graceful(reason: str) -> None:
     report = dropped_at(5.0, reason).check()
 
     only(report, 4, "unexcused", reason)
