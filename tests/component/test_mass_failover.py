@@ -91,12 +91,10 @@ async def test_ten_thousand_sessions_fail_over_in_bounded_entries(tmp_path: Path
             f"(claims and plans; +{barriers} renewal barriers) over {ticks} ticks, "
             f"{elapsed:.2f}s including the {TTL}s TTL, {leader_changes} leader changes\n"
         )
-        # Per leader: one claim entry (and one epoch-floor entry), then one entry expiring
-        # the pod together with the first BUDGET grants, then at most BUDGET grants per
-        # entry. A busy machine may move leadership once or twice; moving it more often
-        # means the failover itself destabilised the cluster.
-        assert leader_changes <= 2, f"{leader_changes} leader changes during the failover"
-        assert plan_entries <= (1 + leader_changes) * (3 + math.ceil(SESSIONS / BUDGET))
+        # Full entries of BUDGET grants carry the work; each leader adds at most a claim,
+        # an epoch-floor entry and one partly filled entry (a busy machine may move the
+        # leadership meanwhile). Many small entries would break this bound.
+        assert plan_entries <= math.ceil(SESSIONS / BUDGET) + 3 * (1 + leader_changes)
         assert len(snapshot.slots) == SESSIONS
         epochs = [s.epoch for s in snapshot.slots.values()]
         assert min(epochs) > SESSIONS  # every reassignment got a fresh, higher epoch
