@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,7 +11,7 @@ import asyncpg
 
 from persistence.db import Connection, Database
 from protocol.errors import ConflictError, NotFoundError, ValidationError
-from protocol.values import NAME_RE, AdminState, DeploymentMode
+from protocol.values import NAME_RE, AdminState, DeploymentMode, canonical_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +76,12 @@ def check_name(name: str, what: str = "adapter name") -> None:
         )
 
 
-def _check_uuid(adapter_id: str) -> None:
-    try:
-        uuid.UUID(adapter_id)
-    except (ValueError, AttributeError, TypeError):
+def _check_uuid(adapter_id: str) -> str:
+    """The id in canonical form; NotFoundError when it is not an adapter id at all."""
+    found = canonical_id(adapter_id)
+    if found is None:
         raise NotFoundError(f"adapter {adapter_id!r} does not exist") from None
+    return found
 
 
 class AdapterRepository:
@@ -173,10 +173,8 @@ class AdapterRepository:
         An unknown id raises NotFoundError and changes nothing. Adapters already in
         `state` are returned unchanged (no revision bump).
         """
-        for adapter_id in adapter_ids or ():
-            _check_uuid(adapter_id)
         if adapter_ids is not None:  # compare in PostgreSQL's canonical text form
-            adapter_ids = [str(uuid.UUID(a)) for a in adapter_ids]
+            adapter_ids = [_check_uuid(a) for a in adapter_ids]
         async with self._db.transaction() as conn:
             if adapter_ids is not None:
                 found = await conn.fetch(

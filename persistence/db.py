@@ -57,30 +57,41 @@ class PoolSettings:
 
 
 def translate(exc: BaseException) -> RaftorchError:
-    """Map a driver or socket failure to the project's own error type."""
+    """Map a driver or socket failure to the project's own error type.
+
+    The message reaches API clients, so it never carries PostgreSQL's own text (which may
+    quote a row, a query argument or a server detail): that goes to the log, here.
+    """
     if isinstance(exc, RaftorchError):
         return exc
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
+        log.warning("database refused sqlstate=%s error=%s", state, describe(exc))
         if isinstance(exc, asyncpg.UniqueViolationError):
-            return ConflictError(f"already exists: {exc.detail or exc}")
+            return ConflictError("already exists")
         if isinstance(exc, asyncpg.CheckViolationError | asyncpg.NotNullViolationError):
-            return ValidationError(f"invalid value: {exc.detail or exc}")
+            return ValidationError("a value is out of the allowed range")
         if isinstance(exc, asyncpg.ForeignKeyViolationError):
-            return NotFoundError(f"referenced object does not exist: {exc.detail or exc}")
+            return NotFoundError("a referenced object does not exist")
         if state.startswith("23"):
-            return ConflictError(f"constraint violated: {exc}")
+            return ConflictError(f"a database constraint was violated (SQLSTATE {state})")
         if state.startswith("22"):
-            return ValidationError(f"invalid value: {exc}")
+            return ValidationError(f"the database cannot store a value (SQLSTATE {state})")
         if state[:2] in _UNAVAILABLE_CLASSES:
-            return UnavailableError(f"database unavailable: {exc}")
-        return RaftorchError(f"database error {state}: {exc}")
+            return UnavailableError(f"database unavailable (SQLSTATE {state})")
+        return RaftorchError(f"database error (SQLSTATE {state})")
     if isinstance(
         exc,
         OSError | asyncpg.InterfaceError | asyncpg.InternalClientError | TimeoutError | EOFError,
     ):  # InternalClientError: a connection broken mid-operation (seen during server shutdown)
-        return UnavailableError(f"database unavailable: {type(exc).__name__}: {exc}")
-    return RaftorchError(f"unexpected database failure: {type(exc).__name__}: {exc}")
+        return UnavailableError(f"database unavailable: {type(exc).__name__}")
+    return RaftorchError(f"unexpected database failure: {type(exc).__name__}")
+
+
+def describe(exc: BaseException) -> str:
+    """A driver failure for the log: its type and the server's or socket's own words."""
+    detail = getattr(exc, "detail", None)
+    return f"{type(exc).__name__}: {exc}" + (f" ({detail})" if detail else "")
 
 
 _TRANSLATED = (
@@ -100,11 +111,17 @@ def _server_settings(settings: PoolSettings) -> dict[str, str]:
     return {"idle_in_transaction_session_timeout": str(max(1, int(idle * 1000)))}
 
 
+def _strict_dumps(value: object) -> str:
+    """JSON for PostgreSQL: a NaN or infinity that got past the edge fails here, in Python,
+    instead of in the server (whose message would quote the value)."""
+    return json.dumps(value, allow_nan=False)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     """Per-connection setup: JSON columns in and out as Python objects."""
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
-            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            type_name, encoder=_strict_dumps, decoder=json.loads, schema="pg_catalog"
         )
 
 
@@ -133,14 +150,14 @@ async def _retry(factory: Any, settings: PoolSettings, what: str) -> Any:
                 what,
                 attempt,
                 settings.connect_attempts,
-                translate(exc).message,
+                describe(exc),
             )
         if attempt < settings.connect_attempts:
             await asyncio.sleep(delay)
             delay = min(delay * 2, settings.retry_backoff_max_seconds)
     raise UnavailableError(
         f"cannot reach the {what} after {settings.connect_attempts} attempts: "
-        f"{translate(last).message if last else 'no attempt made'}"
+        f"{describe(last) if last else 'no attempt made'}"
     )
 
 

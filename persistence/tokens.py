@@ -6,7 +6,6 @@ import enum
 import hashlib
 import json
 import secrets
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,6 +15,7 @@ from persistence.adapters import check_name
 from persistence.changefeed import CHANNEL
 from persistence.db import Database
 from protocol.errors import ConflictError, NotFoundError
+from protocol.values import canonical_id
 
 
 class Role(enum.StrEnum):
@@ -93,11 +93,10 @@ class TokenRepository:
     async def revoke_id(self, token_id: str) -> TokenRecord:
         """Revoke the token with id `token_id` (NotFoundError when none is live)."""
         missing = f"no live token with id {token_id!r}"
-        try:
-            uuid.UUID(token_id)
-        except ValueError:
-            raise NotFoundError(missing) from None
-        return await self._revoke("id = $1::uuid", token_id, missing)
+        canonical = canonical_id(token_id)
+        if canonical is None:
+            raise NotFoundError(missing)
+        return await self._revoke("id = $1::uuid", canonical, missing)
 
     async def _revoke(self, where: str, value: str, missing: str) -> TokenRecord:
         """Revoke and notify the change feed in one transaction, so every replica drops the

@@ -8,12 +8,14 @@ changes. Pod bodies are msgpack (JSON accepted); admin bodies are JSON.
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+import math
+from typing import Any, NoReturn, TypeVar
 
 import msgpack
 import msgspec
 
 from protocol.errors import ValidationError
+from protocol.values import PATTERN_WORDS
 
 MSGPACK = "application/msgpack"
 JSON = "application/json"
@@ -39,13 +41,43 @@ class ErrorBody(msgspec.Struct, kw_only=True):
 T = TypeVar("T")
 
 
+def _no_constants(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(body: bytes | str) -> Any:
+    """Strict JSON: NaN, Infinity and -Infinity are refused (PostgreSQL and every other
+    JSON reader would refuse them later, with a worse message)."""
+    return json.loads(body, parse_constant=_no_constants)
+
+
+def check_finite(value: Any, where: str) -> None:
+    """Refuse non-finite numbers anywhere in `value` (1e999 parses as infinity; msgpack can
+    carry NaN): ValueError naming the first one's place."""
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{path} is {item!r}: numbers must be finite")
+        if isinstance(item, dict):
+            stack.extend((f"{path}.{k}", v) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
+
+
 def decode(body: bytes, content_type: str, kind: type[T]) -> T:
     """Parse and validate a request body; any problem is a ValidationError naming it."""
+    return convert(parse_body(body, content_type), kind)
+
+
+def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
+    """The body as builtins (an object), before validation: a ValidationError if it is not
+    msgpack (or JSON) at all. Lets a caller look at sizes before validating everything."""
     try:
         if content_type == MSGPACK:
             raw: Any = msgpack.unpackb(body, raw=False) if body else {}
         else:
-            raw = json.loads(body) if body else {}
+            raw = parse_json(body) if body else {}
     except RecursionError:  # the parsers' answer to very deep nesting
         raise ValidationError("request body is nested too deeply") from None
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as exc:
@@ -53,10 +85,22 @@ def decode(body: bytes, content_type: str, kind: type[T]) -> T:
         raise ValidationError(f"request body is not valid {kind_name}: {exc}") from None
     if not isinstance(raw, dict):
         raise ValidationError("request body must be an object")
+    return raw
+
+
+def convert(raw: dict[str, Any], kind: type[T]) -> T:
+    """Validate a parsed body as `kind`; a ValidationError naming what is wrong."""
     try:
         return msgspec.convert(raw, kind)
     except msgspec.ValidationError as exc:
-        raise ValidationError(f"invalid request body: {exc}") from None
+        raise ValidationError(f"invalid request body: {readable(str(exc))}") from None
+
+
+def readable(message: str) -> str:
+    """msgspec's message with a pattern's meaning in place of the regular expression."""
+    for pattern, words in PATTERN_WORDS.items():
+        message = message.replace(f"`str` matching regex {pattern!r}", words)
+    return message
 
 
 def encode(value: Any, content_type: str) -> bytes:

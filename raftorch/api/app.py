@@ -11,7 +11,7 @@ from raftorch.api.admin import ADMIN_ROUTES, add_admin_routes
 from raftorch.api.changes import CHANGE_ROUTES, add_change_routes
 from raftorch.api.cluster_health import CLUSTER_HEALTH_ROUTES, PeerLinks, add_cluster_health_route
 from raftorch.api.context import Context
-from raftorch.api.edge import CTX, error_middleware, json_response
+from raftorch.api.edge import error_middleware, install_edge, json_response
 from raftorch.api.openapi import RouteSpec, add_openapi_route
 from raftorch.api.pods import POD_ROUTES, PodApi
 from raftorch.api.portal import PORTAL_ROUTES, add_portal_routes
@@ -37,7 +37,7 @@ def build_app(
     app = web.Application(
         middlewares=[error_middleware], client_max_size=ctx.config.api.max_body_bytes
     )
-    app[CTX] = ctx
+    install_edge(app, ctx)
     add_admin_routes(app)
     add_change_routes(app, pods.signals.any)
     add_cluster_health_route(app, ready, links)

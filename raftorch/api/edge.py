@@ -49,6 +49,7 @@ __all__ = [
     "error_response",
     "guarded",
     "install_auth",
+    "install_edge",
     "iso_time",
     "json_response",
     "query_int",
@@ -171,22 +172,54 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal", "internal error")
 
 
+SERVER_NAME = "raftorch"
+"""The `Server` header: no library or version an attacker could look vulnerabilities up by."""
+
+
+async def _harden_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[hdrs.SERVER] = SERVER_NAME
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
+def install_edge(app: web.Application, ctx: Context) -> None:
+    """What every application serving raftorch's APIs has: its context and safe headers."""
+    app[CTX] = ctx
+    app.on_response_prepare.append(_harden_headers)
+
+
 # --- bodies and query strings -------------------------------------------------------
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The whole body, refused with 413 beyond ``api.max_body_bytes``."""
-    limit = ctx_of(request).config.api.max_body_bytes
-    too_large = f"request body is larger than {limit} bytes (api.max_body_bytes)"
+async def read_body(
+    request: web.Request, limit: int | None = None, what: str = "api.max_body_bytes"
+) -> bytes:
+    """The whole body, refused with 413 beyond ``api.max_body_bytes`` (or a smaller `limit`,
+    named by `what`) before more of it than that is read."""
+    overall = ctx_of(request).config.api.max_body_bytes
+    if limit is None or limit >= overall:
+        limit, what = overall, "api.max_body_bytes"
+    too_large = f"request body is larger than {limit} bytes ({what})"
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLargeError(too_large)
     try:
-        body = await request.read()
+        if limit == overall:  # aiohttp enforces it (client_max_size) and keeps the body
+            body = await request.read()
+        else:
+            body = await _read_at_most(request, limit + 1)
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLargeError(too_large) from None
     if len(body) > limit:
         raise BodyTooLargeError(too_large)
     return body
+
+
+async def _read_at_most(request: web.Request, size: int) -> bytes:
+    chunks: list[bytes] = []
+    got = 0
+    while got < size and (chunk := await request.content.read(size - got)):
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 T = TypeVar("T")
@@ -396,6 +429,6 @@ def create_app(ctx: Context, *, token_cache: TokenCache | None = None) -> web.Ap
     app = web.Application(
         middlewares=[error_middleware], client_max_size=ctx.config.api.max_body_bytes
     )
-    app[CTX] = ctx
+    install_edge(app, ctx)
     install_auth(app, token_cache)
     return app

@@ -34,9 +34,11 @@ class QueryParam:
 
     name: str
     description: str
-    kind: Literal["integer", "string"] = "integer"
+    kind: Literal["integer", "number", "string", "boolean"] = "integer"
     minimum: int | None = None
     maximum: int | None = None
+    required: bool = False
+    max_length: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +61,17 @@ class RouteSpec:
     tags: tuple[str, ...] = ()
     response_content: str = JSON
     query: tuple[QueryParam, ...] = ()
+    also_content: tuple[str, ...] = ()
+    """Other media types the body and the answer may come in (the pod routes: msgpack, and
+    JSON for debugging; the answer is in the request's format)."""
 
 
 OPENAPI_ROUTE = RouteSpec("GET", OPENAPI_PATH, "This OpenAPI document", role="none", tags=("meta",))
+
+
+def document_path(path: str) -> str:
+    """The path as OpenAPI shows it: `{id:regex}` (aiohttp's constrained parameter) as `{id}`."""
+    return _PATH_PARAM.sub(lambda m: "{" + m[1] + "}", path)
 
 
 def _operation_id(route: RouteSpec) -> str:
@@ -80,16 +90,20 @@ def _parameters(route: RouteSpec) -> list[dict[str, Any]]:
             schema["minimum"] = q.minimum
         if q.maximum is not None:
             schema["maximum"] = q.maximum
+        if q.max_length is not None:
+            schema["maxLength"] = q.max_length
         params.append(
-            {"name": q.name, "in": "query", "required": False, "description": q.description,
+            {"name": q.name, "in": "query", "required": q.required, "description": q.description,
              "schema": schema}
         )  # fmt: skip
     return params
 
 
-def _content(kind: type | None, media_type: str, refs: dict[type, Any]) -> dict[str, Any] | None:
+def _content(
+    kind: type | None, media_type: str, refs: dict[type, Any], also: Sequence[str] = ()
+) -> dict[str, Any] | None:
     if kind is not None:
-        return {media_type: {"schema": refs[kind]}}
+        return {m: {"schema": refs[kind]} for m in (media_type, *also)}
     if media_type != JSON:
         return {media_type: {}}
     return None
@@ -106,10 +120,10 @@ def _operation(route: RouteSpec, refs: dict[type, Any]) -> dict[str, Any]:
     }
     if params := _parameters(route):
         op["parameters"] = params
-    if body := _content(route.request, route.request_content, refs):
+    if body := _content(route.request, route.request_content, refs, route.also_content):
         op["requestBody"] = {"required": True, "content": body}
     success: dict[str, Any] = {"description": http.HTTPStatus(route.success_status).phrase}
-    if answer := _content(route.response, route.response_content, refs):
+    if answer := _content(route.response, route.response_content, refs, route.also_content):
         success["content"] = answer
     op["responses"] = {
         str(route.success_status): success,
@@ -127,10 +141,11 @@ def openapi_document(
     for route in routes:
         kinds.extend(k for k in (route.request, route.response) if k and k not in kinds)
     schemas, components = msgspec.json.schema_components(kinds, ref_template=_REF)
+    components = _json_schema_patterns(components)
     refs = dict(zip(kinds, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        operations = paths.setdefault(route.path, {})
+        operations = paths.setdefault(document_path(route.path), {})
         method = route.method.lower()
         if method in operations:
             raise ValueError(f"route {route.method} {route.path} is listed twice")
@@ -147,6 +162,20 @@ def openapi_document(
         },
         "security": [{"bearer": []}],
     }
+
+
+def _json_schema_patterns(value: Any) -> Any:
+    """Patterns as JSON Schema reads them: Python's end anchor \\Z is $ there (JSON Schema's
+    $ never matches before a trailing newline, Python's does; see `protocol.values`)."""
+    if isinstance(value, dict):
+        return {
+            k: v.replace("\\Z", "$") if k == "pattern" and isinstance(v, str)
+            else _json_schema_patterns(v)
+            for k, v in value.items()
+        }  # fmt: skip
+    if isinstance(value, list):
+        return [_json_schema_patterns(v) for v in value]
+    return value
 
 
 def add_openapi_route(
