@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import socket
@@ -10,10 +11,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from protocol.errors import ConfigError
+from protocol.pod import MAX_LABELS
 from protocol.secret import Secret
+from protocol.values import POD_ID_RE, PRINTABLE_RE
 
 ENV_PREFIX = "RAFTORCH_ADAPTER_"
-_POD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_POD_ID = POD_ID_RE
+MAX_WAIT_SECONDS = 30.0  # the orchestrator's longest long-poll (raftorch.api.pods)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +61,24 @@ class AgentConfig:
             "start_timeout_seconds",
             "long_poll_seconds",
         ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number, got {value}")
+        if self.long_poll_seconds > MAX_WAIT_SECONDS:
+            raise ConfigError(
+                f"long_poll_seconds {self.long_poll_seconds:g} is more than the orchestrator "
+                f"waits ({MAX_WAIT_SECONDS:g}s)"
+            )
+        self._check_labels()
+
+    def _check_labels(self) -> None:
+        if len(self.labels) > MAX_LABELS:
+            raise ConfigError(f"{len(self.labels)} labels: at most {MAX_LABELS} are allowed")
+        for key, value in self.labels:
+            if not (0 < len(key) <= 128 and len(value) <= 128):
+                raise ConfigError(f"label {key!r}: keys are 1-128, values 0-128 characters")
+            if not (PRINTABLE_RE.match(key) and PRINTABLE_RE.match(value)):
+                raise ConfigError(f"label {key!r} holds control characters")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,9 +10,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from protocol.codec import Strict
+from protocol.codec import Strict, check_finite
 from protocol.values import (
     NAME_RE,
+    PRINTABLE_RE,
     AdapterStatus,
     AdminState,
     DeploymentMode,
@@ -25,10 +26,25 @@ from protocol.values import (
 # --- request bodies -----------------------------------------------------------------
 
 AdapterName = Annotated[str, msgspec.Meta(pattern=NAME_RE.pattern, max_length=128)]
-Connector = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Connector = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=PRINTABLE_RE.pattern)]
 Instances = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 ArtifactRefs = Annotated[list[AdapterName], msgspec.Meta(max_length=100)]
 Time = Annotated[datetime, msgspec.Meta(tz=True)]
+
+MAX_CONFIG_BYTES = 64 * 1024
+"""An adapter's `config`, as JSON, is at most this big: settings, not data (files such as
+a FIX data dictionary go in artifacts). Every replica keeps every config in memory."""
+
+
+def check_config_bounds(config: dict[str, Any]) -> None:
+    """Finite numbers only, and at most `MAX_CONFIG_BYTES` of JSON (ValueError otherwise)."""
+    check_finite(config, "config")
+    size = len(msgspec.json.encode(config))
+    if size > MAX_CONFIG_BYTES:
+        raise ValueError(
+            f"config is {size} bytes of JSON, more than the {MAX_CONFIG_BYTES} allowed: "
+            "put large files in artifacts"
+        )
 
 
 class AdapterCreate(Strict):
@@ -43,6 +59,9 @@ class AdapterCreate(Strict):
     """Session slots; must be 1 unless mode is scale_out."""
     artifacts: ArtifactRefs = msgspec.field(default_factory=list)
     """Names of artifacts the connector needs; they must exist."""
+
+    def __post_init__(self) -> None:
+        check_config_bounds(self.config)
 
 
 class AdapterPatch(Strict):
@@ -59,6 +78,8 @@ class AdapterPatch(Strict):
     def __post_init__(self) -> None:
         if not self.changed_fields():
             raise ValueError("the patch changes nothing: give at least one field to change")
+        if self.config is not None:
+            check_config_bounds(self.config)
 
     def changed_fields(self) -> list[str]:
         names = ("connector", "mode", "instances", "config", "artifacts")
@@ -103,7 +124,8 @@ class AdapterOut(msgspec.Struct, kw_only=True):
     standby_pods: list[str]
     last_check_in: Time | None
     """Last renewal confirmed for the owner pod (known on the leader only)."""
-    config: dict[str, Any]
+    config: dict[str, Any] | None
+    """null in a list asked for with `configs=false`."""
     artifacts: list[str]
     revision: int
     created_at: Time
@@ -113,6 +135,12 @@ class AdapterOut(msgspec.Struct, kw_only=True):
 
 class AdapterList(msgspec.Struct, kw_only=True):
     items: list[AdapterOut]
+
+
+class AdapterPage(msgspec.Struct, kw_only=True):
+    items: list[AdapterOut]
+    next_cursor: str | None
+    """Pass as `cursor` for the next page; null on the last one."""
 
 
 class EventOut(msgspec.Struct, kw_only=True):

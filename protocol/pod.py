@@ -11,37 +11,62 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from protocol.codec import Strict
+from protocol.values import POD_ID_RE, PRINTABLE_RE, SLOT_RE
 
 LEADER_HEADER = "X-Raftorch-Leader"
 """On pod API answers: the leader's API URL, so a pod can go straight to it."""
 FORWARDED_HEADER = "X-Raftorch-Forwarded"
 """On a request a follower relays to the leader (a relayed request is never relayed again)."""
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+PodId = Annotated[str, msgspec.Meta(pattern=POD_ID_RE.pattern, max_length=63)]
+Slot = Annotated[str, msgspec.Meta(pattern=SLOT_RE.pattern, max_length=64)]
+Word = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=PRINTABLE_RE.pattern)]
+"""A connector type or a label key: printable, 1-128 characters."""
 Text = Annotated[str, msgspec.Meta(max_length=1000)]
 Epoch = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
-LabelValue = Annotated[str, msgspec.Meta(max_length=128)]
+LabelValue = Annotated[str, msgspec.Meta(max_length=128, pattern=PRINTABLE_RE.pattern)]
+
+MAX_CAPACITY = 100_000
+MAX_LABELS = 64
+MAX_CONNECTORS = 64
+REPORT_SLACK = 16
+"""A heartbeat may report up to twice the pod's capacity plus this: the sessions it holds
+and the ones it has just stopped. More is refused (400) before any of it is looked at."""
+MAX_REPORTS = 2 * MAX_CAPACITY + REPORT_SLACK
+
+
+def report_limit(capacity: int) -> int:
+    """How many sessions a heartbeat or release of a pod with `capacity` may carry."""
+    return 2 * capacity + REPORT_SLACK
 
 
 class ConnectorOffer(Strict):
-    type: Name
-    version: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    type: Word
+    version: Annotated[str, msgspec.Meta(max_length=64, pattern=PRINTABLE_RE.pattern)] = ""
 
 
 class SessionReport(Strict):
-    slot: Name
+    slot: Slot
     epoch: Epoch
     status: Literal["CLAIMING", "ACTIVE", "ERROR", "STOPPED"] = "CLAIMING"
     detail: Text = ""
 
 
 class RegisterRequest(Strict):
-    pod_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
-    address: Annotated[str, msgspec.Meta(max_length=255)] = ""
-    connectors: list[ConnectorOffer] = msgspec.field(default_factory=list)
-    capacity: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 100
-    labels: dict[Name, LabelValue] = msgspec.field(default_factory=dict)
-    sessions: list[SessionReport] = msgspec.field(default_factory=list)
+    pod_id: PodId
+    address: Annotated[str, msgspec.Meta(max_length=255, pattern=PRINTABLE_RE.pattern)] = ""
+    connectors: Annotated[list[ConnectorOffer], msgspec.Meta(max_length=MAX_CONNECTORS)] = (
+        msgspec.field(default_factory=list)
+    )
+    capacity: Annotated[int, msgspec.Meta(ge=0, le=MAX_CAPACITY)] = 100
+    labels: Annotated[dict[Word, LabelValue], msgspec.Meta(max_length=MAX_LABELS)] = msgspec.field(
+        default_factory=dict
+    )
+    sessions: Annotated[list[SessionReport], msgspec.Meta(max_length=MAX_REPORTS)] = msgspec.field(
+        default_factory=list
+    )
+    """Accepted for older pods and ignored: a new registration holds nothing, and what a pod
+    says it ran never moves the Raft state (epochs come from the leader only)."""
 
 
 class RegisterReply(msgspec.Struct, kw_only=True):
@@ -60,8 +85,10 @@ class RegisterReply(msgspec.Struct, kw_only=True):
 
 
 class HeartbeatRequest(Strict):
-    pod_id: Name
-    sessions: list[SessionReport] = msgspec.field(default_factory=list)
+    pod_id: PodId
+    sessions: Annotated[list[SessionReport], msgspec.Meta(max_length=MAX_REPORTS)] = msgspec.field(
+        default_factory=list
+    )
     """The pod's owned sessions (all of them when `complete`, else only those whose status
     changed since its last acknowledged heartbeat), then the ones it stopped."""
     complete: bool = True
@@ -106,13 +133,15 @@ class AssignmentsReply(msgspec.Struct, kw_only=True):
 
 
 class ReleasedSession(Strict):
-    slot: Name
+    slot: Slot
     epoch: Epoch
 
 
 class ReleaseRequest(Strict):
-    pod_id: Name
-    sessions: list[ReleasedSession] = msgspec.field(default_factory=list)
+    pod_id: PodId
+    sessions: Annotated[list[ReleasedSession], msgspec.Meta(max_length=MAX_REPORTS)] = (
+        msgspec.field(default_factory=list)
+    )
     drain: bool = False
     leave: bool = False
 

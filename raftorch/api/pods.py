@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from aiohttp import web
 
-from protocol.codec import JSON, MSGPACK, decode, encode
+from protocol.codec import JSON, MSGPACK, convert, decode, encode, parse_body
 from protocol.errors import (
     ConflictError,
     RaftorchError,
@@ -35,11 +37,18 @@ from protocol.pod import (
     ReleaseRequest,
     SessionReport,
     StopOrder,
+    report_limit,
 )
 from protocol.values import SlotStatus
 from raftorch.api import assignments
 from raftorch.api.assignments import PodSignals
-from raftorch.api.edge import ForbiddenError, UnauthorizedError, bearer_token, read_body
+from raftorch.api.edge import (
+    ForbiddenError,
+    UnauthorizedError,
+    bearer_token,
+    check_query,
+    read_body,
+)
 from raftorch.api.forwarding import Forwarder
 from raftorch.api.openapi import QueryParam, RouteSpec
 from raftorch.config import Config
@@ -60,27 +69,46 @@ from raftorch.leader.reporting import Reporter
 from raftorch.raft.bridge import NotLeaderError, RaftBridge
 from raftorch.raft.node import LeaseNode
 
-MAX_WAIT_SECONDS = 30.0
+B = TypeVar("B")
 
+MAX_WAIT_SECONDS = 30.0
+REGISTER_BODY_BYTES = 128 * 1024
+"""A registration is small (an id, an address, labels, connector offers)."""
+REPORT_BYTES = 6 * 1024 + 256
+"""The most one session report can take: a slot, an epoch, a status and up to 1000
+characters of detail (6 bytes each in JSON's worst escaping)."""
+BODY_BASE_BYTES = 16 * 1024
+
+_BOTH = (JSON,)  # pod bodies are msgpack; JSON is accepted for debugging
 POD_ROUTES = [
     RouteSpec("POST", "/pod/v1/register", "Register a pod; answers its credential",
               role="pod-bootstrap", request=RegisterRequest, response=RegisterReply,
-              request_content=MSGPACK, success_status=201, tags=("pod",)),
+              request_content=MSGPACK, response_content=MSGPACK, also_content=_BOTH,
+              success_status=201, tags=("pod",)),
     RouteSpec("POST", "/pod/v1/heartbeat",
               "Renew the pod's lease (acknowledged after a Raft commit) and report sessions",
               role="pod", request=HeartbeatRequest, response=HeartbeatReply,
-              request_content=MSGPACK, tags=("pod",)),
+              request_content=MSGPACK, response_content=MSGPACK, also_content=_BOTH,
+              tags=("pod",)),
     RouteSpec("GET", "/pod/v1/assignments",
               "Long-poll: answers when the pod's assignments differ from `version`",
-              role="pod", response=AssignmentsReply, tags=("pod",),
-              query=(QueryParam("pod_id", "the pod", kind="string"),
-                     QueryParam("version", "the version the pod has", kind="string"),
+              role="pod", response=AssignmentsReply, response_content=MSGPACK,
+              also_content=_BOTH, tags=("pod",),
+              query=(QueryParam("pod_id", "the pod", kind="string", required=True,
+                                max_length=63),
+                     QueryParam("version", "the version the pod has", kind="string",
+                                max_length=64),
                      QueryParam("wait_seconds", "how long to wait (at most 30)",
-                                minimum=0, maximum=30))),
+                                kind="number", minimum=0, maximum=30))),
     RouteSpec("POST", "/pod/v1/release", "Hand sessions back (drain, leave)", role="pod",
               request=ReleaseRequest, response=ReleaseReply, request_content=MSGPACK,
-              tags=("pod",)),
+              response_content=MSGPACK, also_content=_BOTH, tags=("pod",)),
 ]  # fmt: skip
+
+
+def body_limit(capacity: int) -> int:
+    """The largest heartbeat or release body a pod of `capacity` may send."""
+    return BODY_BASE_BYTES + report_limit(capacity) * REPORT_BYTES
 
 
 def incarnation_of(credential: str) -> str:
@@ -121,6 +149,8 @@ class PodApi:
         self._on_registered = on_registered
         self._clock = clock
         self.signals = PodSignals()
+        self._indexed: object = None  # the pods map `_by_incarnation` was built from
+        self._by_incarnation: dict[str, str] = {}
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/pod/v1/register", self.register)
@@ -136,29 +166,67 @@ class PodApi:
         ) else JSON  # fmt: skip
         return web.Response(body=encode(value, kind), status=status, content_type=kind)
 
-    def _authenticate_pod(self, request: web.Request, snapshot: Snapshot, pod_id: str) -> bool:
-        """True when the pod is registered and the credential is its own; False when the
-        registration is gone (the pod must re-register); 403 for someone else's."""
-        credential = bearer_token(request)
-        pod = snapshot.pods.get(pod_id)
-        if pod is None:
-            return False
-        if not hmac.compare_digest(pod.incarnation, incarnation_of(credential)):
-            raise ForbiddenError(f"credential does not belong to pod {pod_id}")
-        return True
+    def _pod_of(self, snapshot: Snapshot, credential: str) -> str | None:
+        """The registered pod `credential` belongs to (None: none does).
 
-    def _pod_known_here(self, request: web.Request, snapshot: Snapshot, pod_id: str) -> bool:
-        """Like `_authenticate_pod`, but a follower may simply be behind the leader:
-        it answers "retry" (503) rather than "registration expired" or "forbidden"."""
+        Looked up by the credential alone, before the body is read: what a stranger sends
+        is never parsed. The index is rebuilt only when the registered pods changed.
+        """
+        incarnation = incarnation_of(credential)
+        for attempt in (1, 2):
+            pod_id = self._by_incarnation.get(incarnation)
+            if pod_id is not None:
+                pod = snapshot.pods.get(pod_id)
+                if pod is not None and hmac.compare_digest(pod.incarnation, incarnation):
+                    return pod_id
+            if attempt == 2 or snapshot.pods is self._indexed:
+                return None
+            self._indexed = snapshot.pods
+            self._by_incarnation = {p.incarnation: p.pod_id for p in snapshot.pods.values()}
+        return None
+
+    def _authenticate(self, request: web.Request, snapshot: Snapshot) -> str:
+        """The pod calling (by its credential); 410 when no registered pod has it (expired,
+        left, or registered again since): the pod must stop everything and register."""
+        pod_id = self._pod_of(snapshot, bearer_token(request))
+        if pod_id is None:
+            raise RegistrationExpiredError(
+                "no registered pod holds this credential (the registration expired, left or "
+                "was replaced): stop every session and register again"
+            )
+        return pod_id
+
+    def _pod_known_here(self, request: web.Request, snapshot: Snapshot) -> str:
+        """Like `_authenticate`, but a follower may simply be behind the leader: it answers
+        "retry" (503) rather than "registration expired"."""
         if self._node.status().is_leader:
-            return self._authenticate_pod(request, snapshot, pod_id)
-        try:
-            known = self._authenticate_pod(request, snapshot, pod_id)
-        except ForbiddenError:
-            known = False
-        if not known:
+            return self._authenticate(request, snapshot)
+        pod_id = self._pod_of(snapshot, bearer_token(request))
+        if pod_id is None:
             raise UnavailableError("this replica has not seen the pod's registration yet")
-        return True
+        return pod_id
+
+    @staticmethod
+    def _claimed(pod_id: str, claimed: str) -> None:
+        if claimed != pod_id:
+            raise ForbiddenError(f"credential does not belong to pod {claimed}")
+
+    async def _pod_body(
+        self, request: web.Request, snapshot: Snapshot, pod_id: str, kind: type[B]
+    ) -> B:
+        """The authenticated pod's body: at most `body_limit` bytes and `report_limit`
+        sessions for its capacity, both checked before anything is validated."""
+        capacity = snapshot.pods[pod_id].capacity
+        body = await read_body(request, body_limit(capacity),
+                               f"the limit for a pod of capacity {capacity}")  # fmt: skip
+        raw = parse_body(body, request.content_type)
+        sessions = raw.get("sessions")
+        if isinstance(sessions, list) and len(sessions) > report_limit(capacity):
+            raise ValidationError(
+                f"pod {pod_id} reports {len(sessions)} sessions; a pod of capacity {capacity} "
+                f"may report at most {report_limit(capacity)}"
+            )
+        return convert(raw, kind)
 
     async def _leader_or_forward(self, request: web.Request, body: bytes) -> web.Response | None:
         status = self._node.status()
@@ -176,11 +244,11 @@ class PodApi:
     # --- routes ---------------------------------------------------------------------
 
     async def register(self, request: web.Request) -> web.Response:
-        body = await read_body(request)
+        self._check_bootstrap(request)
+        body = await read_body(request, REGISTER_BODY_BYTES, "the limit for a registration")
         forwarded = await self._leader_or_forward(request, body)
         if forwarded is not None:
             return forwarded
-        self._check_bootstrap(request)
         req = decode(body, request.content_type, RegisterRequest)
         credential = secrets.token_urlsafe(32)
         command = RegisterPod(
@@ -236,12 +304,13 @@ class PodApi:
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         started = self._clock()
-        body = await read_body(request)
-        forwarded = await self._leader_or_forward(request, body)
-        if forwarded is not None:
-            return forwarded
+        bearer_token(request)  # 401 without one, before anything else
+        if not self._node.status().is_leader:
+            forwarded = await self._leader_or_forward(request, await read_body(request))
+            if forwarded is not None:
+                return forwarded
         try:
-            reply = await self._heartbeat(request, body, started)
+            reply = await self._heartbeat(request, started)
         except RaftorchError:
             self._metrics.heartbeats.labels(outcome="refused").inc()
             raise
@@ -249,13 +318,11 @@ class PodApi:
         self._metrics.heartbeats.labels(outcome="renewed").inc()
         return self._reply(request, reply)
 
-    async def _heartbeat(self, request: web.Request, body: bytes, arrival: float) -> HeartbeatReply:
-        req = decode(body, request.content_type, HeartbeatRequest)
+    async def _heartbeat(self, request: web.Request, arrival: float) -> HeartbeatReply:
         snapshot = self._node.snapshot()
-        if not self._authenticate_pod(request, snapshot, req.pod_id):
-            raise RegistrationExpiredError(
-                f"pod {req.pod_id} is not registered: stop every session and register again"
-            )
+        pod_id = self._authenticate(request, snapshot)
+        req = await self._pod_body(request, snapshot, pod_id, HeartbeatRequest)
+        self._claimed(pod_id, req.pod_id)
         # The pod's status changes ride in the next barrier entry (group commit): one
         # entry per batching window, however many pods report.
         commands = _report_commands(snapshot, req.pod_id, req.sessions)
@@ -269,17 +336,17 @@ class PodApi:
             )
         # Decisions committed while the barrier was pending count: look again.
         latest = self._node.snapshot()
-        if not self._authenticate_pod(request, latest, req.pod_id):
-            raise RegistrationExpiredError(f"pod {req.pod_id} was removed: register again")
+        if self._pod_of(latest, bearer_token(request)) != pod_id:
+            raise RegistrationExpiredError(f"pod {pod_id} was removed: register again")
         if commands:
             result = ApplyResult("", rejected=confirmed.rejected, error=confirmed.error)
             self._reporter.committed(snapshot, commands, result, self._tracker.renewals())
             if any(isinstance(c, Release) for c in commands):
                 self._wake_leader()
         stop = _stop_orders(latest, req.pod_id, req.sessions)
-        for order in stop:
-            if order.reason not in ("revoked", "handoff"):
-                self._reporter.fenced(order.slot, req.pod_id, order.epoch, order.reason)
+        fenced = [o for o in stop if o.reason not in ("revoked", "handoff")]
+        if fenced:
+            self._reporter.fenced(latest, req.pod_id, fenced)
         current = assignments.version(latest, req.pod_id, self._cache)
         unchanged = req.version == current
         found = [] if unchanged else assignments.build(latest, req.pod_id, self._cache)
@@ -289,21 +356,25 @@ class PodApi:
                               assignments=found, stop=stop, unchanged=unchanged)  # fmt: skip
 
     async def assignments(self, request: web.Request) -> web.Response:
-        pod_id = request.query.get("pod_id", "")
-        if not pod_id:
+        self._pod_known_here(request, self._node.snapshot())  # who asks, before what
+        check_query(request, ("pod_id", "version", "wait_seconds"))
+        claimed = request.query.get("pod_id", "")
+        if not claimed:
             raise ValidationError("query parameter pod_id is required")
         known = request.query.get("version", "")
         try:
-            wait = min(float(request.query.get("wait_seconds", "0")), MAX_WAIT_SECONDS)
+            wait = float(request.query.get("wait_seconds", "0"))
         except ValueError:
-            raise ValidationError("wait_seconds must be a number") from None
+            wait = math.nan
+        if not 0 <= wait <= MAX_WAIT_SECONDS:
+            raise ValidationError(f"wait_seconds must be a number from 0 to {MAX_WAIT_SECONDS:g}")
         if not self._cache.loaded:
             raise UnavailableError("this replica has not loaded the configuration yet")
-        deadline = self._clock() + max(0.0, wait)
+        deadline = self._clock() + wait
         while True:
             snapshot = self._node.snapshot()
-            if not self._pod_known_here(request, snapshot, pod_id):
-                raise RegistrationExpiredError(f"pod {pod_id} is not registered")
+            pod_id = self._pod_known_here(request, snapshot)
+            self._claimed(pod_id, claimed)
             current = assignments.version(snapshot, pod_id, self._cache)
             remaining = deadline - self._clock()
             if current != known or remaining <= 0:
@@ -315,14 +386,15 @@ class PodApi:
             await self.signals.wait(pod_id, remaining)
 
     async def release(self, request: web.Request) -> web.Response:
-        body = await read_body(request)
-        forwarded = await self._leader_or_forward(request, body)
-        if forwarded is not None:
-            return forwarded
-        req = decode(body, request.content_type, ReleaseRequest)
+        bearer_token(request)  # 401 without one, before anything else
+        if not self._node.status().is_leader:
+            forwarded = await self._leader_or_forward(request, await read_body(request))
+            if forwarded is not None:
+                return forwarded
         snapshot = self._node.snapshot()
-        if not self._authenticate_pod(request, snapshot, req.pod_id):
-            raise RegistrationExpiredError(f"pod {req.pod_id} is not registered")
+        pod_id = self._authenticate(request, snapshot)
+        req = await self._pod_body(request, snapshot, pod_id, ReleaseRequest)
+        self._claimed(pod_id, req.pod_id)
         incarnation = snapshot.pods[req.pod_id].incarnation
         commands: list[Command] = []
         if req.drain:

@@ -25,6 +25,7 @@ from protocol.errors import RaftorchError
 from protocol.values import PodState
 from raftorch.config.settings import PlacementConfig
 from raftorch.core.model import (
+    MAX_EPOCH,
     AdapterSpec,
     ApplyResult,
     ClaimLeadership,
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 FLOOR_TIMEOUT_SECONDS = 2.0
 """One attempt to read the epoch floor from PostgreSQL; retried until it succeeds."""
+EPOCH_HEADROOM_WARNING = 2**40
+"""A floor this close to `MAX_EPOCH` did not come from real grants (a million a second
+would take decades to get there): someone wrote it, and the operator must hear of it."""
 FLOOR_RETRY_SECONDS = 0.5
 FULL_PASS_SECONDS = 10.0
 """Besides planning what changed, a leader looks at every adapter this often (a backstop)."""
@@ -350,6 +354,12 @@ class LeaderLoop:
                 recorded = await asyncio.wait_for(
                     self._floor_source.max_epoch(), FLOOR_TIMEOUT_SECONDS
                 )
+                if recorded > MAX_EPOCH - EPOCH_HEADROOM_WARNING:
+                    log.error(
+                        "epoch floor from the database is %d, %d below the largest epoch: "
+                        "grants stop when it is reached; see docs/security.md (epoch floor)",
+                        recorded, MAX_EPOCH - recorded,
+                    )  # fmt: skip
                 entry = self.stamped([RaiseEpochFloor(recorded, from_database=True)])
                 result = await self._bridge.submit(entry)
                 self._count(result, "floor")

@@ -34,6 +34,11 @@ class ServiceMetrics:
             ["reason"],
             registry=registry,
         )
+        self.fenced_reports = Counter(
+            "raftorch_fenced_reports_total",
+            "Sessions pods reported running that they do not hold (each got a stop order)",
+            registry=registry,
+        )
         self.heartbeat_latency = Histogram(
             "raftorch_heartbeat_handling_seconds",
             "Time the leader takes to confirm and answer one heartbeat",

@@ -7,15 +7,17 @@ write-behind buffers, so reporting never waits on PostgreSQL.
 
 from __future__ import annotations
 
+import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from persistence.events import NewEvent
 from persistence.lease_history import LeaseGrant, LeaseHistoryRepository
 from persistence.writebehind import WriteBehind
-from protocol.values import EventCategory, EventLevel, SlotStatus
+from protocol.pod import StopOrder
+from protocol.values import EventCategory, EventLevel, SlotStatus, canonical_id
 from raftorch.core.model import (
     ApplyResult,
     Command,
@@ -39,6 +41,12 @@ class LeaseEnd:
 
 
 HistoryItem = LeaseGrant | LeaseEnd
+
+FENCE_WINDOW_SECONDS = 10.0
+FENCE_EVENTS_PER_WINDOW = 20
+MAX_FENCE_WINDOWS = 10_000
+
+log = logging.getLogger(__name__)
 
 
 async def write_history(repo: LeaseHistoryRepository, batch: Sequence[HistoryItem]) -> None:
@@ -67,15 +75,14 @@ class Reporter:
         self._metrics = metrics
         self._clock = clock
         self._lost_at: dict[str, float] = {}  # slot -> when its previous owner was lost
+        # pod -> [window start, adapter events in it, summary sent]
+        self._fence_windows: dict[str, list[Any]] = {}
 
     def _event(
         self, slot: str, level: EventLevel, category: EventCategory, text: str, **details: object
     ) -> None:
-        adapter: str | None = slot_adapter(slot)
-        try:
-            uuid.UUID(adapter)
-        except ValueError:  # a slot name a pod made up: keep the event, cluster-wide
-            adapter = None
+        # A slot name a pod made up: keep the event, cluster-wide.
+        adapter = canonical_id(slot_adapter(slot))
         self._events.add(NewEvent(adapter, level, category, text, {"slot": slot, **details}))
 
     def committed(
@@ -106,11 +113,40 @@ class Reporter:
             elif isinstance(command, ReportStatus):
                 self._reported(before, command)
 
-    def fenced(self, slot: str, pod_id: str, epoch: int, reason: str) -> None:
-        """A pod ran a session it no longer holds and was told to stop it."""
-        self._event(slot, EventLevel.WARNING, EventCategory.SYSTEM,
-                    f"pod {pod_id} fenced off (epoch {epoch}): {reason}",
-                    pod=pod_id, epoch=epoch)  # fmt: skip
+    def fenced(self, state: Snapshot, pod_id: str, orders: Sequence[StopOrder]) -> None:
+        """A pod reported sessions it does not hold and was told to stop them.
+
+        A real session gets an event in its adapter's log, up to `FENCE_EVENTS_PER_WINDOW`
+        per pod and window; the rest, and anything about sessions that do not exist, is
+        one cluster-wide event per pod and window (and a log line), so what one pod sends
+        can neither flood the event log nor push other events out of its buffer.
+        """
+        now = self._clock()
+        window = self._fence_windows.get(pod_id)
+        if window is None or now - window[0] >= FENCE_WINDOW_SECONDS:
+            window = self._fence_windows[pod_id] = [now, 0, False]
+            if len(self._fence_windows) > MAX_FENCE_WINDOWS:  # forget the oldest pods
+                del self._fence_windows[next(iter(self._fence_windows))]
+        others: list[StopOrder] = []
+        for order in orders:
+            if order.slot in state.slots and window[1] < FENCE_EVENTS_PER_WINDOW:
+                window[1] += 1
+                self._event(order.slot, EventLevel.WARNING, EventCategory.SYSTEM,
+                            f"pod {pod_id} fenced off (epoch {order.epoch}): {order.reason}",
+                            pod=pod_id, epoch=order.epoch)  # fmt: skip
+            else:
+                others.append(order)
+        if self._metrics is not None:
+            self._metrics.fenced_reports.inc(len(orders))
+        if others and not window[2]:
+            window[2] = True
+            examples = ", ".join(f"{o.slot} (epoch {o.epoch}: {o.reason})" for o in others[:3])
+            text = (f"pod {pod_id} reported {len(others)} sessions it does not hold, e.g. "
+                    f"{examples}; more within {FENCE_WINDOW_SECONDS:g}s are only counted "
+                    "(raftorch_fenced_reports_total)")  # fmt: skip
+            log.warning("%s", text)
+            self._events.add(NewEvent(None, EventLevel.WARNING, EventCategory.SYSTEM, text,
+                                      {"pod": pod_id, "count": len(others)}))  # fmt: skip
 
     def leader_change(self, term: int) -> None:
         self._lost_at.clear()  # timings from an earlier term would be meaningless

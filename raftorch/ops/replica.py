@@ -37,7 +37,7 @@ from raftorch.api.forwarding import Forwarder
 from raftorch.api.pods import PodApi
 from raftorch.config import Config
 from raftorch.config.cache import ConfigCache
-from raftorch.core.model import AnnounceReplica, ApplyResult, Command, Policy
+from raftorch.core.model import MAX_EPOCH, AnnounceReplica, ApplyResult, Command, Policy
 from raftorch.leader.leases import LeaseTracker, RenewalConfirmer
 from raftorch.leader.loop import LeaderLoop
 from raftorch.leader.metrics import ServiceMetrics
@@ -85,9 +85,22 @@ class StateCollector(Collector):
         sessions = GaugeMetricFamily(
             "raftorch_sessions", "Session slots by status", labels=["status"]
         )
-        for status in ("UNASSIGNED", "CLAIMING", "ACTIVE", "ERROR", "REVOKING"):
-            sessions.add_metric([status], snapshot.status_counts.get(SlotStatus(status), 0))
+        for status in SlotStatus:
+            sessions.add_metric([status.value], snapshot.status_counts.get(status, 0))
         yield sessions
+        yield GaugeMetricFamily(
+            "raftorch_epoch_headroom",
+            "Epochs left before the largest one (grants stop there); should stay astronomical",
+            value=MAX_EPOCH - max(snapshot.epoch_counter, snapshot.epoch_floor),
+        )
+        dropped = CounterMetricFamily(
+            "raftorch_buffer_dropped",
+            "Rows a write-behind buffer dropped (full while PostgreSQL was away, or refused)",
+            labels=["buffer"],
+        )
+        for buffer in (self._service.events, self._service.history, self._service.plugins):
+            dropped.add_metric([buffer.name.replace(" ", "_")], buffer.dropped)
+        yield dropped
         cache = self._service.cache
         enabled = sum(1 for s in cache.specs().values() if s.enabled) if cache.loaded else 0
         yield GaugeMetricFamily(

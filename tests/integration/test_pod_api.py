@@ -141,7 +141,7 @@ def test_unknown_pod_is_told_to_register_again(
 def test_assignments_query_is_validated(replica: ProcessCluster) -> None:
     credential = _register(replica, "poller")
     for query, status in (("", 400), ("?pod_id=poller&wait_seconds=soon", 400),
-                          ("?pod_id=ghost", 410)):  # fmt: skip
+                          ("?pod_id=ghost", 403)):  # fmt: skip
         reply = call("GET", _url(replica, "/pod/v1/assignments" + query), token=credential)
         assert reply.status == status, (query, reply.body)
         assert "error" in reply.body
