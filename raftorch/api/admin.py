@@ -9,6 +9,7 @@ Artifacts and plugins live in `raftorch.api.artifacts`.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from protocol.admin import (
     AdapterCreate,
     AdapterList,
     AdapterOut,
+    AdapterPage,
     AdapterPatch,
     BulkAction,
     ClusterOut,
@@ -85,10 +87,25 @@ async def _check_artifacts(ctx: Context, names: list[str] | None) -> None:
 # --- handlers -------------------------------------------------------------------------
 
 
-async def list_adapters(_r: web.Request, ctx: Context, _p: Principal) -> web.Response:
+async def list_adapters(request: web.Request, ctx: Context, _p: Principal) -> web.Response:
+    """A page of adapters by name: `limit` (default 500), after `cursor` (the previous page's
+    `next_cursor`); `configs=false` leaves each `config` out (`null`)."""
+    check_query(request, ("limit", "cursor", "configs"))
+    limit = query_int(request, "limit", minimum=1, maximum=MAX_PAGE) or DEFAULT_PAGE
+    cursor = request.query.get("cursor")
+    configs = request.query.get("configs", "true")
+    if configs not in ("true", "false"):
+        raise ValidationError(f"configs must be true or false, not {configs!r}")
     records = ctx.cache.records()
+    start = 0 if cursor is None else bisect.bisect_right([r.name for r in records], cursor)
+    page = records[start : start + limit]
     snapshot, check_ins = ctx.node.snapshot(), ctx.last_check_in()
-    return json_response({"items": [_adapter(r, snapshot, check_ins) for r in records]})
+    items = [_adapter(r, snapshot, check_ins) for r in page]
+    if configs == "false":
+        for item in items:
+            item["config"] = None
+    more = start + limit < len(records)
+    return json_response({"items": items, "next_cursor": page[-1].name if more else None})
 
 
 async def create_adapter(request: web.Request, ctx: Context, who: Principal) -> web.Response:
@@ -255,7 +272,20 @@ async def get_cluster(_r: web.Request, ctx: Context, _p: Principal) -> web.Respo
 # --- routes ---------------------------------------------------------------------------
 
 _A = ("adapters",)
-_ONE = "/api/v1/adapters/{id}"
+# Not "bulk": that path is its own resource, and a wrong method on it must say POST only.
+_ONE = "/api/v1/adapters/{id:(?!bulk$)[^/]+}"
+DEFAULT_PAGE = 500
+MAX_PAGE = 1000
+_LIST_QUERY = (
+    QueryParam(
+        "limit",
+        f"Adapters per page, 1-{MAX_PAGE} (default {DEFAULT_PAGE}).",
+        minimum=1,
+        maximum=MAX_PAGE,
+    ),
+    QueryParam("cursor", "The `next_cursor` of the previous page.", kind="string", max_length=128),
+    QueryParam("configs", "false: leave each adapter's `config` out (null).", kind="boolean"),
+)
 _EVENT_QUERY = (
     QueryParam("limit", "Events per page, 1-1000 (default 100).", minimum=1, maximum=1000),
     QueryParam("before", "Only events with a smaller id (the last id of the previous page).",
@@ -264,8 +294,9 @@ _EVENT_QUERY = (
 
 # fmt: off
 ADAPTER_TABLE: RouteTable = [
-    (RouteSpec("GET", "/api/v1/adapters", "List adapters with their status", "viewer",
-               response=AdapterList, tags=_A), list_adapters),
+    (RouteSpec("GET", "/api/v1/adapters", "List adapters with their status, by name, a page "
+               "at a time", "viewer", response=AdapterPage, tags=_A, query=_LIST_QUERY),
+     list_adapters),
     (RouteSpec("POST", "/api/v1/adapters", "Create an adapter (DISABLED)", "admin",
                request=AdapterCreate, response=AdapterOut, success_status=201, tags=_A),
      create_adapter),

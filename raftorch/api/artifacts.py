@@ -1,12 +1,16 @@
 """The admin API's artifacts (versioned blobs, raw bodies) and plugins (connector types).
 
-An upload is the raw request body; its Content-Type becomes the artifact's media type,
-and each upload of a name is its next version. Artifacts live in PostgreSQL only, so
-these calls answer 503 while it is down.
+An upload is the raw request body; its Content-Type is kept as the artifact's media type
+(metadata: `media_type`, and `X-Raftorch-Media-Type` on a fetch), and each upload of a
+name is its next version. A fetch always answers `application/octet-stream` as an
+attachment: whatever an uploader calls it, a browser never renders an artifact (an HTML
+file with a script would otherwise run with the Portal's origin). Artifacts live in
+PostgreSQL only, so these calls answer 503 while it is down.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
@@ -33,6 +37,10 @@ from raftorch.api.openapi import QueryParam, RouteSpec
 RouteTable = Sequence[tuple[RouteSpec, AuthedHandler]]
 Time = Annotated[datetime, msgspec.Meta(tz=True)]
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
+MEDIA_TYPE_HEADER = "X-Raftorch-Media-Type"
+MAX_VERSION = 2**31 - 1
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}"
+_MEDIA_TYPE = re.compile(f"{_TOKEN}/{_TOKEN}")
 
 
 def _info(info: ArtifactInfo) -> dict[str, Any]:
@@ -57,6 +65,8 @@ async def upload_artifact(request: web.Request, ctx: Context, who: Principal) ->
     if not content:
         raise ValidationError("artifact content must not be empty")
     media_type = request.headers.get(hdrs.CONTENT_TYPE, "").strip() or DEFAULT_MEDIA_TYPE
+    if len(media_type) > 255 or not _MEDIA_TYPE.fullmatch(media_type.split(";")[0].strip()):
+        raise ValidationError("Content-Type must be a media type such as application/xml")
     info = await ctx.repos.artifacts.put(name, content, media_type)
     record_action(
         ctx,
@@ -73,11 +83,14 @@ async def upload_artifact(request: web.Request, ctx: Context, who: Principal) ->
 
 async def fetch_artifact(request: web.Request, ctx: Context, _p: Principal) -> web.Response:
     check_query(request, ("version",))
-    version = query_int(request, "version", minimum=1, maximum=2**31 - 1)
+    version = query_int(request, "version", minimum=1, maximum=MAX_VERSION)
     artifact = await ctx.repos.artifacts.get(request.match_info["name"], version)
     info = artifact.info
     headers = {
-        hdrs.CONTENT_TYPE: info.media_type,
+        hdrs.CONTENT_TYPE: DEFAULT_MEDIA_TYPE,
+        hdrs.CONTENT_DISPOSITION: f'attachment; filename="{info.name}"',
+        "X-Content-Type-Options": "nosniff",
+        MEDIA_TYPE_HEADER: info.media_type,
         "X-Artifact-Version": str(info.version),
         hdrs.ETAG: f'"{info.sha256}"',
     }
@@ -109,7 +122,8 @@ async def list_plugins(_r: web.Request, ctx: Context, _p: Principal) -> web.Resp
 
 _T = ("artifacts",)
 _ONE = "/api/v1/artifacts/{name}"
-_VERSION = (QueryParam("version", "Version to fetch (default: the latest).", minimum=1),)
+_VERSION = (QueryParam("version", "Version to fetch (default: the latest).", minimum=1,
+                       maximum=MAX_VERSION),)  # fmt: skip
 
 # fmt: off
 ARTIFACT_TABLE: RouteTable = [
@@ -118,8 +132,9 @@ ARTIFACT_TABLE: RouteTable = [
     (RouteSpec("POST", _ONE, "Upload a new version (raw body; Content-Type = media type)",
                "admin", response=ArtifactOut, request_content="*/*", success_status=201,
                tags=_T), upload_artifact),
-    (RouteSpec("GET", _ONE, "Fetch an artifact's content", "viewer", response_content="*/*",
-               tags=_T, query=_VERSION), fetch_artifact),
+    (RouteSpec("GET", _ONE, "Fetch an artifact's content (always as an octet-stream "
+               "attachment; the uploaded type is in X-Raftorch-Media-Type)", "viewer",
+               response_content=DEFAULT_MEDIA_TYPE, tags=_T, query=_VERSION), fetch_artifact),
     (RouteSpec("DELETE", _ONE, "Delete every version (409 while an adapter uses it)", "admin",
                success_status=204, tags=_T), delete_artifact),
     (RouteSpec("GET", "/api/v1/plugins", "Connector types pods have advertised", "viewer",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import urllib.parse
 from typing import TYPE_CHECKING, Final
 
 from protocol.errors import ConfigError
@@ -23,6 +24,8 @@ _HOST_PORT: Final = re.compile(
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):(\d+)"
 )
 _URL: Final = re.compile(r"https?://[^\s/?#]+(/\S*)?")
+_SSL_MODES: Final = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+MIN_SECRET_CHARS: Final = 16
 
 
 def check_settings(config: Config) -> None:
@@ -48,8 +51,35 @@ def check_settings(config: Config) -> None:
         raise ConfigError(f"api.port: expected 1-65535, got {api.port!r}")
     if api.advertise_url is not None and not _URL.fullmatch(api.advertise_url):
         raise ConfigError(f"api.advertise_url: expected an http(s) URL, got {api.advertise_url!r}")
-    if not config.database.dsn.reveal().startswith(("postgresql://", "postgres://")):
+    if raft.secret is not None and len(raft.secret.reveal()) < MIN_SECRET_CHARS:
+        raise ConfigError(
+            f"raft.secret: must be at least {MIN_SECRET_CHARS} characters (it is the key of "
+            f"the Raft traffic), got {len(raft.secret.reveal())}"
+        )
+    check_dsn(config.database.dsn.reveal())
+
+
+def check_dsn(dsn: str) -> None:
+    """A PostgreSQL URL asyncpg can use: scheme, hosts with numeric ports, a known sslmode.
+
+    Messages never show the DSN itself (it may hold a password)."""
+    try:
+        parts = urllib.parse.urlsplit(dsn)
+    except ValueError as exc:
+        raise ConfigError(f"database.dsn: not a URL ({exc})") from None
+    if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError("database.dsn: expected a postgresql:// URL, got *** (hidden)")
+    hosts = parts.netloc.rpartition("@")[2]
+    for host in hosts.split(",") if hosts else ():
+        name, colon, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+        if colon and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(f"database.dsn: port {port!r} of host {name!r} is not 1-65535")
+    query = urllib.parse.parse_qs(parts.query)
+    for mode in query.get("sslmode", []):
+        if mode not in _SSL_MODES:
+            raise ConfigError(
+                f"database.dsn: sslmode {mode!r} is not one of {', '.join(_SSL_MODES)}"
+            )
 
 
 def _check_routes(raft: RaftConfig) -> None:

@@ -22,6 +22,7 @@ TOKEN_ENV = "RAFTORCH_CLI_TOKEN"
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 REQUEST_TIMEOUT_SECONDS = 10.0
+MAX_PAGES = 10_000  # 10 million adapters at the largest page: a loop, not a list
 
 
 class OpsError(Exception):
@@ -146,6 +147,19 @@ class Client:
 
     def get_json(self, path: str) -> Any:
         return self._json(self.request("GET", path))
+
+    def get_items(self, path: str) -> list[Any]:
+        """Every item of a paged list (`items`, then `next_cursor` until it is null)."""
+        items: list[Any] = []
+        cursor: str | None = None
+        for _page in range(MAX_PAGES):
+            query = "" if cursor is None else f"?cursor={urllib.parse.quote(cursor, safe='')}"
+            page = self.get_json(path + query)
+            items.extend(page["items"])
+            cursor = page.get("next_cursor")
+            if cursor is None:
+                return items
+        raise OpsError(f"GET {path}: more than {MAX_PAGES} pages; the list keeps growing")
 
     def get_bytes(self, path: str) -> bytes:
         return self.request("GET", path).body

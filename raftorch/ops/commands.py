@@ -85,7 +85,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
         for p in client.get_json("/api/v1/pods")["items"]
     ]  # fmt: skip
     counts: dict[str, int] = {}
-    adapters = client.get_json(ADAPTERS)["items"]
+    adapters = client.get_items(ADAPTERS)
     for adapter in adapters:
         counts[adapter["status"]] = counts.get(adapter["status"], 0) + 1
     data = {
@@ -133,12 +133,12 @@ def resolve(items: Sequence[Mapping[str, Any]], wanted: Sequence[str]) -> list[M
 def targets(client: Client, args: argparse.Namespace) -> list[Mapping[str, Any]]:
     if args.all == bool(args.adapters):
         raise UsageError("name the adapters (names or ids) or give --all, not both")
-    items: list[Mapping[str, Any]] = client.get_json(ADAPTERS)["items"]
+    items: list[Mapping[str, Any]] = client.get_items(ADAPTERS)
     return list(items) if args.all else resolve(items, args.adapters)
 
 
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
-    items = client.get_json(ADAPTERS)["items"]
+    items = client.get_items(ADAPTERS)
     emit(args, {"items": items}, adapter_table(items) if items else "no adapters")
     return 0
 
@@ -295,7 +295,7 @@ def wait_for(
     late = list(items)
     while True:
         try:
-            current = {a["id"]: a for a in client.get_json(ADAPTERS)["items"]}
+            current = {a["id"]: a for a in client.get_items(ADAPTERS)}
         except ClusterUnavailable as exc:
             line = f"waiting: {exc.message}"
         else:

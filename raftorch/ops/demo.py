@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +66,16 @@ class DemoState:
             pod_token="demo-pod-" + secrets.token_urlsafe(12),
             raft_secret=secrets.token_urlsafe(24),
         )
-        path.write_text(json.dumps(state.__dict__, indent=2))
+        write_private(path, json.dumps(state.__dict__, indent=2))
         return state
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read: the demo's files hold its tokens and secret."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)  # an older file may have been created readable
+        out.write(text)
 
 
 class StartupFailedError(UnavailableError):
@@ -139,7 +148,7 @@ class Demo:
             Config(lease=LeaseConfig(ttl_seconds=self.ttl))
         except ConfigError as exc:
             raise ConfigError(f"--lease-ttl {self.ttl:g}: {exc.message}") from None
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.state = DemoState.load_or_create(
             self.data_dir / "demo-state.json", self.replicas, self.pods
         )
@@ -255,13 +264,25 @@ class Demo:
         return {"Authorization": f"Bearer {self.state.admin_token}"}
 
     async def _get(self, http: aiohttp.ClientSession, path: str) -> list[dict[str, Any]]:
+        """Every item of the list at `path` (following `next_cursor`), from any replica."""
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            query = "" if cursor is None else "?" + urllib.parse.urlencode({"cursor": cursor})
+            page = await self._get_page(http, path + query)
+            items.extend(page["items"])
+            cursor = page.get("next_cursor")
+            if cursor is None:
+                return items
+
+    async def _get_page(self, http: aiohttp.ClientSession, path: str) -> dict[str, Any]:
         for url in self.api_urls:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with http.get(url + path, headers=self._headers(),
                                     timeout=aiohttp.ClientTimeout(total=3)) as answer:  # fmt: skip
                     if answer.status == 200:
-                        items: list[dict[str, Any]] = (await answer.json())["items"]
-                        return items
+                        page: dict[str, Any] = await answer.json()
+                        return page
         raise UnavailableError(f"no replica answered GET {path}")
 
     async def _post(self, http: aiohttp.ClientSession, path: str, body: Any) -> dict[str, Any]:
@@ -337,7 +358,7 @@ class Demo:
         }
         target = self.data_dir / "demo.json"
         temporary = target.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(document, indent=2))
+        write_private(temporary, json.dumps(document, indent=2))
         temporary.replace(target)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -51,6 +51,8 @@ class Api(Protocol):
 
     def get_json(self, path: str) -> Any: ...
 
+    def get_items(self, path: str) -> list[Any]: ...
+
     def get_bytes(self, path: str) -> bytes: ...
 
     def post_json(self, path: str, body: Any) -> Any: ...
@@ -292,7 +294,7 @@ def export_manifest(api: Api) -> dict[str, Any]:
             "artifacts": a["artifacts"],
             "admin_state": a["admin_state"],
         }
-        for a in api.get_json("/api/v1/adapters")["items"]
+        for a in api.get_items("/api/v1/adapters")
     ]
     artifacts = []
     for info in api.get_json("/api/v1/artifacts")["items"]:
@@ -363,7 +365,7 @@ def import_manifest(api: Api, manifest: Manifest) -> ImportReport:
     """Create what the cluster lacks; modify nothing that is there. Call parse_manifest first."""
     infos: list[dict[str, Any]] = api.get_json("/api/v1/artifacts")["items"]
     check_references(manifest, {i["name"] for i in infos})
-    existing = {a["name"]: a for a in api.get_json("/api/v1/adapters")["items"]}
+    existing = {a["name"]: a for a in api.get_items("/api/v1/adapters")}
     report = ImportReport()
     _import_artifacts(api, manifest, infos, report)
     to_enable: list[str] = []

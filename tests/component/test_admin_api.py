@@ -26,6 +26,7 @@ from persistence.writebehind import WriteBehind
 from protocol.admin import (
     AdapterList,
     AdapterOut,
+    AdapterPage,
     ArtifactList,
     ArtifactOut,
     ClusterOut,
@@ -211,8 +212,8 @@ async def test_create_gives_a_disabled_inactive_adapter_in_list_and_get(h: Harne
     assert adapter["standby_pods"] == [] and adapter["last_check_in"] is None
 
     listed = await h.ok("GET", "/api/v1/adapters")
-    conforms(listed, AdapterList)
-    assert listed["items"] == [adapter]
+    conforms(listed, AdapterPage)
+    assert listed["items"] == [adapter] and listed["next_cursor"] is None
     assert await h.ok("GET", f"/api/v1/adapters/{adapter['id']}") == adapter
 
 
@@ -285,6 +286,29 @@ async def test_status_owner_and_pods_follow_the_raft_state(h: Harness) -> None:
     ]
     assert pod_a["last_heartbeat"] == "2027-01-15T08:00:00.500000+00:00"
     assert (pod_b["sessions"], pod_b["last_heartbeat"]) == ([], None)
+
+
+async def test_the_list_pages_by_name_and_can_leave_configs_out(h: Harness) -> None:
+    names = [f"page-{i:02d}" for i in range(7)]
+    for name in reversed(names):
+        await h.ok("POST", "/api/v1/adapters", {**NEW, "name": name})
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(10):  # 7 adapters, 3 a page: 3 pages, then the cursor runs out
+        query = "limit=3&configs=false" + (f"&cursor={cursor}" if cursor else "")
+        page = await h.ok("GET", f"/api/v1/adapters?{query}")
+        conforms(page, AdapterPage)
+        assert len(page["items"]) <= 3 and all(a["config"] is None for a in page["items"])
+        seen += [a["name"] for a in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == names
+    full = await h.ok("GET", "/api/v1/adapters?limit=1")
+    assert full["items"][0]["config"] == NEW["config"] and full["next_cursor"] == names[0]
+    for query in ("limit=0", "limit=1001", "configs=no", "limit=x", "page=2"):
+        reply = await h.call("GET", f"/api/v1/adapters?{query}")
+        assert reply.status == 400, (query, reply.body)
 
 
 async def test_bulk_by_ids_and_all_and_unknown_id_changes_nothing(h: Harness) -> None:
@@ -392,7 +416,11 @@ async def test_artifacts_are_versioned_fetched_and_protected_while_referenced(h:
 
     latest = await h.call("GET", "/api/v1/artifacts/FIX44")
     assert (latest.status, latest.body) == (200, b"<fix v='2'/>")
-    assert latest.headers["Content-Type"] == "text/xml; charset=utf-8"
+    # Served as a download whatever the uploader called it; the uploaded type is metadata.
+    assert latest.headers["Content-Type"] == "application/octet-stream"
+    assert latest.headers["Content-Disposition"] == 'attachment; filename="FIX44"'
+    assert latest.headers["X-Content-Type-Options"] == "nosniff"
+    assert latest.headers["X-Raftorch-Media-Type"] == "text/xml; charset=utf-8"
     assert latest.headers["X-Artifact-Version"] == "2"
     assert latest.headers["ETag"] == f'"{second["sha256"]}"'
     assert (await h.ok("GET", "/api/v1/artifacts/FIX44?version=1")) == b"<fix v='1'/>"

@@ -12,6 +12,7 @@ from persistence.migrate import migrate
 from persistence.tokens import Role
 from raftorch.api.admin import ADMIN_ROUTES
 from raftorch.api.edge import TokenCache
+from raftorch.api.openapi import document_path
 from tests.component.test_admin_api import ADMIN, NEW, Harness, harness
 from tests.pgserver import PostgresServer
 
@@ -101,7 +102,7 @@ async def test_every_route_enforces_its_documented_role(h: Harness) -> None:
         "admin": await _token(h, "a", Role.ADMIN),
     }
     for spec in ADMIN_ROUTES:
-        path = re.sub(r"{id}", MISSING, spec.path).replace("{name}", "missing")
+        path = re.sub(r"{id}", MISSING, document_path(spec.path)).replace("{name}", "missing")
         for role, token in tokens.items():
             reply = await h.call(spec.method, path, token=token)
             if RANK[role] < RANK[spec.role]:

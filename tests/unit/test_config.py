@@ -31,7 +31,7 @@ node:
   id: replica-a
 raft:
   peers: ["10.0.0.2:4321", "10.0.0.3:4321"]
-  secret: file-secret
+  secret: file-secret-of-16-chars
 lease:
   ttl_seconds: 9
 api:
@@ -44,7 +44,7 @@ id = "replica-a"
 
 [raft]
 peers = ["10.0.0.2:4321", "10.0.0.3:4321"]
-secret = "file-secret"
+secret = "file-secret-of-16-chars"
 
 [lease]
 ttl_seconds = 9
@@ -119,7 +119,7 @@ def test_file_overrides_defaults(tmp_path: Path, name: str, text: str) -> None:
 
     assert config.node.id == "replica-a"
     assert config.raft.peers == ("10.0.0.2:4321", "10.0.0.3:4321")
-    assert config.raft.secret == Secret("file-secret")
+    assert config.raft.secret == Secret("file-secret-of-16-chars")
     assert config.lease.ttl_seconds == 9.0
     assert isinstance(config.lease.ttl_seconds, float)
     assert config.lease.effective_heartbeat_interval_seconds == 3.0
@@ -132,7 +132,7 @@ def test_environment_overrides_file(tmp_path: Path, name: str, text: str) -> Non
     environ = {
         CONFIG_ENV_VAR: str(write(tmp_path, name, text)),
         "RAFTORCH_LEASE__TTL_SECONDS": "3",
-        "RAFTORCH_RAFT__SECRET": "env-secret",
+        "RAFTORCH_RAFT__SECRET": "env-secret-of-16-chars",
         "RAFTORCH_RAFT__PEERS": "a.example:1, b.example:2",
         "HOME": "/root",  # not ours: ignored
     }
@@ -141,7 +141,7 @@ def test_environment_overrides_file(tmp_path: Path, name: str, text: str) -> Non
 
     assert config.node.id == "replica-a"  # from the file
     assert config.lease.ttl_seconds == 3.0
-    assert config.raft.secret == Secret("env-secret")
+    assert config.raft.secret == Secret("env-secret-of-16-chars")
     assert config.raft.peers == ("a.example:1", "b.example:2")
 
 

@@ -56,7 +56,7 @@ def test_a_replica_reaches_a_restarted_peer_at_its_new_address_within_seconds(
     tmp_path: Path, dns: tuple[FakeDns, FakeClock]
 ) -> None:
     fake, clock = dns
-    config = Config(raft=RaftConfig(secret=Secret("s3cret")))
+    config = Config(raft=RaftConfig(secret=Secret("s3cret-s3cret-s3cret")))
     build_conf(config.raft, config.raft_timers, tmp_path)
     resolver = dns_resolver.globalDnsResolver()
     assert PEER_DNS_CACHE_SECONDS <= 5.0

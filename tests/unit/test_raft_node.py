@@ -33,9 +33,10 @@ def test_insecure_dev_mode_runs_without_password(tmp_path: Path) -> None:
 
 
 def test_hardened_settings(tmp_path: Path) -> None:
-    config = Config(raft=RaftConfig(secret=Secret("s3cret"), election_timeout_max_seconds=1.2))
+    secret = "s3cret-s3cret-s3cret"
+    config = Config(raft=RaftConfig(secret=Secret(secret), election_timeout_max_seconds=1.2))
     conf = build_conf(config.raft, config.raft_timers, tmp_path / "data")
-    assert conf.password == "s3cret"
+    assert conf.password == secret
     assert conf.leaderFallbackTimeout == pytest.approx(3 * 1.2)  # pysyncobj default: 30 s
     assert conf.appendEntriesUseBatch is False
     # pysyncobj's default is 5 s; a dropped link must be redialled within an election.

@@ -71,3 +71,17 @@ export const post = (path, body) => api("POST", path, { body });
 export const patch = (path, body) => api("PATCH", path, { body });
 export const del = (path) => api("DELETE", path);
 export const enc = encodeURIComponent;
+
+// Every item of a paged list: the server answers a page at a time (`next_cursor`).
+export async function getAll(path, options) {
+  const items = [];
+  let cursor = null;
+  for (let page = 0; page < 10000; page += 1) {
+    const sep = path.includes("?") ? "&" : "?";
+    const reply = await get(cursor === null ? path : `${path}${sep}cursor=${enc(cursor)}`, options);
+    items.push(...reply.items);
+    cursor = reply.next_cursor ?? null;
+    if (cursor === null) break;
+  }
+  return { items };
+}

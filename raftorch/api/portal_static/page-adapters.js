@@ -1,7 +1,7 @@
 // Adapters: one row per adapter, filters, Select all, Enable/Disable on the selection
 // (POST /api/v1/adapters/bulk). Rows are updated in place by live refreshes.
 
-import { get, post, session } from "./api.js";
+import { getAll, post, session } from "./api.js";
 import { COLUMNS, syncRows } from "./adapter-rows.js";
 import { h, messageLine, select, table } from "./dom.js";
 
@@ -94,7 +94,7 @@ export function adaptersPage(app) {
 
   async function refresh() {
     try {
-      const { items } = await get("/api/v1/adapters");
+      const { items } = await getAll("/api/v1/adapters?configs=false");
       for (const id of syncRows(body, rows, items, canAct ? toggle : null)) selected.delete(id);
     } catch (error) {
       message.error(`Cannot load adapters: ${error.message}`);

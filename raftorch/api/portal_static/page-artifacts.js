@@ -1,7 +1,7 @@
 // Artifacts: every name with its versions and the adapters that use it; admins upload
 // new versions and delete artifacts no adapter uses.
 
-import { api, del, enc, get, session } from "./api.js";
+import { api, del, enc, get, getAll, session } from "./api.js";
 import { control, h, link, messageLine, table, time } from "./dom.js";
 
 function size(bytes) {
@@ -84,7 +84,7 @@ export function artifactsPage(app) {
     let adapters;
     try {
       [versions, adapters] = await Promise.all([get("/api/v1/artifacts").then((r) => r.items),
-        get("/api/v1/adapters").then((r) => r.items)]);
+        getAll("/api/v1/adapters?configs=false").then((r) => r.items)]);
     } catch (error) {
       message.error(`Cannot load artifacts: ${error.message}`);
       return;

@@ -1,6 +1,6 @@
 // Pods: state, sessions (by adapter name), last heartbeat, what each offers.
 
-import { get, session } from "./api.js";
+import { get, getAll, session } from "./api.js";
 import { h, link, messageLine, setText, statusBadge, table, time } from "./dom.js";
 
 // Hook for per-pod actions (drain / undrain come with the placement work): answer the
@@ -33,7 +33,7 @@ export function podsPage(app) {
     let adapters = [];
     try {
       [pods, adapters] = await Promise.all([get("/api/v1/pods").then((r) => r.items),
-        get("/api/v1/adapters").then((r) => r.items).catch(() => [])]);
+        getAll("/api/v1/adapters?configs=false").then((r) => r.items).catch(() => [])]);
     } catch (error) {
       message.error(`Cannot load pods: ${error.message}`);
       return;
