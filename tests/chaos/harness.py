@@ -28,6 +28,7 @@ from devtools.postgres import PostgresServer, free_ports
 from persistence.audit import AuditTrail
 from tests.chaos.proxy import FaultProxy, ProxyServer
 from tests.integration.processes import call, pod_env, replica_env, wait_until
+from tests.plugins import install
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,15 @@ CREATE TABLE IF NOT EXISTS {queue} (id bigint PRIMARY KEY, payload text);
 """
 PRODUCER_BATCH = 10
 PRODUCER_PAUSE_SECONDS = 0.05  # pacing of the producers (about 200 messages/s per queue)
+SLOW, FLOOD = "slow", "flood"
+"""Adapters of the test connector `test-slow-start` (tests/plugins), created DISABLED; the
+`slow-start` and `slot-flood` faults enable them and their heals disable them again."""
+SLOW_START_SECONDS = 10.0  # how long the slow adapter's connector start hangs
+FLOOD_INSTANCES = 600  # the flood adapter's instances: about 200 handed to each pod at once
+FLOOD_START_SECONDS = 0.2  # each flood start takes a moment, as a real connect would
+POD_CAPACITY = 400  # room for the flood on two pods (one may be restarting), and the rest
+RAFT_TIMERS = ("RAFTORCH_RAFT__ELECTION", "RAFTORCH_RAFT__APPEND", "RAFTORCH_RAFT__LEADER")
+"""The campaign runs the shipped Raft timers (derived from the TTL): it sets none of these."""
 
 
 @dataclass
@@ -154,6 +164,9 @@ class System:
         self.adapters: dict[str, str] = {}  # name -> id
         self.killed: set[int] = set()  # pids the nemesis killed
         self.crashes_seen: set[int] = set()
+        self.plugins_env = install(root / "site")  # pods offer the test connectors
+        self.slow_start_seconds = SLOW_START_SECONDS
+        self.flood_instances = FLOOD_INSTANCES
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -298,12 +311,15 @@ class System:
         routes = [f"{p.raft_address}={replica.raft_proxies[p.index].address}" for p in peers]
         # One audit file per process: a line torn by SIGKILL stays at its file's end.
         audit = self.audit_dir / f"{replica.node_id}.{replica.starts}.audit"
-        return replica_env(
+        env = replica_env(
             replica.node_id, replica.root, raft_bind=replica.raft_address,
             peers=[p.raft_address for p in peers], api_port=replica.api_port, dsn=self.dsn,
             ttl=self.ttl,
             RAFTORCH_NODE__AUDIT_FILE=str(audit), RAFTORCH_RAFT__PEER_ROUTES=",".join(routes),
         )  # fmt: skip
+        timers = sorted(k for k in env if k.startswith(RAFT_TIMERS))
+        assert not timers, f"the campaign must run the shipped Raft timers, not {timers}"
+        return env
 
     def start_replica(self, replica: Replica) -> None:
         replica.starts += 1
@@ -355,7 +371,9 @@ class System:
             pod.pod_id, [f"http://{p.address}" for p in pod.proxies], self.dsn,
             pod.metrics_port, follow_leader="false",
             audit_file=str(self.audit_dir / f"{pod.pod_id}.{pod.starts}.audit"),
+            capacity=str(POD_CAPACITY),
         )  # fmt: skip
+        env.update(self.plugins_env)
         with (self.root / f"{pod.pod_id}.log").open("ab") as out:
             pod.process = subprocess.Popen(
                 [sys.executable, "-m", "adapter.cli", "run"],
@@ -408,10 +426,42 @@ class System:
             self.adapters[spec["name"]] = created.body["id"]
             enabled = self.api("POST", f"/api/v1/adapters/{created.body['id']}/enable")
             assert enabled.status == 202, enabled.body
+        slow: dict[str, Any] = {"name": SLOW, "connector": "test-slow-start", "mode": "single",
+                "config": {"start_seconds": self.slow_start_seconds}}  # fmt: skip
+        flood: dict[str, Any] = {"name": FLOOD, "connector": "test-slow-start", "mode": "scale_out",
+                 "instances": self.flood_instances,
+                 "config": {"start_seconds": FLOOD_START_SECONDS}}  # fmt: skip
+        for spec in (slow, flood):  # left DISABLED: faults switch them on and off
+            created = self.api("POST", "/api/v1/adapters", spec)
+            assert created.status == 201, created.body
+            self.adapters[spec["name"]] = created.body["id"]
         for queue in self.queues:
             producer = Producer(self.dsn, queue)
             producer.start()
             self.producers.append(producer)
+
+    def set_enabled(self, name: str, on: bool) -> None:
+        """Enable or disable an adapter through the API; recorded in the nemesis trail
+        first, so the checker knows the stops a disable causes were ordered."""
+        adapter_id = self.adapters[name]
+        action = "enable" if on else "disable"
+        self.nemesis_trail.record(action, adapter=adapter_id, name=name)
+        reply = self.api("POST", f"/api/v1/adapters/{adapter_id}/{action}")
+        assert reply.status == 202, reply.body
+
+    def adapter_active(self, name: str) -> bool:
+        """The API shows the adapter ACTIVE with every instance placed and ACTIVE."""
+        reply = self.api("GET", f"/api/v1/adapters/{self.adapters[name]}")
+        if reply.status != 200:
+            return False
+        slots = reply.body["slots"]
+        return (reply.body["status"] == "ACTIVE" and len(slots) == reply.body["instances"]
+                and all(s["status"] == "ACTIVE" for s in slots))  # fmt: skip
+
+    def api_urls_to_ask(self) -> list[str]:
+        """Replicas an outside observer would ask: running and not frozen (a load balancer
+        with readiness checks routes around the others)."""
+        return [r.api_url for r in self.replicas if r.alive() and not r.paused]
 
     def slots(self) -> dict[str, tuple[str, str, int]] | str:
         """Enabled adapters' slots as name:index -> (status, owner, epoch), or why not known."""

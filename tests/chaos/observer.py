@@ -1,0 +1,142 @@
+"""Failover as a user sees it: the public admin API sampled while the campaign runs.
+
+`ApiObserver` asks `GET /api/v1/adapters` every `period` seconds (through one replica while
+it answers, else the next; a request waits at most `timeout`) and writes to its own audit
+trail (source "observer") each slot's (status, owner, epoch) whenever it changes, as
+`api_slot` {slot, adapter, status, owner, epoch, seen, prev}: `seen` is when the answer
+that showed the change arrived and `prev` when the answer before it did, so the change
+happened in (prev, seen]. A slot that leaves the answer (its adapter was disabled) is
+recorded with status "GONE". At the end `api_summary` says how many answers there were
+and the largest gap between two of them. Nothing here reads raftorch's internals; what
+it records is exactly what a script polling the API would have seen.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from persistence.audit import AuditTrail
+from tests.integration.processes import call
+
+SAMPLE_PERIOD_SECONDS = 0.075
+SAMPLE_TIMEOUT_SECONDS = 0.5
+MAX_SAMPLES = 100_000  # a bound on the loop whatever happens (over 2 hours at the period)
+
+SlotView = tuple[str, str, str, int]  # adapter name, status, owner ("" if none), epoch (0)
+
+
+@dataclass
+class ObserverStats:
+    samples: int = 0
+    failures: int = 0
+    max_gap: float = 0.0
+
+
+class ApiObserver:
+    """Samples the adapters list in a thread of its own; `start()`, later `stop()`."""
+
+    def __init__(
+        self,
+        urls: Callable[[], list[str]],
+        trail: AuditTrail,
+        *,
+        period: float = SAMPLE_PERIOD_SECONDS,
+        timeout: float = SAMPLE_TIMEOUT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._urls = urls  # replica API base URLs worth asking now (alive, not frozen)
+        self._trail = trail
+        self._period, self._timeout, self._clock = period, timeout, clock
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="api-observer")
+        self._known: dict[str, SlotView] = {}
+        self._last_seen: float | None = None
+        self._preferred = ""
+        self.stats = ObserverStats()
+        self.error: BaseException | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
+    def start(self) -> None:
+        self._trail.open()
+        self._thread.start()
+
+    def stop(self) -> ObserverStats:
+        self._stopping.set()
+        self._thread.join(timeout=10)
+        self._trail.record("api_summary", samples=self.stats.samples,
+                           failures=self.stats.failures, max_gap=self.stats.max_gap)  # fmt: skip
+        self._trail.close()
+        return self.stats
+
+    def _run(self) -> None:
+        try:
+            started = self._clock()
+            for k in range(1, MAX_SAMPLES + 1):
+                self.sample()
+                # Fixed cadence without drift; a slow answer is not made up for.
+                wait = started + k * self._period - self._clock()
+                if self._stopping.wait(max(0.0, wait)):
+                    return
+        except BaseException as exc:  # surfaced by the campaign (`error`)
+            self.error = exc
+
+    def sample(self) -> bool:
+        """One request; True if some replica answered with the adapters list."""
+        urls = self._urls()
+        order = sorted(urls, key=lambda url: url != self._preferred)
+        for url in order:
+            sent = self._clock()
+            slots = self._ask(url)
+            if slots is None:
+                continue
+            self._preferred = url
+            self._observed(slots, sent, self._clock())
+            return True
+        self.stats.failures += 1
+        return False
+
+    def _ask(self, url: str) -> dict[str, SlotView] | None:
+        try:
+            reply = call("GET", url + "/api/v1/adapters", timeout=self._timeout)
+        except (OSError, http.client.HTTPException, ValueError):
+            return None
+        if reply.status != 200 or not isinstance(reply.body, dict):
+            return None
+        try:
+            return {
+                str(slot["slot"]): (
+                    str(adapter["name"]),
+                    str(slot["status"]),
+                    str(slot["owner_pod"] or ""),
+                    int(slot["epoch"] or 0),
+                )
+                for adapter in reply.body["items"]
+                for slot in adapter["slots"]
+            }
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def _observed(self, slots: dict[str, SlotView], sent: float, seen: float) -> None:
+        prev = self._last_seen
+        self.stats.samples += 1
+        if prev is not None:
+            self.stats.max_gap = max(self.stats.max_gap, seen - prev)
+        for slot, view in slots.items():
+            if self._known.get(slot) != view:
+                adapter, status, owner, epoch = view
+                self._trail.record("api_slot", at=seen, slot=slot, adapter=adapter,
+                                   status=status, owner=owner, epoch=epoch, sent=sent,
+                                   seen=seen, prev=prev)  # fmt: skip
+        for slot in self._known.keys() - slots.keys():
+            adapter = self._known[slot][0]
+            self._trail.record("api_slot", at=seen, slot=slot, adapter=adapter, status="GONE",
+                               owner="", epoch=0, sent=sent, seen=seen, prev=prev)  # fmt: skip
+        self._known = slots
+        self._last_seen = seen
