@@ -79,7 +79,7 @@ def run_campaign(
     recovery: list[float] = []
     with System(root, ttl=ttl, pg=pg) as system:
         observer = ApiObserver(
-            system.api_urls_to_ask, AuditTrail(system.audit_dir / "observer.audit", "observer")
+            system.replicas_to_ask, AuditTrail(system.audit_dir / "observer.audit", "observer")
         )
         try:
             system.create_workload()

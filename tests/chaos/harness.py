@@ -458,10 +458,10 @@ class System:
         return (reply.body["status"] == "ACTIVE" and len(slots) == reply.body["instances"]
                 and all(s["status"] == "ACTIVE" for s in slots))  # fmt: skip
 
-    def api_urls_to_ask(self) -> list[str]:
-        """Replicas an outside observer would ask: running and not frozen (a load balancer
-        with readiness checks routes around the others)."""
-        return [r.api_url for r in self.replicas if r.alive() and not r.paused]
+    def replicas_to_ask(self) -> dict[str, str]:
+        """Replicas an outside observer would ask (node id -> API URL): running and not
+        frozen (a load balancer with readiness checks routes around the others)."""
+        return {r.node_id: r.api_url for r in self.replicas if r.alive() and not r.paused}
 
     def slots(self) -> dict[str, tuple[str, str, int]] | str:
         """Enabled adapters' slots as name:index -> (status, owner, epoch), or why not known."""

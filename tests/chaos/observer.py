@@ -3,12 +3,13 @@
 `ApiObserver` asks `GET /api/v1/adapters` every `period` seconds (through one replica while
 it answers, else the next; a request waits at most `timeout`) and writes to its own audit
 trail (source "observer") each slot's (status, owner, epoch) whenever it changes, as
-`api_slot` {slot, adapter, status, owner, epoch, seen, prev}: `seen` is when the answer
-that showed the change arrived and `prev` when the answer before it did, so the change
-happened in (prev, seen]. A slot that leaves the answer (its adapter was disabled) is
-recorded with status "GONE". At the end `api_summary` says how many answers there were
-and the largest gap between two of them. Nothing here reads raftorch's internals; what
-it records is exactly what a script polling the API would have seen.
+`api_slot` {slot, adapter, status, owner, epoch, sent, seen, prev, via}: `seen` is when the
+answer that showed the change arrived (`sent` when it was asked for, `via` which replica
+answered) and `prev` when the answer before it arrived, so the change happened in
+(prev, seen]. Times are CLOCK_MONOTONIC, like every trail's `t`. A slot that leaves the
+answer (its adapter was disabled) is recorded with status "GONE". At the end `api_summary`
+says how many answers there were and the largest gap between two of them. Nothing here
+reads raftorch's internals: what it records is what a script polling the API would see.
 """
 
 from __future__ import annotations
@@ -41,14 +42,14 @@ class ApiObserver:
 
     def __init__(
         self,
-        urls: Callable[[], list[str]],
+        replicas: Callable[[], dict[str, str]],
         trail: AuditTrail,
         *,
         period: float = SAMPLE_PERIOD_SECONDS,
         timeout: float = SAMPLE_TIMEOUT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._urls = urls  # replica API base URLs worth asking now (alive, not frozen)
+        self._replicas = replicas  # name -> API base URL of the replicas worth asking now
         self._trail = trail
         self._period, self._timeout, self._clock = period, timeout, clock
         self._stopping = threading.Event()
@@ -69,7 +70,8 @@ class ApiObserver:
 
     def stop(self) -> ObserverStats:
         self._stopping.set()
-        self._thread.join(timeout=10)
+        if self.started:
+            self._thread.join(timeout=10)
         self._trail.record("api_summary", samples=self.stats.samples,
                            failures=self.stats.failures, max_gap=self.stats.max_gap)  # fmt: skip
         self._trail.close()
@@ -89,15 +91,14 @@ class ApiObserver:
 
     def sample(self) -> bool:
         """One request; True if some replica answered with the adapters list."""
-        urls = self._urls()
-        order = sorted(urls, key=lambda url: url != self._preferred)
-        for url in order:
+        replicas = self._replicas()
+        for name in sorted(replicas, key=lambda name: name != self._preferred):
             sent = self._clock()
-            slots = self._ask(url)
+            slots = self._ask(replicas[name])
             if slots is None:
                 continue
-            self._preferred = url
-            self._observed(slots, sent, self._clock())
+            self._preferred = name
+            self._observed(slots, sent, self._clock(), name)
             return True
         self.stats.failures += 1
         return False
@@ -123,7 +124,7 @@ class ApiObserver:
         except (KeyError, TypeError, ValueError):
             return None
 
-    def _observed(self, slots: dict[str, SlotView], sent: float, seen: float) -> None:
+    def _observed(self, slots: dict[str, SlotView], sent: float, seen: float, via: str) -> None:
         prev = self._last_seen
         self.stats.samples += 1
         if prev is not None:
@@ -133,10 +134,11 @@ class ApiObserver:
                 adapter, status, owner, epoch = view
                 self._trail.record("api_slot", at=seen, slot=slot, adapter=adapter,
                                    status=status, owner=owner, epoch=epoch, sent=sent,
-                                   seen=seen, prev=prev)  # fmt: skip
+                                   seen=seen, prev=prev, via=via)  # fmt: skip
         for slot in self._known.keys() - slots.keys():
             adapter = self._known[slot][0]
             self._trail.record("api_slot", at=seen, slot=slot, adapter=adapter, status="GONE",
-                               owner="", epoch=0, sent=sent, seen=seen, prev=prev)  # fmt: skip
+                               owner="", epoch=0, sent=sent, seen=seen, prev=prev,
+                               via=via)  # fmt: skip
         self._known = slots
         self._last_seen = seen
