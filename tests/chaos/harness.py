@@ -14,7 +14,6 @@ import logging
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,23 +26,22 @@ import asyncpg
 from devtools.postgres import PostgresServer, free_ports
 from persistence.audit import AuditTrail
 from tests.chaos.proxy import FaultProxy, ProxyServer
+from tests.chaos.workload import (
+    FLOOD,
+    FLOOD_INSTANCES,
+    FLOOD_START_SECONDS,
+    POD_CAPACITY,
+    QUEUE_SCHEMA,
+    SLOW,
+    SLOW_START_SECONDS,
+    Producer,
+    start_tcp_sink,
+)
 from tests.integration.processes import call, pod_env, replica_env, wait_until
 from tests.plugins import install
 
 log = logging.getLogger(__name__)
 
-QUEUE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS {queue} (id bigint PRIMARY KEY, payload text);
-"""
-PRODUCER_BATCH = 10
-PRODUCER_PAUSE_SECONDS = 0.05  # pacing of the producers (about 200 messages/s per queue)
-SLOW, FLOOD = "slow", "flood"
-"""Adapters of the test connector `test-slow-start` (tests/plugins), created DISABLED; the
-`slow-start` and `slot-flood` faults enable them and their heals disable them again."""
-SLOW_START_SECONDS = 10.0  # how long the slow adapter's connector start hangs
-FLOOD_INSTANCES = 600  # the flood adapter's instances: about 200 handed to each pod at once
-FLOOD_START_SECONDS = 0.2  # each flood start takes a moment, as a real connect would
-POD_CAPACITY = 400  # room for the flood on two pods (one may be restarting), and the rest
 RAFT_TIMERS = ("RAFTORCH_RAFT__ELECTION", "RAFTORCH_RAFT__APPEND", "RAFTORCH_RAFT__LEADER")
 """The campaign runs the shipped Raft timers (derived from the TTL): it sets none of these."""
 
@@ -86,49 +84,6 @@ class Pod:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
-
-
-class Producer(threading.Thread):
-    """Inserts ids 1, 2, 3 ... into one queue table, in order, until stopped.
-
-    An insert whose outcome is unknown (the database went away) is retried with
-    ON CONFLICT DO NOTHING before the next batch, so ids become visible in order and
-    `produced` is exactly the ids known to be in the table.
-    """
-
-    def __init__(self, dsn: str, queue: str) -> None:
-        super().__init__(daemon=True, name=f"producer-{queue}")
-        self.dsn, self.queue = dsn, queue
-        self.produced = 0
-        self.stopping = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._produce())
-        except BaseException as exc:  # surfaced by the campaign
-            self.error = exc
-
-    async def _produce(self) -> None:
-        conn: asyncpg.Connection | None = None
-        sql = f"INSERT INTO {self.queue} (id, payload) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-        while not self.stopping.is_set():
-            first = self.produced + 1
-            batch = [(i, f"m{i}") for i in range(first, first + PRODUCER_BATCH)]
-            try:
-                if conn is None:
-                    conn = await asyncpg.connect(self.dsn, timeout=2)
-                await conn.executemany(sql, batch, timeout=5)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                if conn is not None:
-                    conn.terminate()
-                    conn = None
-                await asyncio.sleep(0.2)  # pacing of retries while the database is away
-                continue
-            self.produced = batch[-1][0]
-            await asyncio.sleep(PRODUCER_PAUSE_SECONDS)
-        if conn is not None:
-            await conn.close()
 
 
 class System:
@@ -198,7 +153,7 @@ class System:
                 self.proxies.add("127.0.0.1", r.api_port, f"{pod.pod_id}->{r.node_id}")
                 for r in self.replicas
             ]
-        self._tcp_server = self.proxies.run(_start_tcp_sink())
+        self._tcp_server = self.proxies.run(start_tcp_sink())
         self.tcp_port = self._tcp_server.sockets[0].getsockname()[1]
         for replica in self.replicas:
             self.start_replica(replica)
@@ -545,21 +500,6 @@ class System:
         for path in sorted(self.root.glob("*.log")):
             parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-tail:]}")
         return "\n".join(parts)
-
-
-async def _start_tcp_sink() -> asyncio.Server:
-    """A TCP peer for the tcp-client sessions: accepts and reads until the client leaves."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while await reader.read(65536):
-                pass
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(serve, "127.0.0.1", 0)
 
 
 @contextmanager

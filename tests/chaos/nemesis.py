@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
-from tests.chaos.harness import FLOOD, SLOW, Pod, Replica, System
+from tests.chaos.harness import Pod, Replica, System
+from tests.chaos.workload import FLOOD, SLOW
 from tests.integration.processes import wait_until
 
 Heal = Callable[[], None]
