@@ -264,11 +264,21 @@ def rolling_restart(system: System, rng: random.Random, announce: Announce) -> I
     announce("rolling-restart", targets, [])
     for replica in system.replicas:
         assert replica.process is not None
+        was_leader = system.leader() is replica
+        began = time.monotonic()
         system.stop_gracefully(replica.process)
+        stopped = time.monotonic()
         system.start_replica(replica)
         restarted = time.time()
         wait_until(partial(system.ready, replica), 30.0, f"{replica.node_id} back")
+        ready = time.monotonic()
         wait_until(partial(system.pods_renewed_since, restarted), 20.0, "every pod renewed")
+        # How long each step took (a SIGTERM stop waits for requests under way).
+        system.nemesis_trail.record(
+            "rolling_step", replica=replica.node_id, leader=was_leader,
+            stop_seconds=round(stopped - began, 3), ready_seconds=round(ready - stopped, 3),
+            renewed_seconds=round(time.monotonic() - ready, 3),
+        )  # fmt: skip
     return Injected("rolling-restart", targets, 0.0, lambda: None)
 
 
