@@ -18,14 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from devtools.postgres import PostgresServer
+from persistence.audit import AuditTrail
 from tests.chaos.checker import History, Report, check, read_events
 from tests.chaos.harness import System
 from tests.chaos.nemesis import FAULTS, MIXES
+from tests.chaos.observer import ApiObserver
 from tests.integration.processes import wait_until
 
 RECOVERY_BOUND_SECONDS = 10.0
 """Invariant 5's stated bound: ACTIVE again within TTL + this after a fault heals."""
 RECOVERY_PATIENCE_SECONDS = 30.0  # how long past the bound the schedule still waits
+WHOLE_SECONDS = 30.0  # how long the schedule waits for every replica to be ready again
 
 
 @dataclass
@@ -64,44 +67,56 @@ def run_campaign(
     ttl: float = 3.0,
     pg: PostgresServer | None = None,
     log: Any = sys.stdout,
+    min_each: int = 1,
 ) -> Outcome:
-    """Run `mix` for `duration` seconds of faults in `root`; the outcome holds the check."""
+    """Run `mix` for `duration` seconds of faults in `root`, and on until every kind of the
+    mix was injected `min_each` times; the outcome holds the check."""
     kinds = MIXES[mix]
     seed = seed if seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
-    log.write(f"chaos: mix={mix} seed={seed} ttl={ttl}s duration={duration}s in {root}\n")
+    log.write(f"chaos: mix={mix} seed={seed} ttl={ttl}s duration={duration}s "
+              f"min_each={min_each} in {root}\n")  # fmt: skip
     recovery: list[float] = []
     with System(root, ttl=ttl, pg=pg) as system:
+        observer = ApiObserver(
+            system.replicas_to_ask, AuditTrail(system.audit_dir / "observer.audit", "observer")
+        )
         try:
             system.create_workload()
             wait_until(lambda: not system.not_active(), 90.0, "every adapter ACTIVE at start")
             system.check_routing()
+            observer.start()
             trail = system.nemesis_trail
             started = time.monotonic()
             number = 0
             order: list[str] = []
-            # Every kind of the mix at least once, in a seeded random order, round after round.
-            while time.monotonic() - started < duration or number < len(kinds):
+            # Every kind of the mix in a seeded random order, round after round.
+            while time.monotonic() - started < duration or number < len(kinds) * min_each:
                 if not order:
                     order = list(kinds)
                     rng.shuffle(order)
                 number += 1
                 fault_id = f"f{number}"
+                announced: list[float] = []
 
                 def announce(
                     kind: str,
                     targets: list[str],
                     may_drop: list[str],
                     pids: dict[str, int] | None = None,
+                    *,
                     fault_id: str = fault_id,
+                    announced: list[float] = announced,
                 ) -> None:
+                    announced.append(time.monotonic())
                     trail.record("fault", id=fault_id, fault=kind, targets=targets,
                                  may_drop=may_drop, pids=pids or {})  # fmt: skip
 
                 injected = FAULTS[order.pop()](system, rng, announce)
                 time.sleep(injected.hold_seconds)  # the fault's duration, not a wait for state
                 injected.heal()
-                trail.record("heal", id=fault_id)
+                held = time.monotonic() - announced[0]
+                trail.record("heal", id=fault_id, held=round(held, 3), **injected.facts)
                 trail.record("healed_all")
                 healed_at = time.monotonic()
                 took, missing = _await_recovery(system, ttl, healed_at)
@@ -109,10 +124,13 @@ def run_campaign(
                              active_since=healed_at + took)  # fmt: skip
                 recovery.append(took)
                 _record_crashes(system)
+                unready = _await_whole(system)
                 gap = f" MISSING {', '.join(missing)}" if missing else ""
-                held = injected.hold_seconds
-                log.write(f"  {fault_id} {injected.kind} {injected.targets} held {held:.1f}s, "
-                          f"recovered in {took:.2f}s{gap}\n")  # fmt: skip
+                gap += f" NOT READY {', '.join(unready)}" if unready else ""
+                facts = "".join(f", {k} {v}" for k, v in injected.facts.items())
+                log.write(f"  {fault_id} {injected.kind} {injected.targets} held {held:.1f}s"
+                          f"{facts}, recovered in {took:.2f}s{gap}\n")  # fmt: skip
+                log.flush()
                 time.sleep(rng.uniform(0.5, 2.0))  # rest between faults (schedule pacing)
             elapsed = time.monotonic() - started
             produced = system.stop_producers()
@@ -122,6 +140,11 @@ def run_campaign(
         except BaseException:
             sys.stderr.write(system.logs())
             raise
+        finally:
+            if observer.started:
+                observer.stop()
+    if observer.error is not None:
+        raise AssertionError(f"the API observer failed: {observer.error!r}")
     history = History(
         events=read_events(sorted((root / "audit").glob("*.audit"))),
         ttl=ttl,
@@ -139,6 +162,19 @@ def run_campaign(
     (root / "report.json").write_text(json.dumps(outcome.to_json(), indent=2))
     log.write(outcome.report.summary() + "\n")
     return outcome
+
+
+def _await_whole(system: System) -> list[str]:
+    """Wait (bounded) until every replica is ready again, so that the next fault meets a
+    whole cluster (one fault at a time); the replicas that were not, if it gave up."""
+    try:
+        wait_until(lambda: all(system.ready(r) for r in system.replicas), WHOLE_SECONDS,
+                   "every replica ready")  # fmt: skip
+    except AssertionError:
+        unready = [r.node_id for r in system.replicas if not system.ready(r)]
+        system.nemesis_trail.record("unready", replicas=unready)
+        return unready
+    return []
 
 
 def _record_crashes(system: System) -> None:

@@ -30,6 +30,10 @@ How events are read:
   fault to the first `recovered` after its `heal` (or the `healed_all` that
   healed it) or the next fault after that heal, whichever comes first; without
   either, to heal + ttl + recovery_bound; never healed, to the end of history.
+  A stop of an adapter the nemesis had just disabled is the user's order carried
+  out, not a drop (`tests/chaos/orders.py`). Seen from outside, a slot that the
+  public API showed under a new owner or epoch while a fault that may drop nothing
+  was open is a drop too (`tests/chaos/observed.py`).
 - Invariant 5 also covers `crashed` {process, returncode}: a process the
   nemesis did not kill exited on its own.
 """
@@ -57,6 +61,8 @@ from tests.chaos.history import (
     text,
     texts,
 )
+from tests.chaos.observed import POD_FAULTS, api_failovers, api_moves
+from tests.chaos.orders import disabled_windows, ordered
 from tests.chaos.report import Failover, Interval, Report, Violation
 from tests.chaos.zombies import Holding, check_outlived
 
@@ -78,9 +84,6 @@ __all__ = [
 GRACEFUL_PREFIXES = ("drain", "handoff", "revoked")
 """A `session_stop` reason starting with one of these is a clean hand-over (a drain, a move
 by graceful handoff, an adapter disabled); any other is a drop."""
-
-POD_FAULTS = frozenset({"pod-kill", "pod-pause", "pod-isolate"})
-"""Faults after which the failover latency of the slots their targets held is measured."""
 
 _FEW = 5  # how many examples a message lists
 
@@ -162,8 +165,11 @@ class _Facts:
 def check(history: History) -> Report:
     """Check every invariant over `history`; raises `HistoryError` if it is malformed."""
     facts = _facts(history)
-    drop_violations, drops, excused = _check_drops(facts)
+    drop_violations, drops, by_fault = _check_drops(facts)
+    seen = api_failovers(facts.events)
+    moves = [Violation(4, f"the API showed a session move: {m}") for m in api_moves(facts.events)]
     violations = [
+        *moves,
         *_check_single_owner(facts),
         *check_outlived(facts.holdings, facts.grants, facts.events, facts.t_end, facts.at),
         *_check_fence(facts),
@@ -187,7 +193,15 @@ def check(history: History) -> Report:
         sessions_refused=facts.starts["refused"],
         sessions_without_lease=facts.starts["without lease"],
         drops=drops,
-        drops_excused=excused,
+        drops_excused=drops - by_fault["unexcused"],
+        stops_ordered=by_fault["ordered"],
+        drops_by_fault={k: n for k, n in sorted(by_fault.items()) if n and k != "ordered"},
+        fault_holds=_holds(facts),
+        api_failovers=seen.failovers,
+        api_failovers_missing=seen.missing,
+        api_resolution=seen.worst_resolution,
+        api_samples=sum(integer(ev, "samples") for ev in facts.of("api_summary")),
+        api_max_gap=max((number(ev, "max_gap") for ev in facts.of("api_summary")), default=None),
         crashes=len(facts.of("crashed")),
         messages={
             q: {
@@ -482,30 +496,50 @@ def _check_epochs(facts: _Facts) -> list[Violation]:
     return out
 
 
-def _check_drops(facts: _Facts) -> tuple[list[Violation], int, int]:
+def _check_drops(facts: _Facts) -> tuple[list[Violation], int, Counter[str]]:
     """Invariant 4: every non-graceful stop lies in the window of a fault that may drop it.
 
-    A stop dates from `began` (when it started) if recorded, else from `t`.
+    A stop dates from `began` (when it started) if recorded, else from `t`. Returns the
+    violations, the number of drops and the drops per fault kind that excused them
+    ("unexcused" for the rest, "ordered" for stops of adapters the nemesis disabled,
+    which are not counted as drops).
     """
     out: list[Violation] = []
-    drops = excused = 0
+    drops = 0
+    by_fault: Counter[str] = Counter(unexcused=0, ordered=0)
+    windows = disabled_windows(facts.events)
     for ev in facts.of("session_stop"):
         reason, pod, pid = text(ev, "reason"), str(ev["source"]), ev.get("pid")
         if reason.startswith(GRACEFUL_PREFIXES):
             continue
         t = number(ev, "began") if ev.get("began") is not None else number(ev, "t")
+        if ordered(windows, text(ev, "slot"), t):
+            by_fault["ordered"] += 1
+            continue
         drops += 1
         open_faults = [f for f in facts.faults if f.t <= t <= f.until]
-        if any(f.excuses(pod, pid) for f in open_faults):
-            excused += 1
+        excusing = next((f for f in open_faults if f.excuses(pod, pid)), None)
+        if excusing is not None:
+            by_fault[excusing.fault] += 1
             continue
+        by_fault["unexcused"] += 1
         context = ", ".join(str(f) for f in open_faults)
         msg = (
             f"unexcused drop: {pod} pid {pid} stopped slot {ev.get('slot')} epoch "
             f"{ev.get('epoch')} at {facts.at(t)} ({reason!r}); faults open: {context or 'none'}"
         )
         out.append(Violation(4, msg))
-    return out, drops, excused
+    return out, drops, by_fault
+
+
+def _holds(facts: _Facts) -> dict[str, list[float]]:
+    """Seconds each fault was held, by kind (from the `held` its heal records)."""
+    kinds = {text(ev, "id"): text(ev, "fault") for ev in facts.of("fault")}
+    holds: dict[str, list[float]] = defaultdict(list)
+    for ev in facts.of("heal"):
+        if ev.get("held") is not None and ev.get("id") in kinds:
+            holds[kinds[text(ev, "id")]].append(number(ev, "held"))
+    return dict(holds)
 
 
 def _check_recovery(facts: _Facts) -> list[Violation]:

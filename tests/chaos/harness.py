@@ -14,7 +14,6 @@ import logging
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,15 +26,24 @@ import asyncpg
 from devtools.postgres import PostgresServer, free_ports
 from persistence.audit import AuditTrail
 from tests.chaos.proxy import FaultProxy, ProxyServer
+from tests.chaos.workload import (
+    FLOOD,
+    FLOOD_INSTANCES,
+    FLOOD_START_SECONDS,
+    POD_CAPACITY,
+    QUEUE_SCHEMA,
+    SLOW,
+    SLOW_START_SECONDS,
+    Producer,
+    start_tcp_sink,
+)
 from tests.integration.processes import call, pod_env, replica_env, wait_until
+from tests.plugins import install
 
 log = logging.getLogger(__name__)
 
-QUEUE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS {queue} (id bigint PRIMARY KEY, payload text);
-"""
-PRODUCER_BATCH = 10
-PRODUCER_PAUSE_SECONDS = 0.05  # pacing of the producers (about 200 messages/s per queue)
+RAFT_TIMERS = ("RAFTORCH_RAFT__ELECTION", "RAFTORCH_RAFT__APPEND", "RAFTORCH_RAFT__LEADER")
+"""The campaign runs the shipped Raft timers (derived from the TTL): it sets none of these."""
 
 
 @dataclass
@@ -78,49 +86,6 @@ class Pod:
         return self.process is not None and self.process.poll() is None
 
 
-class Producer(threading.Thread):
-    """Inserts ids 1, 2, 3 ... into one queue table, in order, until stopped.
-
-    An insert whose outcome is unknown (the database went away) is retried with
-    ON CONFLICT DO NOTHING before the next batch, so ids become visible in order and
-    `produced` is exactly the ids known to be in the table.
-    """
-
-    def __init__(self, dsn: str, queue: str) -> None:
-        super().__init__(daemon=True, name=f"producer-{queue}")
-        self.dsn, self.queue = dsn, queue
-        self.produced = 0
-        self.stopping = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._produce())
-        except BaseException as exc:  # surfaced by the campaign
-            self.error = exc
-
-    async def _produce(self) -> None:
-        conn: asyncpg.Connection | None = None
-        sql = f"INSERT INTO {self.queue} (id, payload) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-        while not self.stopping.is_set():
-            first = self.produced + 1
-            batch = [(i, f"m{i}") for i in range(first, first + PRODUCER_BATCH)]
-            try:
-                if conn is None:
-                    conn = await asyncpg.connect(self.dsn, timeout=2)
-                await conn.executemany(sql, batch, timeout=5)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                if conn is not None:
-                    conn.terminate()
-                    conn = None
-                await asyncio.sleep(0.2)  # pacing of retries while the database is away
-                continue
-            self.produced = batch[-1][0]
-            await asyncio.sleep(PRODUCER_PAUSE_SECONDS)
-        if conn is not None:
-            await conn.close()
-
-
 class System:
     """Everything a campaign runs against. Use as a context manager."""
 
@@ -154,6 +119,9 @@ class System:
         self.adapters: dict[str, str] = {}  # name -> id
         self.killed: set[int] = set()  # pids the nemesis killed
         self.crashes_seen: set[int] = set()
+        self.plugins_env = install(root / "site")  # pods offer the test connectors
+        self.slow_start_seconds = SLOW_START_SECONDS
+        self.flood_instances = FLOOD_INSTANCES
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -185,7 +153,7 @@ class System:
                 self.proxies.add("127.0.0.1", r.api_port, f"{pod.pod_id}->{r.node_id}")
                 for r in self.replicas
             ]
-        self._tcp_server = self.proxies.run(_start_tcp_sink())
+        self._tcp_server = self.proxies.run(start_tcp_sink())
         self.tcp_port = self._tcp_server.sockets[0].getsockname()[1]
         for replica in self.replicas:
             self.start_replica(replica)
@@ -298,12 +266,15 @@ class System:
         routes = [f"{p.raft_address}={replica.raft_proxies[p.index].address}" for p in peers]
         # One audit file per process: a line torn by SIGKILL stays at its file's end.
         audit = self.audit_dir / f"{replica.node_id}.{replica.starts}.audit"
-        return replica_env(
+        env = replica_env(
             replica.node_id, replica.root, raft_bind=replica.raft_address,
             peers=[p.raft_address for p in peers], api_port=replica.api_port, dsn=self.dsn,
             ttl=self.ttl,
             RAFTORCH_NODE__AUDIT_FILE=str(audit), RAFTORCH_RAFT__PEER_ROUTES=",".join(routes),
         )  # fmt: skip
+        timers = sorted(k for k in env if k.startswith(RAFT_TIMERS))
+        assert not timers, f"the campaign must run the shipped Raft timers, not {timers}"
+        return env
 
     def start_replica(self, replica: Replica) -> None:
         replica.starts += 1
@@ -355,7 +326,9 @@ class System:
             pod.pod_id, [f"http://{p.address}" for p in pod.proxies], self.dsn,
             pod.metrics_port, follow_leader="false",
             audit_file=str(self.audit_dir / f"{pod.pod_id}.{pod.starts}.audit"),
+            capacity=str(POD_CAPACITY),
         )  # fmt: skip
+        env.update(self.plugins_env)
         with (self.root / f"{pod.pod_id}.log").open("ab") as out:
             pod.process = subprocess.Popen(
                 [sys.executable, "-m", "adapter.cli", "run"],
@@ -408,10 +381,42 @@ class System:
             self.adapters[spec["name"]] = created.body["id"]
             enabled = self.api("POST", f"/api/v1/adapters/{created.body['id']}/enable")
             assert enabled.status == 202, enabled.body
+        slow: dict[str, Any] = {"name": SLOW, "connector": "test-slow-start", "mode": "single",
+                "config": {"start_seconds": self.slow_start_seconds}}  # fmt: skip
+        flood: dict[str, Any] = {"name": FLOOD, "connector": "test-slow-start", "mode": "scale_out",
+                 "instances": self.flood_instances,
+                 "config": {"start_seconds": FLOOD_START_SECONDS}}  # fmt: skip
+        for spec in (slow, flood):  # left DISABLED: faults switch them on and off
+            created = self.api("POST", "/api/v1/adapters", spec)
+            assert created.status == 201, created.body
+            self.adapters[spec["name"]] = created.body["id"]
         for queue in self.queues:
             producer = Producer(self.dsn, queue)
             producer.start()
             self.producers.append(producer)
+
+    def set_enabled(self, name: str, on: bool) -> None:
+        """Enable or disable an adapter through the API; recorded in the nemesis trail
+        first, so the checker knows the stops a disable causes were ordered."""
+        adapter_id = self.adapters[name]
+        action = "enable" if on else "disable"
+        self.nemesis_trail.record(action, adapter=adapter_id, name=name)
+        reply = self.api("POST", f"/api/v1/adapters/{adapter_id}/{action}")
+        assert reply.status == 202, reply.body
+
+    def adapter_active(self, name: str) -> bool:
+        """The API shows the adapter ACTIVE with every instance placed and ACTIVE."""
+        reply = self.api("GET", f"/api/v1/adapters/{self.adapters[name]}")
+        if reply.status != 200:
+            return False
+        slots = reply.body["slots"]
+        return (reply.body["status"] == "ACTIVE" and len(slots) == reply.body["instances"]
+                and all(s["status"] == "ACTIVE" for s in slots))  # fmt: skip
+
+    def replicas_to_ask(self) -> dict[str, str]:
+        """Replicas an outside observer would ask (node id -> API URL): running and not
+        frozen (a load balancer with readiness checks routes around the others)."""
+        return {r.node_id: r.api_url for r in self.replicas if r.alive() and not r.paused}
 
     def slots(self) -> dict[str, tuple[str, str, int]] | str:
         """Enabled adapters' slots as name:index -> (status, owner, epoch), or why not known."""
@@ -495,21 +500,6 @@ class System:
         for path in sorted(self.root.glob("*.log")):
             parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-tail:]}")
         return "\n".join(parts)
-
-
-async def _start_tcp_sink() -> asyncio.Server:
-    """A TCP peer for the tcp-client sessions: accepts and reads until the client leaves."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while await reader.read(65536):
-                pass
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(serve, "127.0.0.1", 0)
 
 
 @contextmanager

@@ -44,6 +44,7 @@ class Failover:
     pod: str
     slot: str
     seconds: float
+    to: str = ""  # the pod that had it next, where known (the API's view)
 
 
 @dataclass
@@ -63,6 +64,14 @@ class Report:
     drops_excused: int = 0
     crashes: int = 0
     messages: dict[str, dict[str, int]] = field(default_factory=dict)
+    stops_ordered: int = 0  # stops of adapters the nemesis disabled (not drops)
+    drops_by_fault: dict[str, int] = field(default_factory=dict)  # excusing kind or "unexcused"
+    fault_holds: dict[str, list[float]] = field(default_factory=dict)  # seconds each was held
+    api_failovers: list[Failover] = field(default_factory=list)  # as the public API showed it
+    api_failovers_missing: list[str] = field(default_factory=list)
+    api_resolution: float = 0.0  # the largest sampling gap behind an API failover
+    api_samples: int = 0
+    api_max_gap: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -77,6 +86,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary; percentiles are nearest-rank, None without samples."""
         secs = self.failover_seconds
+        api = [f.seconds for f in self.api_failovers]
         return {
             "violations": [
                 {"invariant": v.invariant, "message": v.message} for v in self.violations
@@ -84,6 +94,18 @@ class Report:
             "fault_counts": dict(self.fault_counts),
             "failover_seconds": {"count": len(secs), **stats(secs)},
             "failover_beyond_ttl_seconds": stats([s - self.ttl for s in secs]),
+            "api_failover_seconds": {"count": len(api), **stats(api)},
+            "api_failover_beyond_ttl_seconds": stats([s - self.ttl for s in api]),
+            "api_failovers_to_another_pod": sum(f.to != f.pod for f in self.api_failovers),
+            "api_failovers_missing": list(self.api_failovers_missing),
+            "api_resolution_seconds": round(self.api_resolution, 3),
+            "api_samples": self.api_samples,
+            "api_max_gap_seconds": self.api_max_gap,
+            "fault_holds_seconds": {
+                k: {"count": len(v), "min": min(v), "max": max(v)}
+                for k, v in sorted(self.fault_holds.items())
+                if v
+            },
             "writes_rejected": self.writes_rejected,
             "grants": self.grants,
             "sessions_started": self.sessions_started,
@@ -91,6 +113,9 @@ class Report:
             "sessions_without_lease": self.sessions_without_lease,
             "drops": self.drops,
             "drops_excused": self.drops_excused,
+            "drops_unexcused": self.drops - self.drops_excused,
+            "drops_by_fault": dict(self.drops_by_fault),
+            "stops_ordered": self.stops_ordered,
             "crashes": self.crashes,
             "messages": {q: dict(m) for q, m in self.messages.items()},
         }
@@ -99,7 +124,15 @@ class Report:
         """A few lines for a human: counts, latencies, one line per violation, verdict."""
         summary = self.to_json()
         fo, beyond = summary["failover_seconds"], summary["failover_beyond_ttl_seconds"]
-        faults = ", ".join(f"{k} {n}" for k, n in sorted(self.fault_counts.items())) or "none"
+        api = summary["api_failover_seconds"]
+        api_beyond = summary["api_failover_beyond_ttl_seconds"]
+        faults = (
+            ", ".join(
+                f"{k} {n}{_held(self.fault_holds.get(k))}"
+                for k, n in sorted(self.fault_counts.items())
+            )
+            or "none"
+        )
         queues = "; ".join(
             f"{q} {m['produced']} produced / {m['delivered']} delivered"
             for q, m in sorted(self.messages.items())
@@ -108,12 +141,18 @@ class Report:
             f"faults: {faults}",
             f"grants {self.grants}, sessions started {self.sessions_started} "
             f"(refused {self.sessions_refused}, without a lease {self.sessions_without_lease}), "
-            f"drops {self.drops} ({self.drops_excused} excused), "
+            f"drops {self.drops} ({self.drops_excused} excused, "
+            f"{self.drops - self.drops_excused} not), stops ordered {self.stops_ordered}, "
             f"writes rejected by the fence {self.writes_rejected}, "
             f"processes exited on their own {self.crashes}",
             f"failover: {fo['count']} samples, p50 {_sec(fo['p50'])}, p99 {_sec(fo['p99'])}, "
             f"max {_sec(fo['max'])}; beyond ttl p50 {_sec(beyond['p50'])}, "
-            f"p99 {_sec(beyond['p99'])}, max {_sec(beyond['max'])}",
+            f"p99 {_sec(beyond['p99'])}, max {_sec(beyond['max'])} (pod-side)",
+            f"failover to ACTIVE in the API: {api['count']} samples, p50 {_sec(api['p50'])}, "
+            f"p99 {_sec(api['p99'])}, max {_sec(api['max'])}; beyond ttl p50 "
+            f"{_sec(api_beyond['p50'])}, p99 {_sec(api_beyond['p99'])}, max "
+            f"{_sec(api_beyond['max'])}; {len(self.api_failovers_missing)} never ACTIVE again; "
+            f"{self.api_samples} API answers, largest gap {_sec(self.api_max_gap)}",
             f"messages: {queues or 'none'}",
             *(str(v) for v in self.violations),
             f"FAILED: {len(self.violations)} violations"
@@ -121,6 +160,10 @@ class Report:
             else "OK: no violations",
         ]
         return "\n".join(lines)
+
+
+def _held(holds: list[float] | None) -> str:
+    return f" (held {min(holds):.1f}-{max(holds):.1f}s)" if holds else ""
 
 
 def _sec(value: float | None) -> str:

@@ -2,7 +2,10 @@
 
 Each mix runs about a minute (`RAFTORCH_CHAOS_SECONDS`, default 40 s of faults plus
 start-up, recovery and the final check) against PostgreSQL, 3 replicas and 3 pods as
-real processes with a lease TTL of 3 s. The long campaign is `python -m tests.chaos`.
+real processes at the demo's lease TTL of 3 s and the Raft timers derived from it.
+Between them the mixes pause and kill the leader, kill and pause pods, cut links, stop
+and hang the database (a leader kill inside the hang), restart the cluster and start a
+connector that hangs for 10 s. The long campaign is `python -m tests.chaos`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import pytest
 
 from tests.chaos.campaign import run_campaign
 from tests.chaos.nemesis import MIXES, SHORT_MIXES
+from tests.chaos.observed import POD_FAULTS
 
 pytestmark = pytest.mark.chaos
 SECONDS = float(os.environ.get("RAFTORCH_CHAOS_SECONDS", "40"))
@@ -27,7 +31,14 @@ def test_short_campaign_finds_no_violation(mix: str, tmp_path: Path) -> None:
     report = outcome.report
     # Every kind of the mix happened; every process kept a trail; the workload ran.
     assert set(report.fault_counts) == set(MIXES[mix])
-    assert {"r0", "r1", "r2", "pod-0", "pod-1", "pod-2", "nemesis"} <= outcome.sources
+    assert {"r0", "r1", "r2", "pod-0", "pod-1", "pod-2", "nemesis", "observer"} <= outcome.sources
     assert report.grants > 0 and report.sessions_started > 0
     assert all(m["produced"] > 0 for m in report.messages.values())
+    # The API was watched all along (about 13 answers a second), and where pods failed
+    # their sessions were seen ACTIVE elsewhere through it.
+    assert report.api_samples >= 5 * SECONDS, report.api_samples
+    if set(MIXES[mix]) & POD_FAULTS:
+        assert report.api_failovers, "no failover seen in the API"
+    if "leader-pause" in MIXES[mix]:  # the pauses are 2 x TTL or more
+        assert min(report.fault_holds["leader-pause"]) >= 2 * outcome.ttl
     assert report.ok, "\n" + report.summary()

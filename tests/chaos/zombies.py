@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -90,7 +90,7 @@ def _running(start: float, end: float, frozen: list[tuple[float, float]]) -> flo
 
 def check_outlived(
     holdings: list[Holding],
-    grants: list[GrantLike],
+    grants: Sequence[GrantLike],
     events: list[Event],
     t_end: float,
     at: Callable[[float], str],
