@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from raftorch.api.admin import ADMIN_ROUTES, add_admin_routes
-from raftorch.api.changes import CHANGE_ROUTES, add_change_routes
+from raftorch.api.changes import CHANGE_ROUTES, CHANGE_STREAM, add_change_routes
 from raftorch.api.cluster_health import CLUSTER_HEALTH_ROUTES, PeerLinks, add_cluster_health_route
 from raftorch.api.context import Context
 from raftorch.api.edge import error_middleware, install_edge, json_response
@@ -61,4 +61,10 @@ def build_app(
     documented = [*ADMIN_ROUTES, *CHANGE_ROUTES, *CLUSTER_HEALTH_ROUTES, *POD_ROUTES,
                   *PROBE_ROUTES, *PORTAL_ROUTES]  # fmt: skip
     add_openapi_route(app, documented)
+
+    async def end_long_polls(app: web.Application) -> None:
+        pods.signals.close()
+        app[CHANGE_STREAM].close()
+
+    app.on_shutdown.append(end_long_polls)
     return app

@@ -47,6 +47,17 @@ class PodSignals:
         self._pods: dict[str, Signal] = {}
         self._waiting: dict[str, int] = {}
         self.any = Signal()
+        self.closed = False
+
+    def waiting(self) -> int:
+        """Long-polls waiting now (a gauge: pods connected for their assignments)."""
+        return sum(self._waiting.values())
+
+    def close(self) -> None:
+        """The server is shutting down: every long-poll answers now instead of holding
+        the shutdown for its remaining wait."""
+        self.closed = True
+        self.fire_all()
 
     def fire(self, pod_ids: Iterable[str]) -> None:
         for pod_id in pod_ids:
@@ -59,6 +70,8 @@ class PodSignals:
         self.fire(list(self._pods))
 
     async def wait(self, pod_id: str, seconds: float) -> None:
+        if self.closed:
+            return
         signal = self._pods.setdefault(pod_id, Signal())
         self._waiting[pod_id] = self._waiting.get(pod_id, 0) + 1
         try:

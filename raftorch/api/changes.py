@@ -59,6 +59,7 @@ class ChangeStream:
         self._boot = secrets.token_hex(4)
         self._counter = 0
         self._seen = _Seen()
+        self.closed = False
 
     def on_change(self, _change: Change) -> None:
         """A change-feed listener (on the event loop): anything the feed says is news."""
@@ -77,6 +78,11 @@ class ChangeStream:
             self._seen = _Seen(snapshot.applied_entries, self._ctx.cache.version, now)
         return f"{self._boot}.{self._counter}"
 
+    def close(self) -> None:
+        """The server is shutting down: waiting requests answer now."""
+        self.closed = True
+        self.notified.fire()
+
     async def wait(self, since: str | None, seconds: float) -> tuple[str, bool]:
         """The revision once it differs from `since`, or after `seconds` unchanged."""
         loop = asyncio.get_running_loop()
@@ -84,7 +90,7 @@ class ChangeStream:
         while True:
             current = self.revision()
             remaining = deadline - loop.time()
-            if current != since or remaining <= 0:
+            if current != since or remaining <= 0 or self.closed:
                 return current, current != since
             await self._either(remaining)
 

@@ -377,7 +377,7 @@ class PodApi:
             self._claimed(pod_id, claimed)
             current = assignments.version(snapshot, pod_id, self._cache)
             remaining = deadline - self._clock()
-            if current != known or remaining <= 0:
+            if current != known or remaining <= 0 or self.signals.closed:
                 found = assignments.build(snapshot, pod_id, self._cache)
                 reply = AssignmentsReply(version=current, revision=snapshot.applied_entries,
                                          term=self._node.status().term,

@@ -47,6 +47,8 @@ from raftorch.raft.metrics import RaftMetrics
 from raftorch.raft.node import LeaseNode, RaftStatus, build_conf
 
 log = logging.getLogger(__name__)
+SHUTDOWN_SECONDS = 2.0
+"""How long a stopping replica lets requests in flight finish (long-polls answer at once)."""
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}  # pysyncobj's _RAFT_STATE
 
 
@@ -88,6 +90,10 @@ class StateCollector(Collector):
         for status in SlotStatus:
             sessions.add_metric([status.value], snapshot.status_counts.get(status, 0))
         yield sessions
+        yield GaugeMetricFamily(
+            "raftorch_pod_long_polls", "Assignment long-polls waiting on this replica",
+            value=self._service.pods.signals.waiting(),
+        )  # fmt: skip
         yield GaugeMetricFamily(
             "raftorch_epoch_headroom",
             "Epochs left before the largest one (grants stop there); should stay astronomical",
@@ -277,7 +283,7 @@ class Orchestrator:
         await self.forwarder.start()
         self.confirmer.start()
         app = build_app(self.context, self.pods, ready=self.ready, links=self.node.peer_links)
-        self._runner = web.AppRunner(app, shutdown_timeout=5.0, access_log=None)
+        self._runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_SECONDS, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.api.host, self.config.api.port)
         await site.start()
@@ -334,6 +340,10 @@ class Orchestrator:
         if not hasattr(self, "node"):
             return  # start() failed before anything was built
         await self._hand_over_leadership()
+        # Raft stops before HTTP does: a replica never leads without answering (a leader
+        # that failed to hand over and kept leading with its API closed cost every pod
+        # its lease); the others elect a leader within an election timeout.
+        await asyncio.to_thread(self.node.stop)
         if self._runner is not None:
             await self._runner.cleanup()
         for task in self._tasks:
@@ -346,7 +356,6 @@ class Orchestrator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(buffer.flush_once(), 2.0)
         await self.forwarder.close()
-        await asyncio.to_thread(self.node.stop)
         await self.db.close()
         self.audit.close()
         log.info("replica stopped node=%s", self.config.node.id)
@@ -354,8 +363,9 @@ class Orchestrator:
     async def _hand_over_leadership(self) -> None:
         if not self.node.status().is_leader:
             return
-        self.node.request_leadership_transfer()
-        for _ in range(40):  # up to 2 s for a follower to take over
+        for attempt in range(40):  # up to 2 s for a follower to take over
+            if attempt % 10 == 0:  # again, in case no follower was caught up yet
+                self.node.request_leadership_transfer()
             if not self.node.status().is_leader:
                 return
             await asyncio.sleep(0.05)

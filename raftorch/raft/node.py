@@ -121,6 +121,10 @@ class _Runtime:
             collections.deque()
         )
         self.transfer_requested = threading.Event()
+        # Set once this replica hands leadership on to stop: it must not win it back. (On
+        # stepping down pysyncobj keeps the election deadline it had as leader, long past,
+        # so it would stand again at once and, with the longest log, win.)
+        self.retiring = False
         # Set when a committed entry could not be decoded (a newer replica wrote it): from
         # then on nothing is applied, and the stale state is never compacted into a dump.
         self.blocked: str | None = None
@@ -262,8 +266,15 @@ class LeaseNode(SyncObj):
         self.destroy()
 
     def request_leadership_transfer(self) -> None:
-        """Ask the tick thread to hand leadership to a follower (pysyncobj is not thread-safe)."""
+        """Ask the tick thread to hand leadership to a follower (pysyncobj is not thread-safe).
+
+        For a replica that is stopping: from now on it asks nobody for votes."""
+        self._runtime.retiring = True
         self._runtime.transfer_requested.set()
+
+    @property
+    def retiring(self) -> bool:
+        return self._runtime.retiring
 
     def _write_audit(self) -> None:
         granted = self._runtime.granted

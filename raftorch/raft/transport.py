@@ -61,8 +61,17 @@ class GuardedTransport(TCPTransport):
             return False
         return bool(connection.connect(address, port))
 
+    def send(self, node: Any, message: Any) -> bool:
+        if getattr(self._syncObj, "retiring", False) and _is_vote_request(message):
+            return True  # a stopping replica stands for nothing (see LeaseNode.retiring)
+        return bool(super().send(node, message))
+
     def _onMessageReceived(self, node: Any, message: Any) -> None:
         guard: VoteGuard | None = getattr(self._syncObj, "vote_guard", None)
         if guard is not None and not guard.allows(message):
             return
         super()._onMessageReceived(node, message)
+
+
+def _is_vote_request(message: object) -> bool:
+    return isinstance(message, dict) and message.get("type") == "request_vote"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.integration.processes import (
@@ -38,6 +39,12 @@ def heartbeat(replica: ReplicaProcess, pod_id: str, credential: str, timeout: fl
         timeout=timeout,
     )
     return reply.status
+
+
+def _long_polls(replica: ReplicaProcess) -> float:
+    text = call("GET", replica.api_url + "/metrics", token=None).body.decode()
+    [line] = [x for x in text.splitlines() if x.startswith("raftorch_pod_long_polls ")]
+    return float(line.split()[1])
 
 
 def _all_ready(cluster: ProcessCluster) -> bool:
@@ -125,3 +132,34 @@ def test_three_replicas_agree_and_survive_kill_of_the_leader(tmp_path: Path, pg_
         assert new_leader.process is not None and new_leader.process.returncode == 0
         rest = [r for r in cluster.replicas if r is not new_leader]
         wait_until(lambda: cluster.leader(rest), 5.0, "a leader after the SIGTERM")
+
+
+def test_a_sigtermed_leader_hands_over_for_good_and_does_not_wait_out_long_polls(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    with running_cluster(tmp_path, pg_dsn) as cluster:
+        wait_until(lambda: _all_ready(cluster), 60.0, "three ready replicas")
+        leader = wait_until(cluster.leader, 10.0, "a leader")
+        term = call("GET", leader.api_url + "/api/v1/cluster").body["term"]
+        credential = register(leader, "poller")
+        url = leader.api_url + "/pod/v1/assignments?pod_id=poller"
+        version = call("GET", url, token=credential).body["version"]
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(call, "GET", f"{url}&version={version}&wait_seconds=25",
+                                  token=credential, timeout=30.0)  # fmt: skip
+            wait_until(lambda: _long_polls(leader) == 1, 10.0, "the long-poll waiting")
+            started = time.monotonic()
+            cluster.kill(leader, signal.SIGTERM)
+            took = time.monotonic() - started
+            answer = waiting.result(timeout=30.0)
+        # The long-poll was answered at shutdown, not held for its 25 s (the exit used to
+        # take over 10 s: two shutdown timeouts spent on it).
+        assert answer.status == 200 and took < 10.0, (answer.status, took)
+        assert leader.process is not None and leader.process.returncode == 0
+        rest = [r for r in cluster.replicas if r is not leader]
+        new = wait_until(lambda: cluster.leader(rest), 5.0, "a leader after the SIGTERM")
+        assert call("GET", new.api_url + "/api/v1/cluster").body["term"] > term
+        # Once it stepped down it never stood again (it used to win its own election back).
+        log = leader.log_path.read_text()
+        after = log[log.rindex("raft role leader -> follower") :]
+        assert "-> candidate" not in after and "-> leader" not in after, after
