@@ -296,6 +296,12 @@ class Agent:
         self._apply(answer.assignments, may_stop=may_stop)
         return True
 
+    def _runs_unassigned(self, assignments: list[Assignment]) -> bool:
+        """An ACTIVE session here that `assignments` leave out (revoked, handed off)."""
+        desired = {a.slot for a in assignments if a.role == "ACTIVE"}
+        return any(slot not in desired and session.role == "ACTIVE"
+                   for slot, session in self.sessions.sessions.items())  # fmt: skip
+
     def _apply(self, assignments: list[Assignment], *, may_stop: bool) -> None:
         """Ask the session manager for the difference; it returns at once (work in tasks)."""
         desired = {a.slot: a for a in assignments}
@@ -360,6 +366,9 @@ class Agent:
 
     async def _heartbeat_loop(self) -> None:
         while True:
+            # Cleared before, not after: a session that changes state while a heartbeat
+            # is in flight wakes the next one at once instead of an interval later.
+            self._wake.clear()
             await self.run_once()
             if self.credential is None:
                 wait = REGISTER_RETRY_SECONDS
@@ -367,7 +376,6 @@ class Agent:
                 wait = self.interval
             else:  # the lease is ticking: try again soon
                 wait = self.retry
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
@@ -385,6 +393,8 @@ class Agent:
             answer = typed(reply, 200, AssignmentsReply)
             if answer is not None and self._apply_newer(answer, may_stop=False):
                 backoff = POLL_BACKOFF_SECONDS[0]
+                if self._runs_unassigned(answer.assignments):
+                    self.wake()  # the heartbeat's answer says how to stop it: now
                 continue
             # No answer, a refusal, or one read from older state than applied (a lagging
             # replica answers at once): ask again later, not in a tight loop.

@@ -434,17 +434,31 @@ def _report_commands(
 
 
 def _stop_orders(snapshot: Snapshot, pod_id: str, sessions: list[SessionReport]) -> list[StopOrder]:
-    """Sessions the pod runs that the (latest) state does not give it, or revokes."""
+    """Sessions the pod runs that the (latest) state does not give it, or revokes.
+
+    Besides what the heartbeat reports, every slot the pod owns that is being revoked or
+    handed off: a delta heartbeat leaves unchanged sessions out, and the order must not
+    wait for the next complete one (a drain would take ten heartbeats to start)."""
     stop: list[StopOrder] = []
+    reported: set[str] = set()
     for report in sessions:
+        reported.add(report.slot)
         if report.status == "STOPPED":
             continue
         slot = snapshot.slots.get(report.slot)
         if slot is None or slot.owner != pod_id or slot.epoch != report.epoch:
             why = "stale epoch" if slot is not None and slot.owner == pod_id else "not assigned"
             stop.append(StopOrder(slot=report.slot, epoch=report.epoch, reason=why))
-        elif slot.status is SlotStatus.REVOKING:
-            stop.append(StopOrder(slot=report.slot, epoch=report.epoch, reason="revoked"))
-        elif slot.status is SlotStatus.HANDING_OFF:
-            stop.append(StopOrder(slot=report.slot, epoch=report.epoch, reason="handoff"))
+        elif (reason := _STOP_REASONS.get(slot.status)) is not None:
+            stop.append(StopOrder(slot=report.slot, epoch=report.epoch, reason=reason))
+    counts = snapshot.status_counts
+    if counts.get(SlotStatus.REVOKING) or counts.get(SlotStatus.HANDING_OFF):
+        for key, role in snapshot.slots_of_pod(pod_id).items():
+            slot = snapshot.slots[key]
+            reason = _STOP_REASONS.get(slot.status)
+            if role == "ACTIVE" and reason is not None and key not in reported:
+                stop.append(StopOrder(slot=key, epoch=slot.epoch, reason=reason))
     return stop
+
+
+_STOP_REASONS = {SlotStatus.REVOKING: "revoked", SlotStatus.HANDING_OFF: "handoff"}
