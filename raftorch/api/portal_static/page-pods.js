@@ -43,7 +43,7 @@ function sessionsCell(pod, names) {
     // An owned session shows its lease status (ACTIVE, CLAIMING, HANDING_OFF...).
     const role = s.role === "ACTIVE" ? statusBadge(s.status) : s.role;
     return h("li", {}, name ? link(label, "adapters", adapterId) : label, " ", role,
-      s.epoch ? `, epoch ${s.epoch}` : "");
+      s.epoch ? ` epoch ${s.epoch}` : "");
   }));
 }
 
