@@ -1,5 +1,6 @@
 """A real Prometheus scrapes a running cluster: the dashboard and the rules work on what the
-processes really expose, and a pod's kill -9 shows in the failover metrics and its alert.
+processes really expose, a pod's kill -9 shows in the failover metrics and its alert, and
+a drain shows in the handoff counter and fires no alert.
 
 Three `raftorch serve` replicas and two `raftorch-adapter run` pods (real processes, real
 PostgreSQL, the demo's 3 s lease TTL and the shipped Raft timers), Debian's prometheus
@@ -103,6 +104,30 @@ def _check_every_query(prometheus: Prometheus, allowed: set[str]) -> None:
         assert metric in allowed and prometheus.api("series", **{"match[]": metric})
 
 
+def _drain_owner_and_see_the_handoff(
+    cluster: ProcessCluster,
+    prometheus: Prometheus,
+    pods: list[PodProcess],
+    adapter_id: str,
+    root: Path,
+) -> None:
+    """A new pod gets the standby; draining the owner hands the session over to it, which
+    the leader counts in raftorch_handoffs_total{reason="drain"} (no series before)."""
+    pods.append(start_pod(cluster, f"pod-{len(pods)}", root))  # pod-2: the system stops it
+    state = wait_until(lambda: _active(cluster, adapter_id), 60.0, "a standby on the new pod")
+    owner = state["owner_pod"]
+    drained = call("POST", f"{cluster.replicas[0].api_url}/api/v1/pods/{owner}/drain")
+    assert drained.status == 202, drained.body
+    moved = wait_until(lambda: _active(cluster, adapter_id, not_on=owner), 30.0, "the handoff")
+    assert moved["epoch"] > state["epoch"]
+    wait_until(
+        lambda: prometheus.value('sum(raftorch_handoffs_total{reason="drain"})') == 1,
+        30.0,
+        "the handoff counted",
+    )
+    assert prometheus.value("sum(raftorch_lease_expirations_total)") == 1  # no expiry
+
+
 def test_a_real_prometheus_scrapes_the_cluster_and_sees_a_pod_failover(
     tmp_path: Path, pg_dsn: str
 ) -> None:
@@ -157,6 +182,8 @@ def test_a_real_prometheus_scrapes_the_cluster_and_sees_a_pod_failover(
                 "the dashboard's failover series",
             )
             # The other alerts stay quiet: one pod lost is no leader loss, no database loss...
+            assert prometheus.firing() <= {"RaftorchPodLeaseExpired"}, prometheus.firing()
+            _drain_owner_and_see_the_handoff(cluster, prometheus, pods, adapter_id, tmp_path)
             assert prometheus.firing() <= {"RaftorchPodLeaseExpired"}, prometheus.firing()
 
             live = [f"{r.api_url}/metrics" for r in cluster.replicas]
