@@ -32,6 +32,9 @@ def _why_waiting(record: AdapterRecord, slots: list[SlotState], pods: Mapping[st
     ]
     if not able:
         return f"no live pod offers connector {record.connector}"
+    moving = [s for s in slots if s.owner and s.handoff_to and s.status is SlotStatus.HANDING_OFF]
+    if moving:
+        return f"handing over from {moving[0].owner} to {moving[0].handoff_to}"
     if any(s.owner is not None and s.status is SlotStatus.CLAIMING for s in slots):
         owners = sorted({s.owner for s in slots if s.owner and s.status is SlotStatus.CLAIMING})
         return f"starting on {', '.join(owners)}"

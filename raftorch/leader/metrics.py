@@ -39,6 +39,8 @@ class ServiceMetrics:
             "Sessions pods reported running that they do not hold (each got a stop order)",
             registry=registry,
         )
+        for reason in ("rebalance", "drain"):  # a series from the start: 0, not "no data"
+            self.handoffs.labels(reason=reason)
         self.heartbeat_latency = Histogram(
             "raftorch_heartbeat_handling_seconds",
             "Time the leader takes to confirm and answer one heartbeat",
