@@ -9,6 +9,7 @@ fail when the alert always fires.
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kubernetes.chart import RULES_FILE
+from tests.kubernetes.chart import ROOT, RULES_FILE
 from tests.monitoring.queries import alerts, dashboard_queries, metric_names, recorded
 
 UNIT_TESTS = Path(__file__).with_name("rules_test.yaml")
@@ -100,3 +101,15 @@ def test_the_dashboard_reads_recorded_series_that_the_rule_file_records() -> Non
     recorded_used = {name for name in used if ":" in name}
     assert recorded_used, "the dashboard reads no recording rule"
     assert recorded_used <= recorded(), recorded_used - recorded()
+
+
+def test_every_alert_has_a_row_with_its_severity_in_the_docs_alert_table() -> None:
+    """docs/kubernetes.md lists each alert the chart ships, with the severity it pages with."""
+    docs = (ROOT / "docs" / "kubernetes.md").read_text()
+    rows = {m[1]: m[2] for m in re.finditer(r"^\| `(Raftorch\w+)` \|.*\| (\w+) \|$", docs, re.M)}
+    shipped = {a["alert"]: a["labels"]["severity"] for a in alerts()}
+    assert rows == shipped, {
+        "missing": sorted(shipped.keys() - rows.keys()),
+        "not shipped": sorted(rows.keys() - shipped.keys()),
+        "severity": sorted(a for a in rows.keys() & shipped.keys() if rows[a] != shipped[a]),
+    }
