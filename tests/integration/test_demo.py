@@ -90,6 +90,12 @@ def test_demo_comes_up_survives_a_pod_kill_and_stops_cleanly(tmp_path: Path) -> 
     # pip install -e ./raftorch): that folder must not shadow the installed package.
     (tmp_path / "raftorch" / "raftorch").mkdir(parents=True)
     (tmp_path / "raftorch" / "pyproject.toml").write_text("[project]\nname = 'raftorch'\n")
+    # As a namespace package that folder no longer breaks today's imports, so the test
+    # could not fail if a child let the working directory onto sys.path again: make the
+    # folder a package that refuses to load (a child that imports it dies at start-up).
+    (tmp_path / "raftorch" / "__init__.py").write_text(
+        'raise ImportError("the working directory shadowed the installed raftorch")\n'
+    )
     data_dir, log = tmp_path / "demo", tmp_path / "demo.out"
     demo = _start(data_dir, log, cwd=tmp_path)
     try:
@@ -98,6 +104,13 @@ def test_demo_comes_up_survives_a_pod_kill_and_stops_cleanly(tmp_path: Path) -> 
         info = json.loads(info_path.read_text())
         assert set(info) >= {"api_urls", "portal_url", "admin_token", "lease_ttl_seconds",
                              "replicas", "pods", "postgres_dsn"}  # fmt: skip
+        # The public contract (DESIGN.md): replicas {id, pid, api_url}, pods {id, pid}.
+        assert [r["api_url"] for r in info["replicas"]] == info["api_urls"]
+        assert len({r["id"] for r in info["replicas"]}) == len(info["replicas"]) == 3
+        assert all(isinstance(r["pid"], int) and _alive(r["pid"]) for r in info["replicas"])
+        assert all(isinstance(p["pid"], int) and _alive(p["pid"]) for p in info["pods"])
+        pod_ids = {p["id"] for p in info["pods"]}
+        wait_until(lambda: _pod_ids(info) == pod_ids, 30.0, "the pods of demo.json registered")
         wait_until(lambda: f"[demo] Portal: {info['portal_url']}" in log.read_text(), 10.0,
                    "the demo to print the Portal address")  # fmt: skip
         portal = call("GET", info["portal_url"], token=None)
