@@ -1,0 +1,327 @@
+"""Synthetic pods: many in one asyncio process, speaking the public pod API in msgpack.
+
+Each pod does what `adapter.agent` does on the wire, without connectors: registers with
+the bootstrap token, heartbeats every `heartbeat_interval_seconds` with its incarnation
+credential (the complete session list every tenth time, else only what changed), keeps
+an assignments long-poll open to the leader, starts every ACTIVE assignment at once
+(reporting it ACTIVE in an immediate heartbeat, as the agent reports a state change at
+once), stops what it is told to stop. Every heartbeat is recorded: wall send time,
+latency to the answer, HTTP status (0: no answer within the lease).
+
+Run as `python -m bench.fleet SPEC.json`; stdin `stop` ends it, after which the results
+are written to the spec's `results` path. stdout carries `registered N`, and with
+`report_acks`, `ack POD SEND_TIME` for every acknowledged heartbeat.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgpack
+
+from adapter.agent import FULL_REPORT_EVERY
+from protocol.codec import MSGPACK
+from protocol.pod import LEADER_HEADER
+
+REGISTER_CONCURRENCY = 32
+LONG_POLL_SECONDS = 20.0
+RETRY_SECONDS = 0.1  # the shipped retry_interval_seconds
+
+
+@dataclass
+class Recorder:
+    """Every heartbeat: wall send time, seconds to the answer, HTTP status."""
+
+    sent: array.array[float] = field(default_factory=lambda: array.array("d"))
+    latency: array.array[float] = field(default_factory=lambda: array.array("d"))
+    status: array.array[int] = field(default_factory=lambda: array.array("i"))
+    registrations: int = 0
+    expired: int = 0
+
+    def add(self, sent: float, latency: float, status: int) -> None:
+        self.sent.append(sent)
+        self.latency.append(latency)
+        self.status.append(status)
+
+
+class Fleet:
+    """`count` pods named `{prefix}{i}` against `urls`; `run()` until `stop` is set."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.urls: list[str] = list(spec["urls"])
+        self.token: str = spec["pod_token"]
+        self.rec = Recorder()
+        self.stop = asyncio.Event()
+        self.report_acks = bool(spec.get("report_acks"))
+        self._register_gate = asyncio.Semaphore(REGISTER_CONCURRENCY)
+        self.registered = 0
+
+    async def run(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
+        async with aiohttp.ClientSession(connector=connector) as self.http:
+            pods = [Pod(self, f"{self.spec['prefix']}{i}") for i in range(self.spec["count"])]
+            tasks = [asyncio.create_task(p.run()) for p in pods]
+            await self.stop.wait()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.held = {p.pod_id: len(p.sessions) for p in pods}
+
+    def prefer(self, leader: str | None) -> None:
+        if leader and (url := leader.rstrip("/")) in self.urls and self.urls[0] != url:
+            self.urls.remove(url)
+            self.urls.insert(0, url)
+
+    async def post(
+        self, path: str, body: dict[str, Any], token: str, timeout: float
+    ) -> tuple[int, Any]:
+        """POST to the preferred replica; (status, decoded body); (0, None) for no answer."""
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": MSGPACK, "Accept": MSGPACK}
+        url = self.urls[0]
+        try:
+            async with self.http.post(
+                url + path,
+                data=msgpack.packb(body),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as answer:
+                payload = await answer.read()
+                self.prefer(answer.headers.get(LEADER_HEADER))
+                return answer.status, _decode(payload, answer.content_type)
+        except (aiohttp.ClientError, TimeoutError):
+            return 0, None
+
+    def rotate(self) -> None:
+        """No answer or 503: the next replica first."""
+        self.urls.append(self.urls.pop(0))
+
+
+class Pod:
+    """One synthetic pod's lease keeping and assignments."""
+
+    def __init__(self, fleet: Fleet, pod_id: str) -> None:
+        self.fleet = fleet
+        self.pod_id = pod_id
+        self.credential: str | None = None
+        self.interval = 1.0
+        self.ttl = 3.0
+        self.sessions: dict[str, tuple[int, str]] = {}  # slot -> (epoch, ACTIVE | STOPPED)
+        self.acked: dict[str, tuple[int, str]] = {}
+        self.since_full = FULL_REPORT_EVERY
+        self.version = ""
+        self.revision = -1
+        self.wake = asyncio.Event()
+
+    async def register(self) -> None:
+        spec = self.fleet.spec
+        body = {
+            "pod_id": self.pod_id,
+            "address": "",
+            "capacity": spec["capacity"],
+            "connectors": [{"type": t} for t in spec["connectors"]],
+            "labels": {"zone": "abc"[hash(self.pod_id) % 3]},
+        }
+        while True:
+            async with self.fleet._register_gate:
+                status, reply = await self.fleet.post(
+                    "/pod/v1/register", body, self.fleet.token, 10.0
+                )
+            if status == 201:
+                break
+            if status in (0, 503):
+                self.fleet.rotate()
+            await asyncio.sleep(0.5)
+        self.credential = reply["credential"]
+        self.interval = reply["heartbeat_interval_seconds"]
+        self.ttl = reply["lease_ttl_seconds"]
+        self.sessions, self.acked, self.version, self.revision = {}, {}, "", -1
+        self.since_full = FULL_REPORT_EVERY
+        self.fleet.rec.registrations += 1
+
+    async def run(self) -> None:
+        await self.register()
+        self.fleet.registered += 1
+        if self.fleet.registered == self.fleet.spec["count"]:
+            _say(f"registered {self.fleet.registered}")
+        poll = asyncio.create_task(self.poll())
+        try:
+            await asyncio.sleep(random.uniform(0, self.interval))  # spread the fleet's beats
+            next_beat = time.monotonic()
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), next_beat - time.monotonic())
+                self.wake.clear()
+                await self.heartbeat()
+                next_beat += self.interval
+                if next_beat < time.monotonic():  # fell behind: no burst to catch up
+                    next_beat = time.monotonic() + self.interval
+        finally:
+            poll.cancel()
+
+    def body(self) -> tuple[dict[str, Any], dict[str, tuple[int, str]]]:
+        complete = self.since_full >= FULL_REPORT_EVERY
+        reports = dict(self.sessions)
+        if not complete:
+            reports = {
+                s: v for s, v in reports.items() if v[1] == "STOPPED" or self.acked.get(s) != v
+            }
+        body = {
+            "pod_id": self.pod_id,
+            "complete": complete,
+            "version": self.version,
+            "sessions": [{"slot": s, "epoch": e, "status": st} for s, (e, st) in reports.items()],
+        }
+        return body, reports
+
+    async def heartbeat(self) -> None:
+        """One heartbeat, retried (next replica) until answered or the lease is gone."""
+        assert self.credential is not None
+        body, reports = self.body()
+        first = time.time()
+        give_up = time.monotonic() + self.ttl
+        while True:
+            sent, started = time.time(), time.perf_counter()
+            status, reply = await self.fleet.post(
+                "/pod/v1/heartbeat", body, self.credential, max(0.05, give_up - time.monotonic())
+            )
+            self.fleet.rec.add(sent, time.perf_counter() - started, status)
+            if status == 200:
+                break
+            if status in (403, 410):
+                self.fleet.rec.expired += 1
+                await self.register()
+                return
+            if status in (0, 503) or status >= 500:
+                self.fleet.rotate()
+            if time.monotonic() >= give_up:
+                return
+            await asyncio.sleep(RETRY_SECONDS)
+        if self.fleet.report_acks:
+            _say(f"ack {self.pod_id} {sent:.3f} {first:.3f}")
+        self.acknowledged(body["complete"], reports)
+        self.apply(reply)
+        for order in reply.get("stop", ()):
+            current = self.sessions.get(order["slot"])
+            if current is None or current[0] != order["epoch"]:
+                continue
+            if order["reason"] in ("revoked", "handoff"):  # stops cleanly: report STOPPED
+                self.sessions[order["slot"]] = (order["epoch"], "STOPPED")
+                self.wake.set()
+            else:  # fenced
+                del self.sessions[order["slot"]]
+
+    def acknowledged(self, complete: bool, reports: dict[str, tuple[int, str]]) -> None:
+        self.since_full = 0 if complete else self.since_full + 1
+        if complete:
+            self.acked = {}
+        for slot, value in reports.items():
+            if value[1] == "STOPPED":
+                self.acked.pop(slot, None)
+                if self.sessions.get(slot) == value:
+                    del self.sessions[slot]
+            else:
+                self.acked[slot] = value
+
+    def apply(self, reply: dict[str, Any]) -> None:
+        """Start every ACTIVE assignment not running here (then report it at once)."""
+        if reply["revision"] < self.revision:
+            return
+        self.revision = reply["revision"]
+        if reply.get("unchanged"):
+            return
+        self.version = reply["version"]
+        wanted = {a["slot"]: a["epoch"] for a in reply["assignments"] if a["role"] == "ACTIVE"}
+        changed = False
+        for slot, epoch in wanted.items():
+            current = self.sessions.get(slot)
+            if current is None or current[0] != epoch:
+                self.sessions[slot] = (epoch, "ACTIVE")
+                changed = True
+        for slot in [s for s, v in self.sessions.items() if s not in wanted and v[1] != "STOPPED"]:
+            del self.sessions[slot]  # no longer ours (the heartbeat's stop order says why)
+        if changed:
+            self.wake.set()
+
+    async def poll(self) -> None:
+        """The assignments long-poll (leader first), as the agent keeps it."""
+        http = self.fleet.http
+        while True:
+            url = self.fleet.urls[0]
+            query = (
+                f"?pod_id={self.pod_id}&version={self.version}&wait_seconds={LONG_POLL_SECONDS:g}"
+            )
+            headers = {"Authorization": f"Bearer {self.credential}", "Accept": MSGPACK}
+            try:
+                async with http.get(
+                    url + "/pod/v1/assignments" + query,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=LONG_POLL_SECONDS + 5),
+                ) as answer:
+                    payload = await answer.read()
+                    if answer.status == 200:
+                        self.apply(_decode(payload, answer.content_type))
+                        continue
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.5)
+
+
+def _decode(payload: bytes, content_type: str) -> Any:
+    if not payload:
+        return {}
+    if content_type == MSGPACK:
+        return msgpack.unpackb(payload)
+    return json.loads(payload)
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def _main(spec: dict[str, Any]) -> dict[str, Any]:
+    fleet = Fleet(spec)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    async def control() -> None:
+        while line := await reader.readline():
+            if line.strip() == b"stop":
+                break
+        fleet.stop.set()
+
+    control_task = asyncio.create_task(control())
+    await fleet.run()
+    control_task.cancel()
+    rec = fleet.rec
+    return {
+        "sent": rec.sent.tolist(),
+        "latency": rec.latency.tolist(),
+        "status": rec.status.tolist(),
+        "registrations": rec.registrations,
+        "expired": rec.expired,
+        "held": fleet.held,
+    }
+
+
+def main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    results = asyncio.run(_main(spec))
+    Path(spec["results"]).write_text(json.dumps(results))
+    _say("done")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

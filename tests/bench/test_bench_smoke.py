@@ -1,0 +1,127 @@
+"""The bench suite in a tiny form, so it keeps working: real processes, behaviour only.
+
+Each bench runs through its command line (`python -m bench ...`) against 3 real replicas,
+a real PostgreSQL and (for renewals, when Debian's etcd-server is installed; .ci/run
+installs it) a real 3-member etcd. No timing is asserted: only that the report has every
+figure and the system did what it must (no refused heartbeat, every session placed,
+none dropped).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_SECONDS = 110  # one bench at the smoke size takes ~15-25 s on a loaded 2-core machine
+
+
+def run_bench(tmp_path: Path, *argv: str) -> dict[str, Any]:
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            *argv,
+            "--json",
+            str(report),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=BENCH_SECONDS,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "| figure | value |" in done.stdout  # the table on stdout
+    data: dict[str, Any] = json.loads(report.read_text())
+    assert data["commit"] and data["commit"] != "unknown"
+    assert data["machine"]["cores"] >= 1
+    assert data["machine"]["memory_gb"] > 0
+    assert len(data["machine"]["load_average"]) == 3
+    return data
+
+
+def assert_latency(figure: dict[str, Any], count: int) -> None:
+    assert figure["count"] >= count
+    assert 0 < figure["p50_ms"] <= figure["p99_ms"] <= figure["max_ms"]
+
+
+def test_renewals_side_by_side_with_etcd(tmp_path: Path) -> None:
+    with_etcd = shutil.which("etcd") is not None
+    argv = ["renewals", "--pods", "5", "--seconds", "4"] + ([] if with_etcd else ["--no-etcd"])
+    figures = run_bench(tmp_path, *argv)["figures"]
+    sides = ["raftorch", "etcd"] if with_etcd else ["raftorch"]
+    for side in sides:
+        result = figures[side]
+        assert result["non_200"] == 0, result
+        assert result["expired"] == 0
+        assert result["server_cpu_cores"] > 0
+        assert result["load_generator_cpu_cores"] > 0
+        assert result["renewals"] >= 5 * 3  # 5 clients at 1 Hz over 4 s, with slack
+        assert_latency(result["latency"], 5 * 3)
+    assert len(figures["raftorch"]["replica_rss_mb"]) == 3
+    if with_etcd:
+        assert figures["cpu_ratio_raftorch_over_etcd"] > 0
+
+
+def test_scale_places_every_session(tmp_path: Path) -> None:
+    figures = run_bench(
+        tmp_path, "scale", "--pods", "5", "--sessions", "50", "--instances", "10", "--hold", "4"
+    )["figures"]
+    assert figures["placed"] == {"slots": 50, "active": 50, "expected": 50, "on_killed_pod": 0}
+    assert figures["time_to_place_seconds"] > 0
+    holding = figures["holding"]
+    assert holding["heartbeats"]["non_200"] == 0, holding
+    assert figures["placing"]["heartbeats"]["non_200"] == 0
+    assert_latency(holding["heartbeats"]["latency"], 5 * 3)
+    assert figures["expired_pods"] == 0
+    assert holding["replica_cpu_cores"] > 0
+    assert len(figures["replica_peak_rss_mb"]) == 3
+    assert all(rss > 0 for rss in figures["replica_peak_rss_mb"])
+
+
+def test_mass_failover_moves_every_session(tmp_path: Path) -> None:
+    figures = run_bench(
+        tmp_path, "mass-failover", "--sessions", "50", "--pods", "3", "--instances", "10"
+    )["figures"]
+    assert figures["sessions_on_killed_pod"] == 50
+    assert figures["placed_after"] == {
+        "slots": 50,
+        "active": 50,
+        "expected": 50,
+        "on_killed_pod": 0,
+    }
+    assert figures["expiry_seen_to_all_active_seconds"] >= 0
+    assert figures["kill_to_all_active_seconds"] >= figures["kill_to_expiry_seen_seconds"]
+    assert figures["expired_other_pods"] == 0
+
+
+@pytest.mark.timeout(BENCH_SECONDS + 10)
+def test_leader_failover_drops_nothing(tmp_path: Path) -> None:
+    figures = run_bench(
+        tmp_path,
+        "leader-failover",
+        "--pods",
+        "5",
+        "--sessions",
+        "50",
+        "--instances",
+        "10",
+        "--settle",
+        "5",
+    )["figures"]
+    assert figures["sessions"] == 50
+    assert figures["sessions_dropped"] == 0
+    assert figures["expired_pods"] == 0
+    assert figures["first_acknowledged_renewal_seconds"] is not None
+    assert figures["first_acknowledged_renewal_seconds"] > 0
