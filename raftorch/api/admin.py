@@ -43,6 +43,7 @@ from raftorch.api.edge import (
     iso_time,
     json_response,
     query_int,
+    query_str,
     read_json,
     record_action,
 )
@@ -92,7 +93,7 @@ async def list_adapters(request: web.Request, ctx: Context, _p: Principal) -> we
     `next_cursor`); `configs=false` leaves each `config` out (`null`)."""
     check_query(request, ("limit", "cursor", "configs"))
     limit = query_int(request, "limit", minimum=1, maximum=MAX_PAGE) or DEFAULT_PAGE
-    cursor = request.query.get("cursor")
+    cursor = query_str(request, "cursor", max_length=CURSOR_CHARS)
     configs = request.query.get("configs", "true")
     if configs not in ("true", "false"):
         raise ValidationError(f"configs must be true or false, not {configs!r}")
@@ -276,6 +277,7 @@ _A = ("adapters",)
 _ONE = "/api/v1/adapters/{id:(?!bulk$)[^/]+}"
 DEFAULT_PAGE = 500
 MAX_PAGE = 1000
+CURSOR_CHARS = 128  # a cursor is an adapter name (at most 128 characters)
 _LIST_QUERY = (
     QueryParam(
         "limit",
@@ -283,7 +285,9 @@ _LIST_QUERY = (
         minimum=1,
         maximum=MAX_PAGE,
     ),
-    QueryParam("cursor", "The `next_cursor` of the previous page.", kind="string", max_length=128),
+    QueryParam(
+        "cursor", "The `next_cursor` of the previous page.", kind="string", max_length=CURSOR_CHARS
+    ),
     QueryParam("configs", "false: leave each adapter's `config` out (null).", kind="boolean"),
 )
 _EVENT_QUERY = (

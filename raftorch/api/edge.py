@@ -53,6 +53,7 @@ __all__ = [
     "iso_time",
     "json_response",
     "query_int",
+    "query_str",
     "read_body",
     "read_json",
     "record_action",
@@ -256,6 +257,14 @@ def query_int(request: web.Request, name: str, *, minimum: int, maximum: int) ->
             f"query parameter {name!r} must be between {minimum} and {maximum}, got {value}"
         )
     return value
+
+
+def query_str(request: web.Request, name: str, *, max_length: int) -> str | None:
+    """The text query parameter `name`, or None when absent; 400 when longer than documented."""
+    text = request.query.get(name)
+    if text is not None and len(text) > max_length:
+        raise ValidationError(f"query parameter {name!r} must be at most {max_length} characters")
+    return text
 
 
 def iso_time(value: datetime | float | None) -> str | None:

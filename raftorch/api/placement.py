@@ -48,6 +48,8 @@ async def _set_drain(
         raise NotFoundError(f"no registered pod {pod_id}")
     result = await leader.commit([SetPodDrain(pod_id, draining)])
     if result.error or result.rejected:
+        if pod_id not in ctx.node.snapshot().pods:  # it left (or expired) meanwhile
+            raise NotFoundError(f"no registered pod {pod_id}")
         why = result.error or result.rejected[0][1]
         raise UnavailableError(f"pod {pod_id} not {'drained' if draining else 'undrained'}: {why}")
     ctx.wake_leader()

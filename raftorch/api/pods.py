@@ -47,6 +47,7 @@ from raftorch.api.edge import (
     UnauthorizedError,
     bearer_token,
     check_query,
+    query_str,
     read_body,
 )
 from raftorch.api.forwarding import Forwarder
@@ -78,6 +79,8 @@ REPORT_BYTES = 6 * 1024 + 256
 """The most one session report can take: a slot, an epoch, a status and up to 1000
 characters of detail (6 bytes each in JSON's worst escaping)."""
 BODY_BASE_BYTES = 16 * 1024
+POD_ID_CHARS = 63  # as protocol.pod.PodId
+VERSION_CHARS = 64  # an assignments version (a hex digest)
 
 _BOTH = (JSON,)  # pod bodies are msgpack; JSON is accepted for debugging
 POD_ROUTES = [
@@ -95,9 +98,9 @@ POD_ROUTES = [
               role="pod", response=AssignmentsReply, response_content=MSGPACK,
               also_content=_BOTH, tags=("pod",),
               query=(QueryParam("pod_id", "the pod", kind="string", required=True,
-                                max_length=63),
+                                max_length=POD_ID_CHARS),
                      QueryParam("version", "the version the pod has", kind="string",
-                                max_length=64),
+                                max_length=VERSION_CHARS),
                      QueryParam("wait_seconds", "how long to wait (at most 30)",
                                 kind="number", minimum=0, maximum=30))),
     RouteSpec("POST", "/pod/v1/release", "Hand sessions back (drain, leave)", role="pod",
@@ -358,10 +361,10 @@ class PodApi:
     async def assignments(self, request: web.Request) -> web.Response:
         self._pod_known_here(request, self._node.snapshot())  # who asks, before what
         check_query(request, ("pod_id", "version", "wait_seconds"))
-        claimed = request.query.get("pod_id", "")
+        claimed = query_str(request, "pod_id", max_length=POD_ID_CHARS) or ""
         if not claimed:
             raise ValidationError("query parameter pod_id is required")
-        known = request.query.get("version", "")
+        known = query_str(request, "version", max_length=VERSION_CHARS) or ""
         try:
             wait = float(request.query.get("wait_seconds", "0"))
         except ValueError:
