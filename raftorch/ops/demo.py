@@ -52,6 +52,7 @@ class DemoState:
     @classmethod
     def load_or_create(cls, path: Path, replicas: int, pods: int) -> DemoState:
         if path.exists():
+            path.chmod(0o600)  # an older demo wrote it readable to all (issue 13)
             state = cls(**json.loads(path.read_text()))
             if len(state.api_ports) == replicas and len(state.pod_ports) == pods:
                 return state

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from raftorch.ops.demo import DemoState, write_private
 from tests.integration.processes import (
     POD_TOKEN,
     ProcessCluster,
@@ -191,6 +193,24 @@ def test_config_check_refuses_a_short_secret_and_a_bad_dsn() -> None:
     ssl = _config_check(RAFTORCH_RAFT__SECRET="s" * 16,
                         RAFTORCH_DATABASE__DSN="postgresql://db/r?sslmode=sometimes")  # fmt: skip
     assert ssl.returncode == 2 and "sslmode" in ssl.stderr
+
+
+def test_demo_files_holding_tokens_are_private(tmp_path: Path) -> None:
+    # As found: demo-state.json (tokens, Raft secret) readable by everyone (0644).
+    fresh = tmp_path / "fresh" / "demo-state.json"
+    fresh.parent.mkdir()
+    state = DemoState.load_or_create(fresh, replicas=3, pods=3)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    old = tmp_path / "demo-state.json"  # left readable by an older version, then resumed
+    old.write_text(fresh.read_text())
+    old.chmod(0o644)
+    assert DemoState.load_or_create(old, replicas=3, pods=3) == state
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600
+    info = tmp_path / "demo.json"  # rewritten in place while the demo runs
+    info.write_text("{}")
+    info.chmod(0o644)
+    write_private(info, json.dumps({"admin_token": state.admin_token}))
+    assert stat.S_IMODE(info.stat().st_mode) == 0o600
 
 
 # --- 9: the spec and the order of checks ------------------------------------------------

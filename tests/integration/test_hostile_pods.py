@@ -162,6 +162,23 @@ def _events(dsn: str, pod_id: str) -> tuple[int, int]:
     return run_coroutine(count)
 
 
+def _recorded_epoch(dsn: str) -> int:
+    """The highest epoch in PostgreSQL: what a new leader raises its epoch floor to."""
+
+    async def read() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            value = await conn.fetchval(
+                """SELECT GREATEST((SELECT COALESCE(max(epoch), 0) FROM lease_history),
+                                   (SELECT COALESCE(max(epoch), 0) FROM session_fences))"""
+            )
+            return int(value)
+        finally:
+            await conn.close()
+
+    return run_coroutine(read)
+
+
 def _metric(url: str, name: str) -> float:
     text = call("GET", url + "/metrics", token=None).body.decode()
     total = 0.0
@@ -194,6 +211,10 @@ def test_epochs_a_pod_claims_never_move_the_floor(world: World) -> None:
         assert beat.status == 200, beat.body
         assert sorted(o["reason"] for o in beat.body["stop"]) == ["not assigned"] * 2
         steady.check()
+    # Nothing a pod said reached what outlives the Raft state (the floor a new leader
+    # reads), nor the headroom operators are alerted on.
+    assert _recorded_epoch(world.dsn) < 1001, "a claimed epoch reached PostgreSQL"
+    assert _metric(world.url(), "raftorch_epoch_headroom") > 2**62 - 1000
     # The next grant follows the real counter, not anything a pod said.
     fresh = _adapter(world, "after-the-claims")
     world.adapters.append(fresh)
