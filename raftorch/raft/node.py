@@ -8,6 +8,9 @@ Hardening over pysyncobj's defaults, each for a reason:
   cut off from the majority steps down within seconds;
 - a restarted node does not vote until a full election timeout has passed since its
   start, so it cannot help elect a second leader in a term it voted in before;
+- elections go through a pre-vote, and followers that heard from a leader lately
+  ignore vote requests (`raftorch.raft.election`): a replica whose heartbeats merely
+  came late, or that was cut off, cannot depose a leader the majority still follows;
 - `connectionRetryTime` is half the shortest election timeout (pysyncobj: 5 s): a
   link that dropped once (a peer restarted, a connection reset) is redialled before
   the next election needs it, instead of leaving two survivors deaf to each other
@@ -47,6 +50,7 @@ from raftorch.config.timing import RaftTimers
 from raftorch.core.entry import UndecodableEntryError, decode_entry, encode_entry
 from raftorch.core.model import ApplyResult, Command, LeaderStamp
 from raftorch.core.ownership import OwnershipState, Snapshot
+from raftorch.raft.election import ElectionGuard, RaftInternals
 from raftorch.raft.transport import GuardedTransport, VoteGuard
 
 log = logging.getLogger(__name__)
@@ -152,6 +156,7 @@ class LeaseNode(SyncObj):
         # Attributes set before SyncObj.__init__ are not replicated (pysyncobj records
         # the keys present at that point and serialises only the ones added later).
         self.vote_guard = VoteGuard(vote_hold_seconds, clock)
+        self.election = ElectionGuard(conf.raftMinTimeout, clock)
         self.peer_routes = dict(peer_routes or {})
         self.audit = audit
         self._runtime = _Runtime()
@@ -162,6 +167,11 @@ class LeaseNode(SyncObj):
                 f"raft.bind {self_address}: cannot listen on the Raft port ({exc.errorCode})"
             ) from exc
         self._ownership = OwnershipState()  # the replicated state
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        # Before pysyncobj looks at its election timer: a pre-vote first (see election.py).
+        self.election.before_tick(RaftInternals(self), retiring=self._runtime.retiring)
+        super()._onTick(timeToWait)
 
     @replicated
     def apply_entry(self, payload: bytes) -> ApplyResult:

@@ -1,4 +1,4 @@
-"""The Raft transport: pysyncobj's TCP transport with the vote guard and peer routes.
+"""The Raft transport: pysyncobj's TCP transport with the vote and election guards, and peer routes.
 
 Runs on the Raft tick thread only (pysyncobj is single-threaded).
 """
@@ -13,6 +13,8 @@ from pysyncobj.dns_resolver import globalDnsResolver
 from pysyncobj.monotonic import monotonic as monotonicTime
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
+
+from raftorch.raft.election import PRE_VOTE, PRE_VOTE_RESPONSE, ElectionGuard, RaftInternals
 
 Clock = Callable[[], float]
 
@@ -36,8 +38,9 @@ class VoteGuard:
 
 
 class GuardedTransport(TCPTransport):
-    """pysyncobj's TCP transport with the vote guard applied to incoming messages, and
-    peers dialled at their route (`raft.peer_routes`) when they have one."""
+    """pysyncobj's TCP transport with the vote guard and the election guard (pre-vote,
+    leader stickiness: `raftorch.raft.election`) applied to incoming messages, and peers
+    dialled at their route (`raft.peer_routes`) when they have one."""
 
     def _connectIfNecessarySingle(self, node: Any) -> bool:
         routes: dict[str, tuple[str, int]] = getattr(self._syncObj, "peer_routes", {})
@@ -64,13 +67,46 @@ class GuardedTransport(TCPTransport):
     def send(self, node: Any, message: Any) -> bool:
         if getattr(self._syncObj, "retiring", False) and _is_vote_request(message):
             return True  # a stopping replica stands for nothing (see LeaseNode.retiring)
+        election: ElectionGuard | None = getattr(self._syncObj, "election", None)
+        if election is not None:
+            message = election.outgoing(message)
         return bool(super().send(node, message))
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
         guard: VoteGuard | None = getattr(self._syncObj, "vote_guard", None)
         if guard is not None and not guard.allows(message):
             return
+        election: ElectionGuard | None = getattr(self._syncObj, "election", None)
+        if (
+            election is not None
+            and isinstance(message, dict)
+            and not _elect(election, RaftInternals(self._syncObj), node, message)
+        ):
+            return
         super()._onMessageReceived(node, message)
+
+
+def _elect(
+    election: ElectionGuard, raft: RaftInternals, node: Any, message: dict[str, Any]
+) -> bool:
+    """Let the election guard see a message; False when pysyncobj must not."""
+    kind = message.get("type")
+    if kind == PRE_VOTE:
+        election.queue_pre_vote(node, message)
+        return False
+    if kind == PRE_VOTE_RESPONSE:
+        election.on_pre_vote_response(raft, node, message)
+        return False
+    if kind == "request_vote":
+        return election.allows_vote_request(raft, message)
+    if kind == "append_entries" and _term(message) >= raft.term:
+        election.heard_from_leader()
+    return True
+
+
+def _term(message: dict[str, Any]) -> int:
+    term = message.get("term")
+    return term if isinstance(term, int) else -1
 
 
 def _is_vote_request(message: object) -> bool:
