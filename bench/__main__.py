@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import etcd, scenarios
+from bench.load import kill_leftovers
 from bench.measure import write_report
 
 
@@ -63,6 +64,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    try:
+        return await _run(args, workdir)
+    finally:
+        await kill_leftovers()
+
+
+async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     opts = scenarios.Options(workdir=workdir, workers=args.workers)
     if args.bench == "renewals":
         with_etcd = not args.no_etcd

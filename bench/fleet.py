@@ -36,6 +36,8 @@ from protocol.pod import LEADER_HEADER
 REGISTER_CONCURRENCY = 32
 LONG_POLL_SECONDS = 20.0
 RETRY_SECONDS = 0.1  # the shipped retry_interval_seconds
+LAG_PROBE_SECONDS = 0.05
+LAG_REPORT_SECONDS = 0.1
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Recorder:
     status: array.array[int] = field(default_factory=lambda: array.array("i"))
     registrations: int = 0
     expired: int = 0
+    stalls: list[tuple[float, float]] = field(default_factory=list)  # (wall start, seconds)
 
     def add(self, sent: float, latency: float, status: int) -> None:
         self.sent.append(sent)
@@ -72,11 +75,22 @@ class Fleet:
         async with aiohttp.ClientSession(connector=connector) as self.http:
             pods = [Pod(self, f"{self.spec['prefix']}{i}") for i in range(self.spec["count"])]
             tasks = [asyncio.create_task(p.run()) for p in pods]
+            tasks.append(asyncio.create_task(self.watch_lag()))
             await self.stop.wait()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.held = {p.pod_id: len(p.sessions) for p in pods}
+
+    async def watch_lag(self) -> None:
+        """Record when this process's own event loop fell behind (the load generator must
+        not be what delays heartbeats: its stalls are reported with the figures)."""
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(LAG_PROBE_SECONDS)
+            lag = time.monotonic() - before - LAG_PROBE_SECONDS
+            if lag > LAG_REPORT_SECONDS:
+                self.rec.stalls.append((time.time() - lag, lag))
 
     def prefer(self, leader: str | None) -> None:
         if leader and (url := leader.rstrip("/")) in self.urls and self.urls[0] != url:
@@ -162,10 +176,11 @@ class Pod:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), next_beat - time.monotonic())
                 self.wake.clear()
+                started = time.monotonic()
                 await self.heartbeat()
-                next_beat += self.interval
-                if next_beat < time.monotonic():  # fell behind: no burst to catch up
-                    next_beat = time.monotonic() + self.interval
+                # An interval after this one, whether it was due or woken early (a session
+                # started or stopped), as the agent does: never longer.
+                next_beat = started + self.interval
         finally:
             poll.cancel()
 
@@ -313,6 +328,7 @@ async def _main(spec: dict[str, Any]) -> dict[str, Any]:
         "registrations": rec.registrations,
         "expired": rec.expired,
         "held": fleet.held,
+        "stalls": rec.stalls,
     }
 
 

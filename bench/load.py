@@ -29,6 +29,7 @@ class Results:
     registrations: int = 0
     expired: int = 0
     held: dict[str, int] = field(default_factory=dict)
+    stalls: list[tuple[float, float]] = field(default_factory=list)
 
     def merge(self, data: dict[str, Any]) -> None:
         self.sent += data["sent"]
@@ -37,6 +38,7 @@ class Results:
         self.registrations += data["registrations"]
         self.expired += data["expired"]
         self.held.update(data["held"])
+        self.stalls += [(float(s[0]), float(s[1])) for s in data.get("stalls", ())]
 
     def window(self, start: float, end: float) -> dict[str, Any]:
         """Heartbeat figures for attempts sent in [start, end) (wall clock)."""
@@ -48,12 +50,21 @@ class Results:
                 if status == 200:
                     ok.append(latency)
         non_200 = sum(n for s, n in statuses.items() if s != 200)
+        stalls = [lag for at, lag in self.stalls if start <= at < end]
         return {
+            "load_generator_stalls": {
+                "over_100ms": len(stalls),
+                "max_ms": round(max(stalls, default=0) * 1000),
+            },
             "heartbeats": sum(statuses.values()),
             "latency": latency_ms(ok),
             "non_200": non_200,
             "non_200_by_status": {str(s): n for s, n in sorted(statuses.items()) if s != 200},
         }
+
+
+RUNNING: set[FleetProcess] = set()
+"""Fleets started and not yet stopped: `kill_leftovers` ends them when a bench fails."""
 
 
 class FleetProcess:
@@ -90,6 +101,7 @@ class FleetProcess:
             limit=2**20,
             cwd=ROOT,
         )
+        RUNNING.add(self)
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -120,6 +132,7 @@ class FleetProcess:
             self.process.stdin.write(b"stop\n")
             await self.process.stdin.drain()
         await asyncio.wait_for(self.process.wait(), 60)
+        RUNNING.discard(self)
         if self._reader is not None:
             await self._reader
         data: dict[str, Any] = json.loads(self.results_path.read_text())
@@ -131,8 +144,15 @@ class FleetProcess:
         with contextlib.suppress(ProcessLookupError):
             self.process.send_signal(signal.SIGKILL)
         await self.process.wait()
+        RUNNING.discard(self)
         if self._reader is not None:
             self._reader.cancel()
+
+
+async def kill_leftovers() -> None:
+    """kill -9 every fleet still running (a bench failed or was interrupted)."""
+    for fleet in list(RUNNING):
+        await fleet.kill()
 
 
 async def stop_all(fleets: Iterable[FleetProcess]) -> Results:
