@@ -9,6 +9,7 @@ epoch, and no pod fences itself.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -274,5 +275,22 @@ def test_one_pods_floods_cost_nobody_a_lease(world: World) -> None:
     cluster_events, adapter_events = wait_until(logged, 10.0, "the flood in the event log")
     assert adapter_events == 0  # made-up slots never reach an adapter's log
     assert cluster_events <= 3, cluster_events  # one per 10 s window, not one per report
+    # As found, too: reports naming the real sessions (of the other pods) went to their
+    # adapters' logs, one event each. Now at most 20 per pod and 10 s window.
+    claims = [{"slot": slot, "epoch": 10**6 + i, "status": "ACTIVE"}
+              for i, slot in enumerate(world.slots()[:8])]  # fmt: skip
+    real = {"pod_id": "flood", "sessions": claims}
+    started = time.monotonic()
+    for _round in range(15):
+        with ThreadPoolExecutor(3) as pool:
+            stops = list(pool.map(lambda _: _post(url + "/pod/v1/heartbeat", real, credential),
+                                  range(3)))  # fmt: skip
+        assert all(len(r.body["stop"]) == len(real["sessions"]) for r in stops), stops[0].body
+        steady.check()
+    windows = (time.monotonic() - started) // 10 + 2  # the windows the rounds touched, at most
+    reported = wait_until(lambda: (n := _events(world.dsn, "flood")[1]) > 0 and n, 10.0,
+                          "the reports on real sessions in their adapters' logs")  # fmt: skip
+    print(f"\n{45 * len(claims)} reports on real sessions: {reported} adapter events")
+    assert reported <= 20 * windows < 45 * len(claims), (reported, windows)
     assert _metric(url, 'raftorch_buffer_dropped_total{buffer="event_log"}') == 0
     steady.final(at_least=11)
