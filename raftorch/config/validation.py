@@ -7,6 +7,7 @@ runs both when a `Config` is built.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import re
 import urllib.parse
@@ -56,7 +57,23 @@ def check_settings(config: Config) -> None:
             f"raft.secret: must be at least {MIN_SECRET_CHARS} characters (it is the key of "
             f"the Raft traffic), got {len(raft.secret.reveal())}"
         )
+    if raft.insecure_dev_mode and raft.secret is None and not _loopback(raft.bind):
+        raise ConfigError(
+            f"raft.bind={raft.bind!r}: without raft.secret, insecure dev mode runs Raft "
+            "unencrypted (pickled messages anyone reaching the port can send): bind a "
+            "loopback address such as 127.0.0.1, or set raft.secret"
+        )
     check_dsn(config.database.dsn.reveal())
+
+
+def _loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_dsn(dsn: str) -> None:

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ from raftorch.ops.commands import add_operator_commands
 from raftorch.ops.placement_cli import add_placement_commands
 from raftorch.ops.replica import Orchestrator, pool_settings
 from raftorch.ops.tokens import add_token_commands
+
+log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -96,7 +99,12 @@ async def _serve(config: Config) -> int:
 def _cmd_serve(config: Config, args: argparse.Namespace) -> int:
     if args.insecure_dev_mode:
         config = with_overrides(config, {"raft.insecure_dev_mode": True})
-    config.raft.require_secret()  # refuse before anything starts, with one line
+    if config.raft.require_secret() is None:  # refused before anything starts, unless allowed
+        log.warning(
+            "insecure dev mode: Raft runs unencrypted on %s; anyone who can reach it can run "
+            "code in this process (docs/security.md)",
+            config.raft.bind,
+        )
     return asyncio.run(_serve(config))
 
 

@@ -195,6 +195,36 @@ def test_config_check_refuses_a_short_secret_and_a_bad_dsn() -> None:
     assert ssl.returncode == 2 and "sslmode" in ssl.stderr
 
 
+def test_insecure_dev_mode_stays_on_loopback_and_says_so(
+    tmp_path: Path, pg_server: Any, pg_template: str
+) -> None:
+    # As found: in --insecure-dev-mode an unencrypted message from outside was answered and
+    # nothing was logged. Such a replica must listen on loopback and warn when it starts.
+    outside = _config_check(RAFTORCH_RAFT__INSECURE_DEV_MODE="true",
+                            RAFTORCH_RAFT__BIND="0.0.0.0:4321")  # fmt: skip
+    assert outside.returncode == 2 and "bind a loopback address" in outside.stderr
+    assert "Traceback" not in outside.stderr
+    secret = _config_check(RAFTORCH_RAFT__INSECURE_DEV_MODE="true", RAFTORCH_RAFT__SECRET="s" * 16,
+                           RAFTORCH_RAFT__BIND="0.0.0.0:4321")  # fmt: skip
+    assert secret.returncode == 0, secret.stderr  # encrypted: any address will do
+    name = "hostile_insecure"
+    pg_server.create_database(name, template=pg_template)
+    cluster = ProcessCluster(tmp_path, pg_server.dsn(name), size=1)
+    [replica] = cluster.replicas
+    env = {k: v for k, v in cluster.env(replica).items() if k != "RAFTORCH_RAFT__SECRET"}
+    with replica.log_path.open("ab") as log:
+        replica.process = subprocess.Popen(
+            [sys.executable, "-m", "raftorch", "serve", "--insecure-dev-mode"], env=env,
+            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_until(lambda: cluster.ready(replica), 60.0, "the insecure replica ready")
+        text = replica.log_path.read_text()
+        assert "WARNING" in text and "Raft runs unencrypted" in text, text[-2000:]
+    finally:
+        cluster.stop_all()
+        pg_server.drop_database(name)
+
+
 def test_demo_files_holding_tokens_are_private(tmp_path: Path) -> None:
     # As found: demo-state.json (tokens, Raft secret) readable by everyone (0644).
     fresh = tmp_path / "fresh" / "demo-state.json"
