@@ -21,6 +21,7 @@ from aiohttp import hdrs, web
 from persistence.artifacts import ArtifactInfo
 from protocol.admin import ArtifactList, ArtifactOut, PluginList
 from protocol.errors import ValidationError
+from protocol.values import NAME_RE
 from raftorch.api.context import Context
 from raftorch.api.edge import (
     AuthedHandler,
@@ -122,6 +123,7 @@ async def list_plugins(_r: web.Request, ctx: Context, _p: Principal) -> web.Resp
 
 _T = ("artifacts",)
 _ONE = "/api/v1/artifacts/{name}"
+_NAME = (("name", NAME_RE.pattern),)
 _VERSION = (QueryParam("version", "Version to fetch (default: the latest).", minimum=1,
                        maximum=MAX_VERSION),)  # fmt: skip
 
@@ -131,12 +133,13 @@ ARTIFACT_TABLE: RouteTable = [
                response=ArtifactList, tags=_T), list_artifacts),
     (RouteSpec("POST", _ONE, "Upload a new version (raw body; Content-Type = media type)",
                "admin", response=ArtifactOut, request_content="*/*", success_status=201,
-               tags=_T), upload_artifact),
+               tags=_T, path_patterns=_NAME), upload_artifact),
     (RouteSpec("GET", _ONE, "Fetch an artifact's content (always as an octet-stream "
                "attachment; the uploaded type is in X-Raftorch-Media-Type)", "viewer",
-               response_content=DEFAULT_MEDIA_TYPE, tags=_T, query=_VERSION), fetch_artifact),
+               response_content=DEFAULT_MEDIA_TYPE, tags=_T, query=_VERSION,
+               path_patterns=_NAME), fetch_artifact),
     (RouteSpec("DELETE", _ONE, "Delete every version (409 while an adapter uses it)", "admin",
-               success_status=204, tags=_T), delete_artifact),
+               success_status=204, tags=_T, path_patterns=_NAME), delete_artifact),
     (RouteSpec("GET", "/api/v1/plugins", "Connector types pods have advertised", "viewer",
                response=PluginList, tags=("plugins",)), list_plugins),
 ]

@@ -64,6 +64,8 @@ class RouteSpec:
     also_content: tuple[str, ...] = ()
     """Other media types the body and the answer may come in (the pod routes: msgpack, and
     JSON for debugging; the answer is in the request's format)."""
+    path_patterns: tuple[tuple[str, str], ...] = ()
+    """(path parameter, the regex the handler holds it to) for parameters it checks."""
 
 
 OPENAPI_ROUTE = RouteSpec("GET", OPENAPI_PATH, "This OpenAPI document", role="none", tags=("meta",))
@@ -80,12 +82,15 @@ def _operation_id(route: RouteSpec) -> str:
 
 
 def _parameters(route: RouteSpec) -> list[dict[str, Any]]:
-    params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in _PATH_PARAM.findall(route.path)
-    ]
+    patterns = dict(route.path_patterns)
+    params: list[dict[str, Any]] = []
+    for name in _PATH_PARAM.findall(route.path):
+        schema: dict[str, Any] = {"type": "string"}
+        if name in patterns:
+            schema["pattern"] = patterns[name].replace("\\Z", "$")  # as in the components
+        params.append({"name": name, "in": "path", "required": True, "schema": schema})
     for q in route.query:
-        schema: dict[str, Any] = {"type": q.kind}
+        schema = {"type": q.kind}
         if q.minimum is not None:
             schema["minimum"] = q.minimum
         if q.maximum is not None:

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from protocol.admin import PodOut
 from protocol.errors import NotFoundError, UnavailableError
+from protocol.values import POD_ID_RE
 from raftorch.api.context import Context, LeaderActions
 from raftorch.api.edge import Principal, iso_time, json_response, read_body, record_action
 from raftorch.api.openapi import RouteSpec
@@ -83,12 +84,14 @@ async def rebalance(request: web.Request, ctx: Context, who: Principal) -> web.R
 
 
 _POD = "/api/v1/pods/{id}"
+_POD_ID = (("id", POD_ID_RE.pattern),)
 PLACEMENT_TABLE = [
     (RouteSpec("POST", f"{_POD}/drain", "Move every session off a pod by handoff; place "
                "nothing new on it (it keeps running)", "operator", response=PodOut,
-               success_status=202, tags=("pods",)), drain_pod),
+               success_status=202, tags=("pods",), path_patterns=_POD_ID), drain_pod),
     (RouteSpec("POST", f"{_POD}/undrain", "Make a drained pod a placement target again",
-               "operator", response=PodOut, success_status=202, tags=("pods",)), undrain_pod),
+               "operator", response=PodOut, success_status=202, tags=("pods",),
+               path_patterns=_POD_ID), undrain_pod),
     (RouteSpec("POST", "/api/v1/cluster/rebalance", "Restore the spread now, by handoff",
                "operator", response=RebalanceOut, success_status=202, tags=("cluster",)),
      rebalance),

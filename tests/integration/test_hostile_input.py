@@ -265,6 +265,9 @@ def test_the_served_document_matches_what_the_routes_do(replica: ProcessCluster)
     [version] = [p for p in paths["/api/v1/artifacts/{name}"]["get"]["parameters"]
                  if p["name"] == "version"]  # fmt: skip
     assert version["schema"]["maximum"] == 2**31 - 1
+    [name] = [p for p in paths["/api/v1/artifacts/{name}"]["post"]["parameters"]
+              if p["name"] == "name"]  # fmt: skip
+    assert name["schema"]["pattern"].endswith("{0,127}$")  # what the handler holds it to
     [pod_id] = [p for p in paths["/pod/v1/assignments"]["get"]["parameters"]
                 if p["name"] == "pod_id"]  # fmt: skip
     assert pod_id["required"] is True
