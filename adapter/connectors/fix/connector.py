@@ -6,7 +6,8 @@ sequence numbers, binds the listening socket (acceptor) and starts one task that
 connects or accepts, runs a `FixSession` per connection, and decides what follows
 each: reconnect with back-off, ERROR that waits for an operator (MsgSeqNum too
 low), or the end (fenced, stopped). `stop()` logs out, waits a bounded time for the
-counterparty's Logout, closes, and stops listening.
+counterparty's Logout, closes, and stops listening. On Kubernetes an acceptor's owner
+also labels its own Pod while it listens (`ownerlabel`), in the background.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 
 from adapter.connectors import Backoff, cancel_and_wait
 from adapter.connectors.fix.dictionary import DataDictionary
+from adapter.connectors.fix.ownerlabel import OwnerLabels
 from adapter.connectors.fix.session import Ended, EndKind, FixSession
 from adapter.connectors.fix.store import SequenceStore
 from adapter.sdk import Connector, SessionContext, SessionInfo, SessionStatus
@@ -69,6 +71,7 @@ class FixConnector(Connector):
         )
         self._stopping = asyncio.Event()
         self._reported: tuple[SessionStatus, str] | None = None
+        self._labels: OwnerLabels | None = None
 
     async def prepare(self, info: SessionInfo) -> None:
         """Warm standby: check the configuration; a standby never listens."""
@@ -87,6 +90,7 @@ class FixConnector(Connector):
         store = SequenceStore(context.state, context.info)
         await store.load()
         if config.role == "acceptor":
+            self._labels = OwnerLabels.for_pod(context.metrics)
             await self._listen(config)
         self._task = asyncio.create_task(
             self._run(config, context, store, dictionary), name=f"fix:{context.info.slot}"
@@ -95,6 +99,7 @@ class FixConnector(Connector):
     async def stop(self) -> None:
         """Log out, wait (bounded) for the counterparty's Logout, close, stop listening."""
         self._stopping.set()
+        self._unlabel()  # first: the Service stops sending the venue here while we log out
         if self._session is not None:
             self._session.request_stop("adapter stopped")
         task = self._task
@@ -121,11 +126,18 @@ class FixConnector(Connector):
         log.info(
             "fix acceptor listening session=%s on=%s:%d", self._slot(), config.host, config.port
         )
+        if self._labels is not None and self._context is not None:
+            self._labels.listening(self._context, config.port, config.host)
         return True
+
+    def _unlabel(self) -> None:
+        if self._labels is not None and self._context is not None:
+            self._labels.released(self._context.info.slot, self._context.info.epoch)
 
     async def _unlisten(self) -> None:
         server, self._server = self._server, None
         if server is not None:
+            self._unlabel()
             server.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 1.0)

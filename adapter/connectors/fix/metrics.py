@@ -48,6 +48,13 @@ class FixMetrics:
             ["direction"],
             registry=registry,
         )
+        self.pod_label_requests = Counter(
+            "raftorch_fix_pod_label_requests_total",
+            "Kubernetes API calls for acceptor owner labels (read, list, label, unlabel, pass), "
+            "by result (ok, error)",
+            ["operation", "result"],
+            registry=registry,
+        )
 
     @classmethod
     def of(cls, registry: CollectorRegistry | None) -> FixMetrics:
