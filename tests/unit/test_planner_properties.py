@@ -1,4 +1,11 @@
-"""Planner + appliers under random cluster histories: safety invariants after every entry."""
+"""Planner + appliers under random cluster histories: safety invariants after every entry.
+
+Rebalancing and operator drains run throughout (random move budgets): pods carry out
+handoffs late or never (they die mid-handoff), targets die, leaders change. Every plan
+stays within its budgets, moves at most one session per adapter and none of an adapter
+mid-handoff; a slot is granted only once the pod that ran it released it or lost its
+lease (never two live owners); after a settle the spread holds (issue #15).
+"""
 
 from __future__ import annotations
 
@@ -15,8 +22,11 @@ from hypothesis.stateful import (
 from protocol.values import DeploymentMode, PodState, SlotStatus
 from raftorch.core.model import (
     AdapterSpec,
+    ApplyResult,
     Command,
     DrainPod,
+    Handoff,
+    Moves,
     Plan,
     Policy,
     RaiseEpochFloor,
@@ -24,8 +34,10 @@ from raftorch.core.model import (
     Release,
     RemovePod,
     ReportStatus,
+    SetPodDrain,
     SlotState,
     View,
+    slot_adapter,
     slot_id,
     slot_index,
 )
@@ -52,6 +64,9 @@ adapter_specs = st.builds(
     enabled=st.booleans(),
 )
 reportable = st.sampled_from([SlotStatus.CLAIMING, SlotStatus.ACTIVE, SlotStatus.ERROR])
+STOPPING = (SlotStatus.REVOKING, SlotStatus.HANDING_OFF)  # the owner was told to stop
+MOVABLE = (SlotStatus.ACTIVE, SlotStatus.ERROR)  # what rebalancing may move
+BUSY = (SlotStatus.HANDING_OFF, SlotStatus.CLAIMING)  # an adapter with such a slot: no move
 
 
 def desired_count(spec: AdapterSpec | None) -> int:
@@ -75,6 +90,10 @@ class PlannerAndState(RuleBasedStateMachine):
         self.incarnations = 0
         self.max_issued = 0
         self.epochs: dict[str, int] = {}
+        self.moves = Moves()
+        self.holders: dict[str, tuple[str, str]] = {}  # slot -> (pod, incarnation) running it
+        self.leaving: set[str] = set()  # pods shutting down (SIGTERM): never undrained
+        self.handoffs = 0
 
     # --- the world ------------------------------------------------------------------
 
@@ -83,16 +102,23 @@ class PlannerAndState(RuleBasedStateMachine):
         standbys=st.integers(0, 2),
         pods=st.lists(st.tuples(pod_ids, connector_sets, capacities, zones), max_size=5),
         adapters=st.lists(adapter_specs, max_size=5),
+        rebalance=st.integers(0, 3),
+        drain=st.integers(0, 3),
     )
     def populate(
         self,
+        *,
         budget: int,
         standbys: int,
         pods: list[tuple[str, frozenset[str], int, str | None]],
         adapters: list[AdapterSpec],
+        rebalance: int,
+        drain: int,
     ) -> None:
-        """Start from a running cluster rather than an empty one, to reach more states."""
+        """Start from a running cluster rather than an empty one, to reach more states.
+        Every plan may move sessions by handoff within the drawn budgets (0: never)."""
         self.policy = Policy(TTL, max_grants_per_tick=budget, standbys_per_slot=standbys)
+        self.moves = Moves(rebalance=rebalance, drain=drain)
         for pod in pods:
             self.register(*pod)
         for spec in adapters:
@@ -122,9 +148,18 @@ class PlannerAndState(RuleBasedStateMachine):
 
     @rule(pod_id=pod_ids)
     def drain(self, pod_id: str) -> None:
+        """The pod shuts down (SIGTERM): nothing new is placed on it."""
         pod = self.state.pods.get(pod_id)
         if pod is not None:
             self.apply_ok(DrainPod(pod_id, pod.incarnation))
+            self.leaving.add(pod_id)
+        self.tick()
+
+    @rule(pod_id=pod_ids, draining=st.booleans())
+    def operator_drain(self, pod_id: str, draining: bool) -> None:
+        """An operator drains a running pod (its sessions move off by handoff) or undrains it."""
+        if pod_id in self.state.pods and pod_id not in self.leaving:
+            self.apply_ok(SetPodDrain(pod_id, draining))
         self.tick()
 
     @rule(seconds=st.sampled_from([0.5, 2.0, 4.0, TTL - 0.5, TTL + 0.5, 3 * TTL]))
@@ -156,13 +191,28 @@ class PlannerAndState(RuleBasedStateMachine):
     def release(self, data: st.DataObject) -> None:
         """An owner stops its session (restart, drain, or a revocation carried out)."""
         current = data.draw(st.sampled_from(self.owned()))
-        assert current.owner is not None
-        self.apply_ok(Release(current.slot, current.owner, current.epoch, "stopped"))
+        self.release_slot(current)
+        self.tick()
+
+    @rule()
+    def sessions_come_up(self) -> None:
+        """Every live owner's starting session comes up (then it may be moved)."""
+        self.come_up()
         self.tick()
 
     @rule()
     def owners_obey_revocations(self) -> None:
+        """Every live owner told to stop (revoked, handed off) stops and releases."""
         self.release_revoked()
+        self.tick()
+
+    @precondition(lambda self: self.revoking())
+    @rule(data=st.data())
+    def one_owner_obeys(self, data: st.DataObject) -> None:
+        """One owner told to stop does so, the others are still at it."""
+        current = data.draw(st.sampled_from(self.revoking()))
+        if current.owner in self.alive:
+            self.release_slot(current)
         self.tick()
 
     @rule(bump=st.integers(0, 5))
@@ -183,6 +233,7 @@ class PlannerAndState(RuleBasedStateMachine):
         decided = self.tick()
         for _ in range(SETTLE_TICKS):
             self.release_revoked()
+            self.come_up()
             self.pass_time(1.0)
             decided = self.tick()
             if not decided and not self.revoking():
@@ -194,9 +245,11 @@ class PlannerAndState(RuleBasedStateMachine):
 
     def tick(self) -> Plan:
         snap = self.state.snapshot()
-        view = View(dict(self.adapters), snap.pods, snap.slots, dict(self.renewals))
+        view = View(dict(self.adapters), snap.pods, snap.slots, dict(self.renewals),
+                    moves=self.moves)  # fmt: skip
         decided = plan(view, self.now, self.policy)
         assert plan(view, self.now, self.policy) == decided  # deterministic
+        self.check_moves(view, decided)
         for command in decided.commands:
             if isinstance(command, RemovePod):  # expired, and only if expired
                 renewal = self.renewals.get(command.pod_id)
@@ -207,6 +260,8 @@ class PlannerAndState(RuleBasedStateMachine):
         for slot, pod_id, epoch in result.granted:
             assert epoch > self.max_issued, (slot, epoch, self.max_issued)
             self.max_issued = epoch
+            self.check_no_live_holder(slot, pod_id)
+            self.holders[slot] = (pod_id, self.state.pods[pod_id].incarnation)
             pod = snap.pods[pod_id]
             assert pod.state is PodState.ACTIVE
             assert self.adapters[slot.rsplit("/", 1)[0]].connector in pod.connectors
@@ -214,16 +269,65 @@ class PlannerAndState(RuleBasedStateMachine):
             del self.renewals[pod_id]
         return decided
 
-    def apply_ok(self, *commands: Command) -> object:
+    def apply_ok(self, *commands: Command) -> ApplyResult:
         self.requests += 1
         result = self.state.apply(f"r{self.requests}", self.now, commands)
         assert result.rejected == (), (result.rejected, commands)
         assert result.error == "", result.error
         return result
 
+    def check_moves(self, view: View, decided: Plan) -> None:
+        """A plan's handoffs: within each budget, one per adapter, none of an adapter with a
+        move in flight or a slot still starting, only from a settled state, each from the
+        current owner of a running session to another able pod (drains: off a drained pod)."""
+        handoffs = [c for c in decided.commands if isinstance(c, Handoff)]
+        if not handoffs:
+            return
+        self.handoffs += len(handoffs)
+        assert len(handoffs) == len(decided.commands), decided  # nothing else changing
+        reasons = [h.reason for h in handoffs]
+        assert reasons.count("rebalance") <= self.moves.rebalance, decided
+        assert reasons.count("drain") <= self.moves.drain, decided
+        assert set(reasons) <= {"rebalance", "drain"}, decided
+        adapters = [slot_adapter(h.slot) for h in handoffs]
+        assert len(set(adapters)) == len(adapters), decided
+        for h in handoffs:
+            current = view.slots[h.slot]
+            assert (current.owner, current.epoch) == (h.pod_id, h.epoch), (h, current)
+            assert current.status in MOVABLE, (h, current)
+            for other in view.slots.values():
+                if other.adapter_id != current.adapter_id:
+                    continue
+                assert other.status not in BUSY, f"moved {h.slot} while {other.slot} is busy"
+                assert other.owner is not None or other.handoff_to is None, (h, other)
+            target = view.pods[h.to_pod]
+            assert h.to_pod != h.pod_id and target.state is PodState.ACTIVE, (h, target)
+            assert self.adapters[current.adapter_id].connector in target.connectors, h
+            if h.reason == "drain":
+                assert view.pods[h.pod_id].state is PodState.DRAINING, h
+
+    def check_no_live_holder(self, slot: str, pod_id: str) -> None:
+        """Never two owners: the pod that ran `slot` before released it, or its
+        incarnation is gone (expired: its lease had lapsed; or replaced by a restart)."""
+        held = self.holders.get(slot)
+        if held is None:
+            return
+        pod = self.state.pods.get(held[0])
+        assert pod is None or pod.incarnation != held[1], (
+            f"{slot} granted to {pod_id} while {held[0]} still runs it"
+        )
+
+    def release_slot(self, current: SlotState) -> None:
+        """The owner stops the session and releases it."""
+        assert current.owner is not None
+        self.apply_ok(Release(current.slot, current.owner, current.epoch, "stopped"))
+        if self.holders.get(current.slot, ("",))[0] == current.owner:
+            del self.holders[current.slot]
+
     def register(
         self, pod_id: str, connectors: frozenset[str], capacity: int, zone: str | None
     ) -> None:
+        self.leaving.discard(pod_id)
         self.incarnations += 1
         labels = (("zone", zone),) if zone is not None else ()
         command = RegisterPod(
@@ -239,16 +343,24 @@ class PlannerAndState(RuleBasedStateMachine):
         for pod_id in self.alive:
             self.renewals[pod_id] = self.now
 
+    def come_up(self) -> None:
+        """Live owners' sessions still starting come up (else they are never moved)."""
+        for current in self.owned():
+            if current.status is SlotStatus.CLAIMING and current.owner in self.alive:
+                self.apply_ok(ReportStatus(current.slot, current.owner, current.epoch,
+                                           SlotStatus.ACTIVE))  # fmt: skip
+
     def release_revoked(self) -> None:
         for current in self.revoking():
             if current.owner in self.alive:
-                self.apply_ok(Release(current.slot, current.owner, current.epoch, "revoked"))
+                self.release_slot(current)
 
     def owned(self) -> list[SlotState]:
         return [s for _, s in sorted(self.state.slots.items()) if s.owner is not None]
 
     def revoking(self) -> list[SlotState]:
-        return [s for s in self.owned() if s.status is SlotStatus.REVOKING]
+        """Owned slots whose owner was told to stop (revoked or handed off)."""
+        return [s for s in self.owned() if s.status in STOPPING]
 
     def check_settled(self) -> None:
         for adapter_id, spec in sorted(self.adapters.items()):
@@ -256,9 +368,13 @@ class PlannerAndState(RuleBasedStateMachine):
                 current = self.state.slots.get(slot_id(adapter_id, index))
                 assert current is not None, (adapter_id, index)
                 assert current.owner is not None, current
-                assert current.status is not SlotStatus.REVOKING, current
+                assert current.status not in STOPPING, current
                 if spec.mode is DeploymentMode.ACTIVE_PASSIVE:
                     assert len(current.standbys) == self.policy.standbys_per_slot, current
+        if self.moves.drain:  # the reserve pods can take everything: drained pods are empty
+            for current in self.owned():
+                owner = self.state.pods[current.owner or ""]
+                assert owner.state is not PodState.DRAINING, (current, owner)
 
     # --- safety, after every step ---------------------------------------------------------
 
