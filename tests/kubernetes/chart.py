@@ -28,8 +28,25 @@ INGRESS_CONTROLLER = [
 
 # The values a user must give (a database); everything else is the chart's default.
 REQUIRED: dict[str, Any] = {"database": {"dsn": DSN}}
+# Two FIX acceptors a venue dials: one behind a cloud load balancer, one inside the cluster.
+FIX_ACCEPTORS: list[dict[str, Any]] = [
+    {
+        "name": "lse",
+        "adapter": "fix-lse",
+        "port": 9001,
+        "service": {
+            "type": "LoadBalancer",
+            "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
+            "nodePort": 30901,
+            "loadBalancerSourceRanges": ["203.0.113.0/24"],
+        },
+        "networkPolicyFrom": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
+    },
+    {"name": "xetra-t7", "adapter": "Xetra.T7_prod", "port": 9002},
+]
 SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
+    "fix-acceptors": {"fixAcceptors": FIX_ACCEPTORS},
     "five-replicas": {"orchestrator": {"replicas": 5}},
     "all-monitoring": {
         "serviceMonitor": {"enabled": True},

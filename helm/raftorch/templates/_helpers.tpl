@@ -94,6 +94,51 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if and .Values.adapter.autoscaling.enabled (gt (.Values.adapter.autoscaling.minReplicas | int) (.Values.adapter.autoscaling.maxReplicas | int)) -}}
 {{- fail (printf "adapter.autoscaling: minReplicas=%v is above maxReplicas=%v" .Values.adapter.autoscaling.minReplicas .Values.adapter.autoscaling.maxReplicas) -}}
 {{- end -}}
+{{- include "raftorch.validateFixAcceptors" . -}}
+{{- end -}}
+
+{{/* The Service of one FIX acceptor: pass (list . name). */}}
+{{- define "raftorch.fixService" -}}
+{{- printf "%s-fix-%s" (include "raftorch.fullname" (index . 0)) (index . 1) -}}
+{{- end -}}
+
+{{/* fixAcceptors: what the schema cannot say (uniqueness, lengths, combinations). */}}
+{{- define "raftorch.validateFixAcceptors" -}}
+{{- $seen := dict -}}
+{{- range $i, $f := .Values.fixAcceptors -}}
+{{- $where := printf "fixAcceptors[%d] (%s)" $i $f.name -}}
+{{- range $field := list "name" "adapter" "port" -}}
+{{- $key := printf "%s=%v" $field (get $f $field) -}}
+{{- if hasKey $seen $key -}}
+{{- fail (printf "%s: %s %v is already used by %s; each acceptor needs its own" $where $field (get $f $field) (get $seen $key)) -}}
+{{- end -}}
+{{- $_ := set $seen $key (printf "fixAcceptors[%d]" $i) -}}
+{{- end -}}
+{{- if eq (int $f.port) (int $.Values.adapter.metricsPort) -}}
+{{- fail (printf "%s: port %v is adapter.metricsPort" $where $f.port) -}}
+{{- end -}}
+{{- $service := include "raftorch.fixService" (list $ $f.name) -}}
+{{- if gt (len $service) 63 -}}
+{{- fail (printf "%s: its Service name %s has %d characters, at most 63 are allowed: shorten the name (or fullnameOverride)" $where $service (len $service)) -}}
+{{- end -}}
+{{- $s := $f.service | default dict -}}
+{{- $type := $s.type | default "ClusterIP" -}}
+{{- if and $s.nodePort (eq $type "ClusterIP") -}}
+{{- fail (printf "%s: service.nodePort needs service.type NodePort or LoadBalancer" $where) -}}
+{{- end -}}
+{{- if and $s.loadBalancerSourceRanges (ne $type "LoadBalancer") -}}
+{{- fail (printf "%s: service.loadBalancerSourceRanges needs service.type LoadBalancer" $where) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The acceptors as the pods read them (RAFTORCH_FIX_ACCEPTORS): [{name, adapter, port}]. */}}
+{{- define "raftorch.fixAcceptorsEnv" -}}
+{{- $items := list -}}
+{{- range .Values.fixAcceptors -}}
+{{- $items = append $items (dict "name" .name "adapter" .adapter "port" (int .port)) -}}
+{{- end -}}
+{{- toJson $items -}}
 {{- end -}}
 
 {{/* Scheduling of one component: pass (list . "orchestrator" .Values.orchestrator). */}}
