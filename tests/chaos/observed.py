@@ -106,10 +106,20 @@ def _windows(events: list[Event]) -> list[tuple[Event, float]]:
     return out
 
 
+def _handed_off(events: list[Event]) -> set[tuple[str, int]]:
+    """(slot, epoch) of sessions their pod stopped for a move by graceful handoff (the
+    leader rebalancing or draining): a planned move, not a drop (as in the trail check)."""
+    stops = [ev for ev in events if ev["kind"] == "session_stop"]
+    return {(text(ev, "slot"), integer(ev, "epoch")) for ev in stops
+            if text(ev, "reason").startswith("handoff")}  # fmt: skip
+
+
 def api_moves(events: list[Event]) -> list[str]:
     """Slots the API showed under a new owner or epoch inside the window of a fault that
-    may drop nothing; each as "fault-id kind slot owner@epoch -> owner@epoch at +t"."""
+    may drop nothing, other than moves by graceful handoff; each as "fault-id kind slot
+    owner@epoch -> owner@epoch at +t"."""
     views = api_views(events)
+    handed_off = _handed_off(events)
     t0 = number(events[0], "t") if events else 0.0
     out: list[str] = []
     for ev, until in _windows(events):
@@ -126,7 +136,10 @@ def api_moves(events: list[Event]) -> list[str]:
                     continue
                 # A new grant shows as a higher epoch; a lower one is a lagging replica's
                 # answer (the observer may have switched replicas), not a move.
-                if was is not None and was.owner and view.owner and view.epoch > was.epoch:
+                if (
+                    was is not None and was.owner and view.owner and view.epoch > was.epoch
+                    and (slot, was.epoch) not in handed_off
+                ):  # fmt: skip
                     out.append(f"{text(ev, 'id')} {text(ev, 'fault')} {slot} "
                                f"{was.owner}@{was.epoch} -> {view.owner}@{view.epoch} "
                                f"at +{view.seen - t0:.3f}s")  # fmt: skip

@@ -86,6 +86,21 @@ def test_a_move_seen_in_the_api_during_a_leader_change_is_a_drop() -> None:
     assert v.message.endswith("at +5.000s")
 
 
+def test_a_move_by_graceful_handoff_during_a_fault_is_no_drop() -> None:
+    # The leader rebalanced: pod-1 stopped the session for a handoff, pod-2 got it.
+    c = leader_kill_seen("pod-2", 2).renew("pod-2", 12, 0.0, 12.0)
+    c.stop(4.5, "pod-1", "a", 1, pid=11, reason="handoff: the session moves to another pod",
+           began=4.45)  # fmt: skip
+    c.grant(4.55, "a", "pod-2", 2).session(4.6, "pod-2", "a", 2, pid=12)
+
+    assert c.check().ok, c.check().summary()
+    # A stop for any other reason still leaves the move a drop.
+    c = leader_kill_seen("pod-2", 2)
+    c.stop(4.5, "pod-1", "a", 1, pid=11, reason="lease expired: fenced itself", began=4.45)
+    c.session(4.6, "pod-2", "a", 2, pid=12)
+    assert len(api_moves(sorted(c.build().events, key=lambda ev: float(ev["t"])))) == 1
+
+
 def test_an_unchanged_owner_during_a_leader_change_passes() -> None:
     report = leader_kill_seen("pod-1", 1).check()
 
