@@ -66,6 +66,12 @@ async def test_a_follower_that_missed_heartbeats_does_not_depose_the_leader(
         cluster.close()
 
 
+async def _heard_again(follower: Replica, since: float) -> None:
+    """Until the follower has heard the leader for a while (the leader its answers)."""
+    await wait_for(lambda: follower.node.election.last_leader_contact > since + 0.1, 5.0,
+                   "the follower hearing from the leader again")  # fmt: skip
+
+
 async def test_two_live_replicas_do_not_depose_each_other(tmp_path: Path) -> None:
     """Bug 7's shape: the third replica down, the leader's append-entries late at the
     follower (held back one way only: the follower's own messages still arrive)."""
@@ -85,9 +91,7 @@ async def test_two_live_replicas_do_not_depose_each_other(tmp_path: Path) -> Non
             await holds_for(lambda: _term(leader) == term and leader.node.status().is_leader,
                             LATE, "the leader leads on")  # fmt: skip
             cluster.network.heal()
-            healed = time.monotonic()
-            await wait_for(lambda h=healed: follower.node.election.last_leader_contact > h + 0.1,
-                           5.0, "the follower hearing from the leader again")  # fmt: skip
+            await _heard_again(follower, since=time.monotonic())
             assert _stable(cluster, leader, term)
         assert follower.node.election.pre_votes >= 3
         assert follower.node.election.elections == stood  # no pre-vote passed
