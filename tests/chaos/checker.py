@@ -22,7 +22,8 @@ How events are read:
   interval like a stop. Any other refusal means the start held nothing. A start
   while the incarnation holds no valid lease breaches invariant 1: the pod starts
   sessions only inside its lease.
-- Invariant 4: a `session_stop` whose reason does not start with "drain" is a
+- Invariant 4: a `session_stop` whose reason does not start with "drain" (SIGTERM),
+  "handoff" (a move by graceful handoff) or "revoked" (the adapter disabled) is a
   drop. It dates from `began` (when the stop started) if given, else from `t`,
   and must lie in the excuse window of a fault whose `may_drop` names the pod
   (or "*"). If the fault names the pid it hit (`pids: {pod: pid}`), only that
@@ -33,7 +34,10 @@ How events are read:
   A stop of an adapter the nemesis had just disabled is the user's order carried
   out, not a drop (`tests/chaos/orders.py`). Seen from outside, a slot that the
   public API showed under a new owner or epoch while a fault that may drop nothing
-  was open is a drop too (`tests/chaos/observed.py`).
+  was open is a drop too (`tests/chaos/observed.py`), unless its owner had stopped
+  it to hand it over (handoff, SIGTERM drain). A handover is checked like any other
+  change of owner: invariant 1 (the new owner's grant and start come after the old
+  owner's stop) and 6 (no message lost, repeated or reordered across it).
 - Invariant 5 also covers `crashed` {process, returncode}: a process the
   nemesis did not kill exited on its own.
 """
@@ -195,6 +199,8 @@ def check(history: History) -> Report:
         drops=drops,
         drops_excused=drops - by_fault["unexcused"],
         stops_ordered=by_fault["ordered"],
+        handoffs=_stops_for(facts, "handoff"),
+        drain_stops=_stops_for(facts, "drain"),
         drops_by_fault={k: n for k, n in sorted(by_fault.items()) if n and k != "ordered"},
         fault_holds=_holds(facts),
         api_failovers=seen.failovers,
@@ -530,6 +536,11 @@ def _check_drops(facts: _Facts) -> tuple[list[Violation], int, Counter[str]]:
         )
         out.append(Violation(4, msg))
     return out, drops, by_fault
+
+
+def _stops_for(facts: _Facts, prefix: str) -> int:
+    """Session stops whose reason starts with `prefix` ("handoff": a move; "drain": SIGTERM)."""
+    return sum(1 for ev in facts.of("session_stop") if text(ev, "reason").startswith(prefix))
 
 
 def _holds(facts: _Facts) -> dict[str, list[float]]:

@@ -106,12 +106,18 @@ def _windows(events: list[Event]) -> list[tuple[Event, float]]:
     return out
 
 
+HANDED_OVER = ("handoff", "drain")
+"""Stop reasons of a session handed over cleanly: a move by graceful handoff (the leader
+rebalancing or draining a pod) or a pod draining on SIGTERM; either way the pod stopped
+it, then released it, and only then was it granted on."""
+
+
 def _handed_off(events: list[Event]) -> set[tuple[str, int]]:
-    """(slot, epoch) of sessions their pod stopped for a move by graceful handoff (the
-    leader rebalancing or draining): a planned move, not a drop (as in the trail check)."""
+    """(slot, epoch) of sessions their pod stopped to hand them over: a planned move, not a
+    drop (as in the trail check)."""
     stops = [ev for ev in events if ev["kind"] == "session_stop"]
     return {(text(ev, "slot"), integer(ev, "epoch")) for ev in stops
-            if text(ev, "reason").startswith("handoff")}  # fmt: skip
+            if text(ev, "reason").startswith(HANDED_OVER)}  # fmt: skip
 
 
 def api_moves(events: list[Event]) -> list[str]:

@@ -65,6 +65,8 @@ class Report:
     crashes: int = 0
     messages: dict[str, dict[str, int]] = field(default_factory=dict)
     stops_ordered: int = 0  # stops of adapters the nemesis disabled (not drops)
+    handoffs: int = 0  # sessions stopped for a move by graceful handoff (not drops)
+    drain_stops: int = 0  # sessions stopped by a pod draining on SIGTERM (not drops)
     drops_by_fault: dict[str, int] = field(default_factory=dict)  # excusing kind or "unexcused"
     fault_holds: dict[str, list[float]] = field(default_factory=dict)  # seconds each was held
     api_failovers: list[Failover] = field(default_factory=list)  # as the public API showed it
@@ -116,6 +118,8 @@ class Report:
             "drops_unexcused": self.drops - self.drops_excused,
             "drops_by_fault": dict(self.drops_by_fault),
             "stops_ordered": self.stops_ordered,
+            "handoffs": self.handoffs,
+            "drain_stops": self.drain_stops,
             "crashes": self.crashes,
             "messages": {q: dict(m) for q, m in self.messages.items()},
         }
@@ -143,6 +147,7 @@ class Report:
             f"(refused {self.sessions_refused}, without a lease {self.sessions_without_lease}), "
             f"drops {self.drops} ({self.drops_excused} excused, "
             f"{self.drops - self.drops_excused} not), stops ordered {self.stops_ordered}, "
+            f"handoffs {self.handoffs}, drain stops {self.drain_stops}, "
             f"writes rejected by the fence {self.writes_rejected}, "
             f"processes exited on their own {self.crashes}",
             f"failover: {fo['count']} samples, p50 {_sec(fo['p50'])}, p99 {_sec(fo['p99'])}, "
