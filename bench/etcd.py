@@ -115,68 +115,83 @@ class EtcdCluster:
                 process.wait(5)
 
 
-async def _keep_alive(
-    port: int, count: int, *, ttl: int, interval: float, stop: asyncio.Event, out: dict[str, Any]
-) -> None:
-    """`count` leases through the member at `port`, one keep-alive each per `interval`."""
-    import aetcd  # noqa: PLC0415
-    from aetcd.rpc import LeaseKeepAliveRequest  # type: ignore[import-untyped]  # noqa: PLC0415
+class LeaseKeeper:
+    """`count` leases through the member at `port`, one keep-alive each per `interval`,
+    all on one LeaseKeepAlive stream; results go into `out` (the fleet's format)."""
 
-    client = aetcd.Client("127.0.0.1", port)
-    try:
-        leases = [(await client.lease(ttl)).id for _ in range(count)]
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        pending: dict[int, tuple[float, float]] = {}  # lease -> (wall send, perf send)
-        lapsed: set[int] = set()  # leases etcd answered TTL 0 for: expired
+    def __init__(self, port: int, count: int, ttl: int, interval: float,
+                 out: dict[str, Any]) -> None:  # fmt: skip
+        self.port, self.count, self.ttl, self.interval, self.out = port, count, ttl, interval, out
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.pending: dict[int, tuple[float, float]] = {}  # lease -> (wall send, perf send)
+        self.lapsed: set[int] = set()  # leases etcd answered TTL 0 for: expired
+        self.granted = 0
+        self.all_granted = asyncio.Event()
 
-        async def requests() -> Any:
-            while True:
-                yield await queue.get()
+    async def run(self, stop: asyncio.Event) -> None:
+        import aetcd  # noqa: PLC0415
 
-        stream = client.leasestub.LeaseKeepAlive(requests(), metadata=client.metadata)
+        self.client = aetcd.Client("127.0.0.1", self.port)
+        try:
+            await self.client.connect()
+            stream = self.client.leasestub.LeaseKeepAlive(
+                self._requests(), metadata=self.client.metadata
+            )
+            tasks = [asyncio.create_task(self._read(stream))]
+            tasks += [asyncio.create_task(self._lease()) for _ in range(self.count)]
+            await self.all_granted.wait()
+            self.out["granted"] += 1
+            if self.out["granted"] == self.out["members"]:
+                print("registered", flush=True)
+            await stop.wait()
+            for task in tasks:
+                task.cancel()
+            stream.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await self.client.close()
 
-        async def reader() -> None:
-            async for reply in stream:
-                sent = pending.pop(reply.ID, None)
-                if sent is not None:
-                    out["sent"].append(sent[0])
-                    out["latency"].append(time.perf_counter() - sent[1])
-                    out["status"].append(200 if reply.TTL > 0 else 410)
-                    if reply.TTL <= 0:
-                        lapsed.add(reply.ID)
+    async def _requests(self) -> Any:
+        while True:
+            yield await self.queue.get()
 
-        async def lease_loop(lease_id: int) -> None:
-            await asyncio.sleep(random.uniform(0, interval))
-            next_beat = time.monotonic()
-            while True:
-                if lease_id in pending:  # the last keep-alive was never answered
-                    wall = pending.pop(lease_id)[0]
-                    out["sent"].append(wall)
-                    out["latency"].append(interval)
-                    out["status"].append(0)
-                if lease_id in lapsed:  # as a pod registers again: a new lease
-                    lapsed.discard(lease_id)
-                    out["expired"] += 1
-                    lease_id = (await client.lease(ttl)).id
-                    out["registrations"] += 1
-                pending[lease_id] = (time.time(), time.perf_counter())
-                queue.put_nowait(LeaseKeepAliveRequest(ID=lease_id))
-                next_beat += interval
-                await asyncio.sleep(max(0.0, next_beat - time.monotonic()))
+    async def _read(self, stream: Any) -> None:
+        out = self.out
+        async for reply in stream:
+            sent = self.pending.pop(reply.ID, None)
+            if sent is not None:
+                out["sent"].append(sent[0])
+                out["latency"].append(time.perf_counter() - sent[1])
+                out["status"].append(200 if reply.TTL > 0 else 410)
+                if reply.TTL <= 0:
+                    self.lapsed.add(reply.ID)
 
-        out["granted"] += 1
-        if out["granted"] == out["members"]:
-            print(f"registered {sum(1 for _ in leases)}", flush=True)
-        tasks = [asyncio.create_task(reader())] + [
-            asyncio.create_task(lease_loop(lease)) for lease in leases
-        ]
-        await stop.wait()
-        for task in tasks:
-            task.cancel()
-        stream.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    finally:
-        await client.close()
+    async def _lease(self) -> None:
+        """Granted here and kept alive from here: granting every lease first would let the
+        first ones lapse before their first keep-alive (a pod heartbeats once registered)."""
+        from aetcd.rpc import LeaseKeepAliveRequest  # type: ignore[import-untyped]  # noqa: PLC0415
+
+        out = self.out
+        lease_id = (await self.client.lease(self.ttl)).id
+        self.granted += 1
+        if self.granted == self.count:
+            self.all_granted.set()
+        await asyncio.sleep(random.uniform(0, self.interval))
+        next_beat = time.monotonic()
+        while True:
+            if lease_id in self.pending:  # the last keep-alive was never answered
+                out["sent"].append(self.pending.pop(lease_id)[0])
+                out["latency"].append(self.interval)
+                out["status"].append(0)
+            if lease_id in self.lapsed:  # as a pod registers again: a new lease
+                self.lapsed.discard(lease_id)
+                out["expired"] += 1
+                lease_id = (await self.client.lease(self.ttl)).id
+                out["registrations"] += 1
+            self.pending[lease_id] = (time.time(), time.perf_counter())
+            self.queue.put_nowait(LeaseKeepAliveRequest(ID=lease_id))
+            next_beat += self.interval
+            await asyncio.sleep(max(0.0, next_beat - time.monotonic()))
 
 
 async def _main(spec: dict[str, Any]) -> dict[str, Any]:
@@ -210,7 +225,7 @@ async def _main(spec: dict[str, Any]) -> dict[str, Any]:
     control_task = asyncio.create_task(control())
     await asyncio.gather(
         *(
-            _keep_alive(port, n, ttl=spec["ttl"], interval=spec["interval"], stop=stop, out=out)
+            LeaseKeeper(port, n, spec["ttl"], spec["interval"], out).run(stop)
             for port, n in zip(ports, counts, strict=True)
             if n
         )
