@@ -185,3 +185,22 @@ class LoopLag:
         assert self._task is not None
         self._task.cancel()
         await asyncio.wait({self._task})
+
+
+async def test_a_restarted_pod_that_owns_nothing_drops_its_stale_labels_when_asked(
+    api: FakeKubernetes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expose(monkeypatch, 9001)
+    api.add_pod("pod-a", {KEY: OWNER_VALUE, STALE: OWNER_VALUE, "app": "x"}, {KEY: "4"})
+    labels = OwnerLabels.for_pod(None)
+    assert labels is not None
+    labels.clear_stale()
+    await until(lambda: not labels.busy, "the pass done and the task ended")
+    assert api.labels("pod-a") == {"app.kubernetes.io/component": "adapter", "app": "x"}
+    assert KEY not in api.annotations("pod-a")
+    assert labels.failures == 0
+
+
+async def test_labelling_is_off_without_the_chart_s_variable(api: FakeKubernetes) -> None:
+    api.add_pod("pod-a")
+    assert OwnerLabels.for_pod(None) is None  # KUBERNETES_* and the pod name alone: off

@@ -216,6 +216,12 @@ class OwnerLabels:
             del self._wanted[slot]
             self._kick()
 
+    def clear_stale(self) -> None:
+        """Drop the labels this Pod carries from before a container restart (in the
+        background). The first acceptor start does it too; a pod-start hook may call it
+        (`OwnerLabels.for_pod(registry).clear_stale()`) so that pods owning nothing do."""
+        self._kick()
+
     async def close(self) -> None:
         """Stop the background task (tests, and a loop that ends)."""
         task, self._task = self._task, None
