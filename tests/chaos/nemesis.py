@@ -4,7 +4,9 @@ A fault is injected, held for a while, healed; then the schedule waits for recov
 Every injection and heal is written to the nemesis audit trail with the pods whose
 sessions it may legitimately drop (`may_drop`): a pod that was killed, paused or cut
 off may lose its sessions; a leader change, a partition of a minority of replicas, a
-database outage or a rolling restart may not (invariant 4).
+database outage, a rolling restart, a pod stopped by SIGTERM or drained by an operator
+may not (invariant 4). Pod churn and drains make the leader move sessions by graceful
+handoff (the campaign runs the shipped `placement.rebalance = "on_join"`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import random
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -53,6 +56,29 @@ def _pid(process: object) -> int:
     return int(getattr(process, "pid", 0))
 
 
+def _owned(system: System) -> Counter[str] | None:
+    """Sessions each pod owns as the API shows them (None if no replica answered)."""
+    slots = system.slots()
+    if isinstance(slots, str):
+        return None
+    return Counter(owner for _, owner, _ in slots.values() if owner)
+
+
+def _busiest_pod(system: System, rng: random.Random) -> Pod:
+    """A live pod owning the most sessions (the one whose going away moves the most)."""
+    live = [p for p in system.pods if p.alive() and not p.paused]
+    owned = _owned(system) or Counter()
+    most = max(owned[p.pod_id] for p in live)
+    return rng.choice([p for p in live if owned[p.pod_id] == most])
+
+
+def _registered(system: System, pod_id: str) -> bool:
+    reply = system.api("GET", "/api/v1/pods")
+    return reply.status == 200 and any(
+        p["id"] == pod_id and p["state"] == "ACTIVE" for p in reply.body["items"]
+    )
+
+
 def pod_kill(system: System, rng: random.Random, announce: Announce) -> Injected:
     pod = _live_pod(system, rng)
     assert pod.process is not None
@@ -90,6 +116,69 @@ def pod_isolate(system: System, rng: random.Random, announce: Announce) -> Injec
 
     hold = rng.uniform(1.2, 2.0) * system.ttl
     return Injected("pod-isolate", [pod.pod_id], hold, heal)
+
+
+def pod_churn(system: System, rng: random.Random, announce: Announce) -> Injected:
+    """The busiest pod goes away and comes back, so that the on_join rebalance moves
+    sessions back onto it by handoff. Half the time SIGTERM: the pod drains (its sessions
+    stop cleanly and are handed over at once), so it may drop nothing; else kill -9, held
+    past the TTL so that its registration expires and it rejoins as a new pod. Heal starts
+    it again and waits (bounded) until it is registered."""
+    pod = _busiest_pod(system, rng)
+    assert pod.process is not None
+    facts: dict[str, Any] = {"owned": (_owned(system) or Counter())[pod.pod_id]}
+    pids = {pod.pod_id: _pid(pod.process)}
+    if rng.random() < 0.5:
+        announce("pod-churn", [pod.pod_id], [], pids)
+        system.stop_gracefully(pod.process)
+        facts["how"], hold = "sigterm", rng.uniform(0.5, 2.0)
+    else:
+        announce("pod-churn", [pod.pod_id], [pod.pod_id], pids)
+        system.kill(pod.process)
+        facts["how"], hold = "kill", rng.uniform(1.2, 2.0) * system.ttl
+    # The process is gone: a session it never recorded a stop of ended here at the latest.
+    system.nemesis_trail.record("pod_exit", pod=pod.pod_id, pid=pids[pod.pod_id])
+
+    def heal() -> None:
+        system.start_pod(pod)
+        started = time.monotonic()
+        try:
+            wait_until(partial(_registered, system, pod.pod_id), 30.0, "the pod back")
+            facts["registered_after"] = round(time.monotonic() - started, 3)
+        except AssertionError:
+            facts["registered_after"] = None  # recovery and the checker judge the rest
+
+    return Injected("pod-churn", [pod.pod_id], hold, heal, facts)
+
+
+def pod_drain(system: System, rng: random.Random, announce: Announce) -> Injected:
+    """An operator drains the busiest pod through the admin API while it runs: its
+    sessions move off by graceful handoff, so it may drop nothing. Held until it owns
+    nothing and every slot is ACTIVE (bounded), then a moment; heal undrains it and asks
+    for a one-shot rebalance, which moves sessions back onto it by handoff."""
+    pod = _busiest_pod(system, rng)
+    facts: dict[str, Any] = {"owned": (_owned(system) or Counter())[pod.pod_id]}
+    announce("pod-drain", [pod.pod_id], [])
+    reply = system.api("POST", f"/api/v1/pods/{pod.pod_id}/drain")
+    assert reply.status == 202, reply.body
+    started = time.monotonic()
+
+    def emptied() -> bool:
+        owned = _owned(system)
+        return owned is not None and owned[pod.pod_id] == 0 and not system.not_active()
+
+    try:
+        wait_until(emptied, 60.0, f"{pod.pod_id} drained")
+        facts["empty_after"] = round(time.monotonic() - started, 3)
+    except AssertionError:
+        facts["empty_after"] = None
+
+    def heal() -> None:
+        for path in (f"/api/v1/pods/{pod.pod_id}/undrain", "/api/v1/cluster/rebalance"):
+            answer = system.api("POST", path)
+            assert answer.status == 202, answer.body
+
+    return Injected("pod-drain", [pod.pod_id], rng.uniform(1.0, 3.0), heal, facts)
 
 
 def _kill_replica(
@@ -298,6 +387,8 @@ FAULTS: dict[str, Callable[[System, random.Random, Announce], Injected]] = {
     "slot-flood": slot_flood,
     "cluster-restart": cluster_restart,
     "rolling-restart": rolling_restart,
+    "pod-churn": pod_churn,
+    "pod-drain": pod_drain,
 }
 
 MIXES: dict[str, tuple[str, ...]] = {
@@ -312,6 +403,7 @@ MIXES: dict[str, tuple[str, ...]] = {
     "database-hang": ("db-hang", "db-hang-leader-kill"),
     "pod-load": ("slow-start", "slot-flood"),
     "restart": ("cluster-restart", "rolling-restart"),
+    "rebalance": ("pod-churn", "pod-drain"),
     # the short campaign's mixes, several kinds each
     "processes": ("pod-kill", "pod-pause", "leader-kill", "leader-pause"),
     "network": ("partition-leader", "partition-split", "pod-isolate"),
@@ -325,5 +417,6 @@ MIXES: dict[str, tuple[str, ...]] = {
     "mixed": tuple(FAULTS),
 }
 LONG_MIXES = ("pod-crash", "pod-pause", "leader-crash", "leader-pause", "leader-churn",
-              "partition", "database", "database-hang", "pod-load", "restart")  # fmt: skip
+              "partition", "database", "database-hang", "pod-load", "restart",
+              "rebalance")  # fmt: skip
 SHORT_MIXES = ("processes", "network", "infrastructure")

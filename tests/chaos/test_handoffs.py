@@ -80,3 +80,23 @@ def test_a_move_after_a_stop_that_was_not_a_handover_is_a_drop() -> None:
     flagged(report, 4, "unexcused drop", "pod-1 pid 11")
     flagged(report, 4, "the API showed a session move", "pod-1@1 -> pod-2@2")
     assert (report.drops, report.handoffs) == (1, 0)
+
+
+def churned(*, exit_recorded: bool) -> Campaign:
+    """pod-1 runs slot a and is killed by `pod-churn` at 3.5 (no stop recorded); its lease
+    lapses at 5.9, pod-2 is granted the slot at 6.1; the nemesis records the exit at 3.6."""
+    c = Campaign().renew("pod-1", 11, 0.0, 3.1).renew("pod-2", 21, 0.0, 12.0)
+    c.grant(0.5, "a", "pod-1", 1).session(0.6, "pod-1", "a", 1, pid=11)
+    c.fault(3.5, "f1", "pod-churn", ["pod-1"], may_drop=["pod-1"], pids={"pod-1": 11})
+    if exit_recorded:
+        c.add(3.6, "pod_exit", "nemesis", pod="pod-1", pid=11)
+    c.grant(6.1, "a", "pod-2", 2).session(6.2, "pod-2", "a", 2, pid=21)
+    return c.heal(7.0, "f1").healed_all(7.0).recovered(9.0).add(12.0, "note", "harness")
+
+
+def test_a_pod_the_churn_killed_holds_nothing_after_its_exit() -> None:
+    report = churned(exit_recorded=True).check()
+
+    assert report.ok, report.summary()
+    # Without the record its session would seem to run on past its lease.
+    only(churned(exit_recorded=False).check(), 1, "double owner", "pod-1 pid 11")

@@ -4,7 +4,9 @@ Invariant 1 counts a holding as valid only up to its lease's lapse. That alone w
 never see a pod that keeps running a session past its lease (a watchdog that does not
 fence, a stop that hangs): the session still runs, and another pod may own it by then.
 Here a holding ends where the session really ended: its `session_stop` (written once
-the connector has stopped), the death of its process, or the end of the history.
+the connector has stopped), the death of its process (a `pod-kill` naming its pid, or
+the nemesis's `pod_exit` record once a process it stopped was gone), or the end of the
+history.
 
 Time while the process was frozen (SIGSTOP, from the nemesis's `pod-pause` faults)
 does not count: a frozen process does nothing. A pod has `FENCE_TOLERANCE_SECONDS`
@@ -20,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tests.chaos.history import Event, number, pids_of, text
+from tests.chaos.history import Event, integer, number, pids_of, text
 from tests.chaos.report import Violation
 
 FENCE_TOLERANCE_SECONDS = 0.5
@@ -53,12 +55,15 @@ class GrantLike(Protocol):
 
 
 def deaths(events: list[Event]) -> dict[Process, float]:
-    """When the nemesis killed each pod process it names (`pod-kill` with `pids`)."""
+    """When each pod process the nemesis ended died: a `pod-kill` fault naming it (`pids`),
+    or a `pod_exit` {pod, pid} recorded once the process was gone (`pod-churn`)."""
     out: dict[Process, float] = {}
     for ev in events:
         if ev["kind"] == "fault" and text(ev, "fault") == "pod-kill":
             for pod, pid in pids_of(ev).items():
                 out.setdefault((pod, pid), number(ev, "t"))
+        elif ev["kind"] == "pod_exit":
+            out.setdefault((text(ev, "pod"), integer(ev, "pid")), number(ev, "t"))
     return out
 
 
