@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from adapter.agent import Agent
 from adapter.config import AgentConfig, add_arguments, from_arguments
+from adapter.connectors.fix.ownerlabel import OwnerLabels
 from adapter.metrics import PodMetrics
 from adapter.plugins import load_connectors
 from adapter.sdk import Connector
@@ -105,6 +106,7 @@ async def _run(config: AgentConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await agent.start()
+    labels = _clear_stale_owner_labels(connectors, metrics.registry)
     runner = await _serve_metrics(agent, config)
     try:
         await agent.run(stop)
@@ -112,7 +114,23 @@ async def _run(config: AgentConfig) -> int:
     finally:
         await runner.cleanup()
         await agent.close()
+        if labels is not None:
+            await labels.close()
     return 0
+
+
+def _clear_stale_owner_labels(
+    connectors: dict[str, type[Connector]], registry: CollectorRegistry
+) -> OwnerLabels | None:
+    """A restarted container keeps its Pod's labels: a FIX acceptor owner label left from
+    before the restart would send the venue here. Cleared in the background at start
+    (no-op outside Kubernetes; docs/fix.md, "Acceptors on Kubernetes")."""
+    if "fix" not in connectors:
+        return None
+    labels = OwnerLabels.for_pod(registry)
+    if labels is not None:
+        labels.clear_stale()
+    return labels
 
 
 def main(argv: Sequence[str] | None = None) -> int:

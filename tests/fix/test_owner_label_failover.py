@@ -180,3 +180,33 @@ def test_the_owner_label_follows_a_kill_9_failover_even_when_the_api_was_down(
         )
         assert (active() or {}).get("owner_pod") == standby.pod_id
         assert metric(standby, "raftorch_pod_self_fencing_total") == 0
+
+
+@pytest.mark.timeout(180)
+def test_a_restarted_pod_that_owns_nothing_drops_its_stale_owner_label(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    # A container restart keeps its Pod object's labels. No acceptor runs anywhere here, so
+    # only the pod's own start (adapter/cli.py) can take the stale label off.
+    acceptors = json.dumps([{"name": "venue-a", "adapter": "venue", "port": 9}])
+    with ApiThread(tmp_path / "kube") as kube, running_cluster(tmp_path, pg_dsn) as cluster:
+        stale = {KEY: OWNER_VALUE}
+        kube.run(partial(kube.api.add_pod, "pod-0", stale, {KEY: "7"}))
+        kube.run(partial(kube.api.add_pod, "pod-1", stale, {KEY: "8"}))  # not started here
+        environ = {
+            **kube.environ,
+            ACCEPTORS_ENV: acceptors,
+            POD_NAME_ENV: "pod-0",
+            POD_NAMESPACE_ENV: NAMESPACE,
+        }
+        pod = start_pod(cluster, "pod-0", tmp_path, environ=environ)
+        try:
+            wait_until(
+                lambda: KEY not in kube.run(partial(kube.api.labels, "pod-0")),
+                30.0,
+                "the restarted pod's stale owner label removed",
+            )
+            assert kube.run(partial(kube.api.labels, "pod-1")).get(KEY) == OWNER_VALUE  # not its own
+            assert pod.alive()
+        finally:
+            stop_pod(pod, signal.SIGKILL)
