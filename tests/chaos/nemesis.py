@@ -405,7 +405,7 @@ MIXES: dict[str, tuple[str, ...]] = {
     "restart": ("cluster-restart", "rolling-restart"),
     "rebalance": ("pod-churn", "pod-drain"),
     # the short campaign's mixes, several kinds each
-    "processes": ("pod-kill", "pod-pause", "leader-kill", "leader-pause"),
+    "processes": ("pod-kill", "pod-pause", "leader-kill", "leader-pause", "pod-churn"),
     "network": ("partition-leader", "partition-split", "pod-isolate"),
     "infrastructure": (
         "db-stop",

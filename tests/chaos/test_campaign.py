@@ -3,9 +3,11 @@
 Each mix runs about a minute (`RAFTORCH_CHAOS_SECONDS`, default 40 s of faults plus
 start-up, recovery and the final check) against PostgreSQL, 3 replicas and 3 pods as
 real processes at the demo's lease TTL of 3 s and the Raft timers derived from it.
-Between them the mixes pause and kill the leader, kill and pause pods, cut links, stop
-and hang the database (a leader kill inside the hang), restart the cluster and start a
-connector that hangs for 10 s. The long campaign is `python -m tests.chaos`.
+Between them the mixes pause and kill the leader, kill and pause pods, churn the busiest
+pod (SIGTERM or kill -9, back after a while: the shipped on_join rebalance then moves
+sessions onto it by handoff), cut links, stop and hang the database (a leader kill inside
+the hang), restart the cluster and start a connector that hangs for 10 s. The long
+campaign is `python -m tests.chaos`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def test_short_campaign_finds_no_violation(mix: str, tmp_path: Path) -> None:
     assert report.api_samples >= 5 * SECONDS, report.api_samples
     if set(MIXES[mix]) & POD_FAULTS:
         assert report.api_failovers, "no failover seen in the API"
+    if "pod-churn" in MIXES[mix]:  # the churned pod got sessions back by handoff
+        assert report.handoffs > 0, report.summary()
     if "leader-pause" in MIXES[mix]:  # the pauses are 2 x TTL or more
         assert min(report.fault_holds["leader-pause"]) >= 2 * outcome.ttl
     assert report.ok, "\n" + report.summary()
