@@ -152,13 +152,21 @@ class Cluster:
                 )
 
     async def until(self, check: Any, seconds: float, what: str) -> float:
-        """Wait for `await check()` to be true; the time it took. Raises after `seconds`."""
+        """Wait for `await check()` to be true; the time it took. Raises after `seconds`.
+        A replica too busy to answer a check in time is "not yet", not a failure."""
         started = time.monotonic()
-        while not await check():
+        while not await self._checked(check):
             if time.monotonic() - started > seconds:
                 raise BenchError(f"timed out after {seconds:g}s waiting for {what}")
             await asyncio.sleep(POLL_SECONDS)
         return time.monotonic() - started
+
+    @staticmethod
+    async def _checked(check: Any) -> bool:
+        try:
+            return bool(await check())
+        except (aiohttp.ClientError, TimeoutError):
+            return False
 
     # --- admin API --------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from bench import etcd
 from bench.cluster import BenchError, Cluster, Replica
 from bench.load import FleetProcess, Results, split, stop_all
@@ -294,7 +296,11 @@ async def _watch_failover(
     expired_at: float | None = None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        counts = await cluster.session_counts(watch)
+        try:
+            counts = await cluster.session_counts(watch)
+        except (aiohttp.ClientError, TimeoutError):
+            await asyncio.sleep(0.02)  # too busy to answer in time: look again
+            continue
         now = time.time()
         if expired_at is None and counts["pods"] < pods:
             expired_at = now
