@@ -158,6 +158,8 @@ class LeaseNode(SyncObj):
     ) -> None:
         # Attributes set before SyncObj.__init__ are not replicated (pysyncobj records
         # the keys present at that point and serialises only the ones added later).
+        if conf.bindAddress is None:  # pysyncobj listens on every interface otherwise
+            conf.bindAddress = self_address
         self.vote_guard = VoteGuard(vote_hold_seconds, clock)
         self.election = ElectionGuard(conf.raftMinTimeout, clock)
         self.peer_routes = dict(peer_routes or {})

@@ -14,6 +14,7 @@ from pysyncobj.monotonic import monotonic as monotonicTime
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
+from raftorch.raft import inbound
 from raftorch.raft.election import PRE_VOTE, PRE_VOTE_RESPONSE, ElectionGuard, RaftInternals
 
 Clock = Callable[[], float]
@@ -40,7 +41,30 @@ class VoteGuard:
 class GuardedTransport(TCPTransport):
     """pysyncobj's TCP transport with the vote guard and the election guard (pre-vote,
     leader stickiness: `raftorch.raft.election`) applied to incoming messages, and peers
-    dialled at their route (`raft.peer_routes`) when they have one."""
+    dialled at their route (`raft.peer_routes`) when they have one. Inbound connections
+    are bounded (`raftorch.raft.inbound`): announced size, time to identify themselves."""
+
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
+        self.drops = inbound.DropLog()
+        super().__init__(syncObj, selfNode, otherNodes)
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:
+        inbound.admit(conn, self.drops, monotonicTime())
+        super()._onNewIncomingConnection(conn)
+
+    def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:
+        super()._onIncomingMessageReceived(conn, message)
+        if conn not in self._unknownConnections:
+            inbound.identified(conn)
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        now = monotonicTime()
+        for conn in [c for c in self._unknownConnections if inbound.overdue(c, now)]:
+            conn.disconnect()
+            seconds = inbound.HANDSHAKE_SECONDS
+            peer = getattr(conn, "raftorch_peer", "?")
+            self.drops.note(peer, f"did not identify itself within {seconds:g} s")
 
     def _connectIfNecessarySingle(self, node: Any) -> bool:
         routes: dict[str, tuple[str, int]] = getattr(self._syncObj, "peer_routes", {})

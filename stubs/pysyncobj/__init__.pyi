@@ -28,6 +28,8 @@ class SyncObjException(Exception):
 class SyncObjConf:
     logCompactionMinEntries: int
     logCompactionMinTime: float
+    bindAddress: str | None
+    raftMinTimeout: float
     def __init__(self, **kwargs: Any) -> None: ...
     def __getattr__(self, name: str) -> Any: ...
 

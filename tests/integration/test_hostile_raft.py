@@ -8,6 +8,7 @@ ready and in the cluster, and it still applies what the leader commits afterward
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import struct
@@ -21,6 +22,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from raftorch.raft.inbound import HANDSHAKE_SECONDS
 from tests.integration.processes import (
     POD_TOKEN,
     ProcessCluster,
@@ -112,6 +114,8 @@ def test_garbage_to_a_followers_raft_port_changes_no_term(cluster: ProcessCluste
         watch.stop.set()
         watcher.join(timeout=10.0)
     print(f"\nsent {sent} bytes of garbage in {took:.1f} s; {len(watch.samples)} samples")
+    # The follower closed the connection at the header: it never buffered the 32 MiB.
+    assert sent < GARBAGE_BYTES, sent
     assert not watch.failures, watch.failures[:5]
     changed = [s for s in watch.samples if s[1] != term or not s[2] or not s[3]]
     assert not changed, f"term {term} before; changed or not ready: {changed[:5]}"
@@ -143,16 +147,21 @@ def _listening(port: int) -> set[str]:
             if int(hex_port, 16) == port and fields[3] == "0A":  # 0A: LISTEN
                 raw = bytes.fromhex(address)
                 words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]  # host order
-                found.add(socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6,
-                                           b"".join(words)))  # fmt: skip
+                # (not socket.inet_ntop: importing pysyncobj replaces it with a Windows-only one)
+                found.add(str(ipaddress.ip_address(b"".join(words))))
     return found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: pysyncobj listens on 0.0.0.0 unless SyncObjConf.bindAddress is set, and "
-    "raftorch/raft/node.py build_conf does not set it to raft.bind (issue 13, finding 3)",
-)
 def test_the_raft_port_listens_on_raft_bind_only(cluster: ProcessCluster) -> None:
     for replica in cluster.replicas:
         assert _listening(replica.raft_port) == {"127.0.0.1"}, replica.node_id
+
+
+def test_a_connection_that_never_identifies_itself_is_closed(cluster: ProcessCluster) -> None:
+    follower = next(r for r in cluster.replicas if r is not cluster.leader())
+    with socket.create_connection(("127.0.0.1", follower.raft_port), timeout=10.0) as conn:
+        opened = time.monotonic()
+        conn.settimeout(HANDSHAKE_SECONDS + 5.0)
+        assert conn.recv(1) == b"", "the replica closes the silent connection"  # EOF
+        waited = time.monotonic() - opened
+    assert HANDSHAKE_SECONDS - 0.5 <= waited <= HANDSHAKE_SECONDS + 5.0, waited
