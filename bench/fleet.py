@@ -263,8 +263,10 @@ class Pod:
             if current is None or current[0] != epoch:
                 self.sessions[slot] = (epoch, "ACTIVE")
                 changed = True
-        for slot in [s for s, v in self.sessions.items() if s not in wanted and v[1] != "STOPPED"]:
-            del self.sessions[slot]  # no longer ours (the heartbeat's stop order says why)
+        if any(s not in wanted and v[1] != "STOPPED" for s, v in self.sessions.items()):
+            # Running here but no longer assigned (revoked, handed off, fenced): keep it
+            # until the heartbeat's stop order says how to stop it, as the agent does.
+            changed = True
         if changed:
             self.wake.set()
 
