@@ -140,7 +140,7 @@ class LeaderLoop:
         self._dirty: set[str] | None = None  # adapters to plan for; None: a full pass
         self._pods_seen = -1
         self._next_full = 0.0
-        self._known_pods: frozenset[str] = frozenset()
+        self._known_pods: frozenset[tuple[str, str]] = frozenset()  # (pod, incarnation)
         self._settle_from = -math.inf  # the last pod join (or taking office)
         self._deferring_since: float | None = None
         self._rebalance_until = -math.inf
@@ -208,15 +208,16 @@ class LeaderLoop:
         return dirty
 
     def request_rebalance(self) -> None:
-        """An operator's one-shot rebalance: restore the spread now (within the window)."""
+        """An operator's one-shot rebalance: restore the spread now (within the window),
+        at the configured moves per second (asking again does not lift them)."""
         self._rebalance_until = self._clock() + self._placement.rebalance_window_seconds
-        self._next_moves = 0.0
         self.wake.set()
 
     def _note_joins(self, snapshot: Snapshot, now: float) -> None:
         """Pods new since the last tick start the settle window (and, `on_join`, a window
-        in which the spread is restored)."""
-        pods = frozenset(snapshot.pods)
+        in which the spread is restored). A pod restarted under the same id is new too:
+        its sessions failed over when it registered again."""
+        pods = frozenset((p, info.incarnation) for p, info in snapshot.pods.items())
         if pods - self._known_pods:
             self._settle_from = now
             if self._placement.rebalance == "on_join" and self._known_pods:
