@@ -343,10 +343,12 @@ async def leader_failover(
         for slot, held in before.items()
         if held[0] is None or after.get(slot) != (held[0], "ACTIVE", held[2])
     )
+    # Renewals of heartbeats sent after the kill: only a live leader can have answered
+    # them (one sent before may have been answered by the old leader as it died).
     acks = [
         s + lat - killed_at
         for s, lat, st in zip(results.sent, results.latency, results.status, strict=True)
-        if st == 200 and s + lat > killed_at
+        if st == 200 and s > killed_at
     ]
     return {
         "sessions": len(before),
