@@ -206,7 +206,8 @@ def test_a_restarted_pod_that_owns_nothing_drops_its_stale_owner_label(
                 30.0,
                 "the restarted pod's stale owner label removed",
             )
-            assert kube.run(partial(kube.api.labels, "pod-1")).get(KEY) == OWNER_VALUE  # not its own
+            other = kube.run(partial(kube.api.labels, "pod-1"))
+            assert other.get(KEY) == OWNER_VALUE  # not its own label to clear
             assert pod.alive()
         finally:
             stop_pod(pod, signal.SIGKILL)
