@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import aiohttp
 from aiohttp import web
 
@@ -14,11 +17,22 @@ from raftorch.raft.node import RaftStatus
 _PASSED_HEADERS = ("Authorization", "Content-Type", "Accept")
 
 
-class Forwarder:
-    """One HTTP client session per replica; `forward` relays a request to the leader."""
+LEADER_WATCH_SECONDS = 0.05
+"""How often a forward in flight checks that its leader is still the leader."""
 
-    def __init__(self, timeout_seconds: float) -> None:
+
+class Forwarder:
+    """One HTTP client session per replica; `forward` relays a request to the leader.
+
+    A forward ends as soon as this replica learns of another leader (or of none): a pod
+    waiting on a relay to a deposed or cut-off leader gets a 503 and asks again, instead
+    of holding one of its few attempts until the timeout while a new leader is there."""
+
+    def __init__(
+        self, timeout_seconds: float, leader_now: Callable[[], str | None] | None = None
+    ) -> None:
         self._timeout = timeout_seconds
+        self._leader_now = leader_now
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -46,9 +60,30 @@ class Forwarder:
             raise NotLeaderError("this replica is not the leader and no leader is known")
         headers = {h: request.headers[h] for h in _PASSED_HEADERS if h in request.headers}
         headers[FORWARDED_HEADER] = "1"
+        relay = asyncio.ensure_future(self._relay(self._session, request, url, body, headers))
+        try:
+            while not relay.done():
+                await asyncio.wait({relay}, timeout=LEADER_WATCH_SECONDS)
+                moved = self._leader_now is not None and self._leader_now() != status.leader_id
+                if moved and not relay.done():
+                    raise UnavailableError(f"the leader changed while forwarding to {url}")
+            return relay.result()
+        finally:
+            if not relay.done():
+                relay.cancel()
+                await asyncio.gather(relay, return_exceptions=True)
+
+    async def _relay(
+        self,
+        session: aiohttp.ClientSession,
+        request: web.Request,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+    ) -> web.Response:
         timeout = aiohttp.ClientTimeout(total=self._timeout)
         try:
-            async with self._session.request(
+            async with session.request(
                 request.method, url + str(request.rel_url), data=body, headers=headers,
                 timeout=timeout,
             ) as answer:  # fmt: skip

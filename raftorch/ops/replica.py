@@ -226,7 +226,8 @@ class Orchestrator:
         # A pod gives up an attempt after about a heartbeat interval and retries elsewhere;
         # a follower relaying it waits no longer for a leader that does not answer.
         self.forwarder = Forwarder(
-            timeout_seconds=config.lease.effective_heartbeat_interval_seconds
+            timeout_seconds=config.lease.effective_heartbeat_interval_seconds,
+            leader_now=self.node.leader_id,
         )
         self.pods = PodApi(config=config, node=self.node, bridge=self.bridge,
                            confirmer=self.confirmer, tracker=self.tracker, cache=self.cache,

@@ -256,6 +256,11 @@ class LeaseNode(SyncObj):
             has_quorum=bool(self.getStatus().get("has_quorum", False)),
         )
 
+    def leader_id(self) -> str | None:
+        """The leader this node knows of now (cheaper than `status()`; any thread)."""
+        leader = self._getLeader()
+        return str(leader.id) if leader is not None else None
+
     def peer_links(self) -> dict[str, bool]:
         """Raft address of each peer -> whether this node has a working link to it."""
         prefix = "partner_node_status_server_"
