@@ -116,6 +116,7 @@ class ElectionGuard:
         self._transfer_term: int | None = None
         self._deadline = 0.0  # the real election deadline, on pysyncobj's clock
         self._asked: list[tuple[Any, dict[str, Any]]] = []
+        self._stale_told: dict[str, float] = {}
         self.pre_votes = 0
         """Pre-vote rounds started (each one an election timer that ran out)."""
         self.elections = 0
@@ -147,6 +148,29 @@ class ElectionGuard:
         log.debug("vote request ignored term=%s: a current leader was heard from lately",
                   message.get("term"))  # fmt: skip
         return False
+
+    def stale_leader(self, raft: RaftInternals, node: Any, its_term: int) -> None:
+        """An append-entries of an older term arrived: tell its sender our term.
+
+        pysyncobj drops such a message without an answer, and a leader learns of a
+        higher term only from a vote request. Without pre-vote the replica with the
+        higher term would stand again and again until its request got through; with
+        pre-vote nobody lets it stand while that leader is active, and the two would
+        stay deaf to each other for good (seen: a replica whose one vote request was
+        lost while its link to the new leader came up, a candidate for 90 s). A vote
+        request of our own term, at most once per window per leader, ends it: the
+        leader steps down and the next election includes us."""
+        if its_term < 0:
+            return
+        now = self._clock()
+        key = str(node.id)
+        if now - self._stale_told.get(key, -math.inf) < self._window:
+            return
+        self._stale_told[key] = now
+        log_term, log_index = raft.last_log()
+        raft.send(node, {"type": "request_vote", "term": raft.term,
+                         "last_log_term": log_term, "last_log_index": log_index})  # fmt: skip
+        log.info("a leader of term %d is behind our term %d: told it", its_term, raft.term)
 
     def queue_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
         """Answered at the start of the next tick, once every message that arrived with

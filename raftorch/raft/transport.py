@@ -123,8 +123,11 @@ def _elect(
         return False
     if kind == "request_vote":
         return election.allows_vote_request(raft, message)
-    if kind == "append_entries" and _term(message) >= raft.term:
-        election.heard_from_leader()
+    if kind == "append_entries":
+        if _term(message) >= raft.term:
+            election.heard_from_leader()
+        else:
+            election.stale_leader(raft, node, _term(message))
     return True
 
 

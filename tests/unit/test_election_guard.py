@@ -143,3 +143,24 @@ def test_a_transfer_target_stands_at_once_and_marks_its_vote_requests() -> None:
     marked = guard.outgoing({"type": "request_vote", "term": 6})
     assert marked[TRANSFER_FLAG] is True
     assert TRANSFER_FLAG not in guard.outgoing({"type": "request_vote", "term": 7})
+
+
+def test_a_leader_of_an_older_term_is_told_ours_once_per_window() -> None:
+    # pysyncobj drops an append-entries of an older term without a word; with pre-vote the
+    # replica ahead could never stand again while that leader is active, so it tells it.
+    clock = Clock()
+    guard = ElectionGuard(WINDOW, clock)
+    raft = FakeRaft(term=4, log=(3, 40))
+    guard.stale_leader(_raft(raft), Peer("b"), 3)
+    assert raft.sent == [
+        ("b", {"type": "request_vote", "term": 4, "last_log_term": 3, "last_log_index": 40})
+    ]
+    guard.stale_leader(_raft(raft), Peer("b"), 3)  # every append-entries: not every time
+    assert len(raft.sent) == 1
+    guard.stale_leader(_raft(raft), Peer("c"), 3)  # another leader: its own window
+    assert [to for to, _ in raft.sent] == ["b", "c"]
+    clock.now += WINDOW
+    guard.stale_leader(_raft(raft), Peer("b"), 3)
+    assert [to for to, _ in raft.sent] == ["b", "c", "b"]
+    guard.stale_leader(_raft(raft), Peer("c"), -1)  # no term in the message: nothing
+    assert len(raft.sent) == 3
