@@ -115,6 +115,20 @@ def render(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     return objects
 
 
+def assert_refused(values: Mapping[str, Any], expected: tuple[str, ...]) -> None:
+    """Rendering `values` fails, and Helm's message names every part of `expected` (and is
+    a message, not a Go panic)."""
+    try:
+        render(values)
+    except helm.HelmError as failure:
+        message = str(failure)
+    else:
+        raise AssertionError(f"rendered although wrong: {values}")
+    for part in expected:
+        assert part in message, message
+    assert "goroutine" not in message and "panic" not in message
+
+
 def scenario(name: str) -> list[dict[str, Any]]:
     return render(SCENARIOS[name])
 
