@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.control import stop_on_stdin
 from devtools.postgres import free_ports
 
 READY_SECONDS = 30.0
@@ -213,16 +214,7 @@ async def _main(spec: dict[str, Any]) -> dict[str, Any]:
         for i in range(len(ports))
     ]
     out["members"] = sum(1 for n in counts if n)
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-
-    async def control() -> None:
-        while line := await reader.readline():
-            if line.strip() == b"stop":
-                break
-        stop.set()
-
-    control_task = asyncio.create_task(control())
+    control_task = await stop_on_stdin(stop)
     await asyncio.gather(
         *(
             LeaseKeeper(port, n, spec["ttl"], spec["interval"], out).run(stop)

@@ -30,6 +30,7 @@ import aiohttp
 import msgpack
 
 from adapter.agent import FULL_REPORT_EVERY
+from bench.control import stop_on_stdin
 from protocol.codec import MSGPACK
 from protocol.pod import LEADER_HEADER
 
@@ -309,17 +310,7 @@ def _say(line: str) -> None:
 
 async def _main(spec: dict[str, Any]) -> dict[str, Any]:
     fleet = Fleet(spec)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-
-    async def control() -> None:
-        while line := await reader.readline():
-            if line.strip() == b"stop":
-                break
-        fleet.stop.set()
-
-    control_task = asyncio.create_task(control())
+    control_task = await stop_on_stdin(fleet.stop)
     await fleet.run()
     control_task.cancel()
     rec = fleet.rec
