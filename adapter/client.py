@@ -11,7 +11,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 Reply = tuple[int, Any]  # HTTP status, decoded body
 Request = tuple[bytes | None, dict[str, str]]  # body, headers
 T = TypeVar("T")
+
+ATTEMPTS_PER_REPLICA = 2
+"""Heartbeat attempts one replica may hold open at once while the pod hedges."""
 
 
 class PodClient:
@@ -99,24 +103,26 @@ class PodClient:
         request = _request(body, token)
         urls = list(self.urls)
         give_up = self._clock() + budget
-        next_launch, launched = self._clock(), 0
-        tasks: set[asyncio.Task[tuple[float, Reply] | None]] = set()
+        next_launch, launched, turn = self._clock(), 0, 0
+        tasks: dict[asyncio.Task[tuple[float, Reply] | None], str] = {}
         try:
             while (now := self._clock()) < give_up:
-                if now >= next_launch and len(tasks) < 2 * len(urls):
-                    url = urls[launched % len(urls)]
+                if now >= next_launch and (url := _next_free(urls, turn, tasks)) is not None:
                     attempt = self.attempt("POST", url, path, request, give_up - now)
-                    tasks.add(asyncio.create_task(attempt))
-                    launched += 1
+                    tasks[asyncio.create_task(attempt)] = url
+                    launched, turn = launched + 1, urls.index(url) + 1
                     next_launch = now + hedge
-                wait = max(0.0, min(next_launch, give_up) - self._clock())
+                # All replicas full: wait for an attempt to end, not in a tight loop.
+                until = next_launch if _next_free(urls, turn, tasks) is not None else give_up
+                wait = max(0.0, min(until, give_up) - self._clock())
                 if not tasks:
                     await asyncio.sleep(wait)
                     continue
-                done, tasks = await asyncio.wait(
+                done, _ = await asyncio.wait(
                     tasks, timeout=wait, return_when=asyncio.FIRST_COMPLETED
                 )
                 for task in done:
+                    del tasks[task]
                     if (won := task.result()) is not None:
                         return won
                 if done and launched < len(urls):
@@ -132,6 +138,18 @@ class PodClient:
         if preferred in self.urls:
             self.urls.remove(preferred)
         self.urls.insert(0, preferred)
+
+
+def _next_free(urls: list[str], start: int, in_flight: Mapping[Any, str]) -> str | None:
+    """The next replica in round robin from `start` with fewer than ATTEMPTS_PER_REPLICA
+    attempts still open: one that holds requests (a leader cut off from the others keeps
+    them until it steps down) must not use up the attempts meant for the rest (bug 8)."""
+    held = Counter(in_flight.values())
+    for i in range(len(urls)):
+        url = urls[(start + i) % len(urls)]
+        if held[url] < ATTEMPTS_PER_REPLICA:
+            return url
+    return None
 
 
 def typed(reply: Reply | None, status: int, kind: type[T]) -> T | None:

@@ -187,6 +187,11 @@ class SessionManager:
     async def fence_all(self, reason: str, budget_seconds: float, *, standbys: bool) -> None:
         """The lease ran out (or the registration is gone): stop every owned session at
         once, giving each at most `budget_seconds` (a start under way is cancelled)."""
+        self.begin_fence(reason, budget_seconds, standbys=standbys)
+        await self._wait_stopping(budget_seconds)
+
+    def begin_fence(self, reason: str, budget_seconds: float, *, standbys: bool) -> None:
+        """Start `fence_all`'s stops, all of them before returning, without waiting."""
         for session in list(self.sessions.values()):
             if session.role != "ACTIVE" and not standbys:
                 continue
@@ -195,7 +200,6 @@ class SessionManager:
                     self._run_stop(session, reason, budget_seconds),
                     name=f"fence {session.info.slot}",
                 )
-        await self._wait_stopping(budget_seconds)
 
     async def _wait_stopping(self, budget_seconds: float | None) -> None:
         pending = [s.stopping for s in self.sessions.values() if s.stopping is not None]

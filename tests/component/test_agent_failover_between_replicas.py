@@ -1,16 +1,19 @@
-"""The pod agent against stand-in replicas: a hung replica, answers out of order."""
+"""The pod agent against stand-in replicas: hung replicas, answers out of order or late."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from adapter.agent import Agent
+from adapter.client import ATTEMPTS_PER_REPLICA, PodClient
 from adapter.config import AgentConfig
 from adapter.metrics import PodMetrics
 from protocol.codec import JSON
@@ -121,3 +124,107 @@ async def test_assignments_read_from_older_state_are_not_applied() -> None:
                           revision=12, assignments=[slot], stop=[])  # fmt: skip
     agent._apply_newer(same, may_stop=True)
     assert applied[-1] == (["s/0"], True)
+
+
+async def test_replicas_that_hold_attempts_leave_room_for_the_one_that_answers() -> None:
+    """Bug 8 in docs/reliability.md: a leader cut off from the others holds heartbeats
+    until it steps down. Two such replicas must not take every attempt the pod may have
+    open: the third, which answers 503 until it has a leader, is tried again and again
+    and its first 200 wins."""
+    hanging = [await _hanging_server() for _ in range(2)]
+    opens_at = asyncio.get_running_loop().time() + 1.0
+    tried = 0
+
+    async def heartbeat(_request: web.Request) -> web.Response:
+        nonlocal tried
+        tried += 1
+        if asyncio.get_running_loop().time() < opens_at:
+            return web.Response(status=503)
+        return web.Response(body=b"{}", content_type=JSON)
+
+    app = web.Application()
+    app.router.add_post("/pod/v1/heartbeat", heartbeat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    urls = [f"http://127.0.0.1:{port}" for _, port, _ in hanging]
+    client = PodClient((*urls, f"http://127.0.0.1:{runner.addresses[0][1]}"), follow_leader=False)
+    await client.start()
+    try:
+        won = await client.hedged_post("/pod/v1/heartbeat", {}, "c", budget=2.5, hedge=0.1)
+        assert won is not None and won[1][0] == 200, (
+            f"no answer; the answering replica was tried {tried} times"
+        )
+        for _, _, held in hanging:  # each hung replica holds at most its share
+            assert 1 <= len(held) <= ATTEMPTS_PER_REPLICA
+    finally:
+        await client.close()
+        await runner.cleanup()
+        for server, _, held in hanging:
+            for writer in held:
+                writer.close()
+            server.close()
+            await server.wait_closed()
+
+
+async def test_hedging_against_replicas_that_all_hang_does_not_spin() -> None:
+    """Every replica holding its attempts: the pod waits for one to end, it does not
+    loop on the CPU (which starves its own watchdog, bug 8)."""
+    hanging = [await _hanging_server() for _ in range(3)]
+    client = PodClient(tuple(f"http://127.0.0.1:{port}" for _, port, _ in hanging),
+                       follow_leader=False)  # fmt: skip
+    await client.start()
+    try:
+        cpu = time.process_time()
+        assert (
+            await client.hedged_post("/pod/v1/heartbeat", {}, "c", budget=1.5, hedge=0.05) is None
+        )
+        used = time.process_time() - cpu
+        # A tight loop would burn most of the 1.5 s; the waits themselves cost milliseconds.
+        assert used < 0.5, f"hedging used {used:.2f}s of CPU in 1.5s"
+    finally:
+        await client.close()
+        for server, _, held in hanging:
+            for writer in held:
+                writer.close()
+            server.close()
+            await server.wait_closed()
+
+
+def test_a_renewal_acknowledged_after_the_deadline_fences_what_was_running() -> None:
+    """Bug 8: the answer came after the lease ran out and before the watchdog ran (a busy
+    event loop). The pod fences what it was running, as the watchdog would have; an
+    answer in time fences nothing. The session manager is a stand-in (logic only)."""
+    now = [100.0]
+    config = AgentConfig(
+        pod_id="pod-1",
+        orchestrators=("http://127.0.0.1:1",),
+        bootstrap_token=Secret("t"),
+        database_dsn=Secret("postgresql://nobody@127.0.0.1:1/none"),
+    )
+    agent = Agent(config, {}, PodMetrics(CollectorRegistry()), clock=lambda: now[0])
+    fenced: list[str] = []
+    running = SimpleNamespace(info=SimpleNamespace(slot="s/0", adapter_id="s", epoch=3),
+                              stopping=None)  # fmt: skip
+    agent.sessions = SimpleNamespace(  # type: ignore[assignment]
+        active=lambda: [running],
+        emit=lambda *args: None,
+        begin_fence=lambda reason, budget, standbys: fenced.append(reason),
+        reported=lambda stopped: None,
+        sessions={},
+    )
+    agent._apply = lambda assignments, may_stop: None  # type: ignore[method-assign]
+    answer = HeartbeatReply(term=1, leader=None, lease_ttl_seconds=TTL, version="a",
+                            revision=1, assignments=[], stop=[])  # fmt: skip
+    agent.deadline = 100.5
+    agent._renewed_by(99.9, answer, {})  # in time
+    assert fenced == []
+    assert agent.deadline == 99.9 + TTL - agent.margin
+    now[0] = agent.deadline + 0.2  # the answer to the next heartbeat comes late
+    agent._renewed_by(agent.deadline - 1.0, answer, {})
+    assert fenced == ["lease expired: fenced itself"]
+    assert agent.metrics.self_fencing._value.get() == 1
+    running.stopping = object()  # being stopped: another late answer fences nothing more
+    now[0] = agent.deadline + 0.1
+    agent._renewed_by(agent.deadline - 1.0, answer, {})
+    assert fenced == ["lease expired: fenced itself"]
