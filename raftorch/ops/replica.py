@@ -167,8 +167,16 @@ class Orchestrator:
         return api.advertise_url or f"http://{api.host}:{api.port}"
 
     def _build(self) -> None:
-        config = self.config
+        """Wire the replica's parts, bottom up: storage, Raft, the leader's loop, the API."""
         self._event_loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        self._build_storage()
+        self._build_raft()
+        self._build_leader()
+        self._build_api()
+        self.registry.register(StateCollector(self))
+
+    def _build_storage(self) -> None:
+        config = self.config
         self.db = Database(config.database.dsn.reveal(), pool_settings(config))
         audit_file = config.node.audit_file
         self.audit = AuditTrail(Path(audit_file) if audit_file else None, config.node.id)
@@ -181,6 +189,19 @@ class Orchestrator:
             pool_settings(config),
             resync_interval_seconds=config.database.resync_interval_seconds,
         )
+        self.events: WriteBehind[NewEvent] = WriteBehind("event log", self.repos.events.append)
+        self._history_repo = LeaseHistoryRepository(self.db)
+        history = self._history_repo
+        self.history: WriteBehind[HistoryItem] = WriteBehind(
+            "lease history", lambda batch: write_history(history, batch)
+        )
+        plugins = self.repos.plugins
+        self.plugins: WriteBehind[tuple[str, str]] = WriteBehind(
+            "plugins", lambda batch: _record_plugins(plugins, batch)
+        )
+
+    def _build_raft(self) -> None:
+        config = self.config
         timers = config.raft_timers
         self.node = LeaseNode(
             config.raft.bind,
@@ -201,20 +222,14 @@ class Orchestrator:
             max_in_flight=config.raft.max_commands_in_flight,
             metrics=self.raft_metrics,
         )
-        self.events: WriteBehind[NewEvent] = WriteBehind("event log", self.repos.events.append)
-        history = LeaseHistoryRepository(self.db)
-        self.history: WriteBehind[HistoryItem] = WriteBehind(
-            "lease history", lambda batch: write_history(history, batch)
-        )
-        plugins = self.repos.plugins
-        self.plugins: WriteBehind[tuple[str, str]] = WriteBehind(
-            "plugins", lambda batch: _record_plugins(plugins, batch)
-        )
+
+    def _build_leader(self) -> None:
+        config = self.config
         self.reporter = Reporter(self.events, self.history, self.metrics, node_id=config.node.id)
         self.tracker = LeaseTracker(config.lease.ttl_seconds)
         policy = Policy(ttl_seconds=config.lease.ttl_seconds,
                         max_grants_per_tick=config.lease.reassign_per_tick)  # fmt: skip
-        self.loop = LeaderLoop(self.node, self.bridge, self.cache, history, policy,
+        self.loop = LeaderLoop(self.node, self.bridge, self.cache, self._history_repo, policy,
                                tick_seconds=config.lease.tick_interval_seconds,
                                tracker=self.tracker, metrics=self.raft_metrics,
                                reporter=self.reporter, audit=self.audit,
@@ -223,6 +238,9 @@ class Orchestrator:
             self.bridge, self.node.status, window_seconds=config.lease.renewal_batch_seconds,
             stamp=self.loop.stamped,
         )  # fmt: skip
+
+    def _build_api(self) -> None:
+        config = self.config
         # A pod gives up an attempt after about a heartbeat interval and retries elsewhere;
         # a follower relaying it waits no longer for a leader that does not answer.
         self.forwarder = Forwarder(
@@ -240,7 +258,6 @@ class Orchestrator:
         self.context = Context(config, self.db, self.repos, self.cache, self.events, self.node,
                                self.registry, last_check_in=self.last_check_in,
                                wake_leader=self.loop.wake.set, leader=leader)  # fmt: skip
-        self.registry.register(StateCollector(self))
 
     def _on_raft_state_changed(self, _old: int, _new: int) -> None:
         """On the Raft thread: a role change wakes the leader loop at once (a hint only)."""
