@@ -100,6 +100,25 @@ class TickOutcome:
     stepped_down: bool = False
 
 
+class Cadence:
+    """The leader loop's periodic ticks: every `period` seconds without drift, missed ones
+    skipped (no burst after a stall). A tick in between (a wake) does not move them: were
+    every early tick to push the next periodic one a period further, a burst of wakes
+    (adapters enabled one by one, a plan carried over) would leave it seconds ahead, and
+    the loop would tick only when a lease runs out (plans 2-3 s apart in a mass failover
+    until the cadence caught up; docs/performance.md)."""
+
+    def __init__(self, period: float, now: float) -> None:
+        self.period = period
+        self.next = now
+
+    def after_tick(self, now: float) -> float:
+        """A tick ended at `now`: when the next periodic one is due."""
+        if now >= self.next:
+            self.next = max(self.next + self.period, now)
+        return self.next
+
+
 class LeaderLoop:
     """Steppable from tests with `run_once()`; `run()` ticks at a fixed cadence."""
 
@@ -173,7 +192,7 @@ class LeaderLoop:
                     unassigned=snapshot.unassigned, place_new=self._settled(now),
                     moves=moves)  # fmt: skip
         decided = plan(view, now, self._policy)
-        self._carry(decided.pending, dirty)
+        self._carry(decided.pending)
         if any(isinstance(c, Handoff) for c in decided.commands):
             self._next_moves = now + 1.0  # budgets are per second
         # Same synchronous step as reading the renewals: a heartbeat confirmed from
@@ -184,6 +203,11 @@ class LeaderLoop:
         entry = self.stamped(decided.commands)
         result = await self._bridge.submit(entry)
         self._count(result, "plan")
+        if decided.pending and result.ok:
+            # The budget cut this plan short and it went through: go on at once. Not after
+            # a plan that changed nothing (slots waiting for joining pods to settle) nor
+            # one the appliers refused in part: those wait for the next tick.
+            self.wake.set()
         if self._reporter is not None:
             self._reporter.committed(snapshot, entry, result, renewals)
         for reason in decided.reasons:
@@ -245,11 +269,10 @@ class LeaderLoop:
             drain=max(1, int(placement.drain_moves_per_second)) if draining else 0,
         )
 
-    def _carry(self, pending: frozenset[str], planned: set[str] | None) -> None:
-        """Adapters whose work the grant budget cut short: planned again at once."""
+    def _carry(self, pending: frozenset[str]) -> None:
+        """Adapters whose work the grant budget cut short: planned again next tick."""
         if pending and self._dirty is not None:
             self._dirty |= pending
-            self.wake.set()
 
     @property
     def established(self) -> bool:
@@ -272,8 +295,11 @@ class LeaderLoop:
     async def run(self) -> None:
         """Tick at a fixed cadence (no drift), and at the moment a lease runs out;
         `wake.set()` ticks early. Repeated failures make the leader hand over."""
-        next_tick = time.monotonic()
+        cadence = Cadence(self._tick, time.monotonic())
         while True:
+            # Cleared before the tick, not after: a wake during it (more work carried
+            # over, a change the tick's snapshot may have missed) ticks again at once.
+            self.wake.clear()
             try:
                 await self.run_once()
                 self._failures = 0
@@ -282,14 +308,11 @@ class LeaderLoop:
             except Exception as exc:  # a bug in one tick must not end the loop for good
                 log.exception("leader tick crashed")
                 self._failed(f"{type(exc).__name__}: {exc}")
-            next_tick += self._tick
             now = time.monotonic()
-            next_tick = max(next_tick, now)  # fell behind: skip missed ticks, no burst
-            wake_at = next_tick
+            wake_at = cadence.after_tick(now)
             expiry = self.next_expiry() if self.established else None
             if expiry is not None:
                 wake_at = min(wake_at, max(now, expiry + 0.001))
-            self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), max(0.0, wake_at - now))
 

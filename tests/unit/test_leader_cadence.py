@@ -1,0 +1,132 @@
+"""When the leader loop ticks: a fixed cadence that early ticks do not push ahead, and a
+plan the grant budget cut short goes on at once (a mass failover is a run of plans).
+
+Against the real appliers behind the fake Raft of tests/unit/test_rebalance_leader.py
+(it commits every entry at once) and a fake clock; no timing is asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+from protocol.values import DeploymentMode, SlotStatus
+from raftorch.core.model import AdapterSpec, Grant, Policy, RegisterPod, RemovePod
+from raftorch.leader.loop import Cadence, LeaderLoop, TickOutcome
+from raftorch.raft.bridge import RaftBridge
+from tests.unit.test_rebalance_leader import TERM, TTL, Adapters, FakeRaft, Floor
+
+BUDGET = 10
+ADAPTERS = 35
+
+
+def test_early_ticks_do_not_move_the_periodic_ones() -> None:
+    cadence = Cadence(0.25, 100.0)
+    assert cadence.after_tick(100.01) == 100.25
+    # Woken many times before it is due (adapters enabled one by one, plans carried
+    # over): the periodic tick stays where it was.
+    for i in range(1, 50):
+        assert cadence.after_tick(100.01 + i * 0.004) == 100.25
+    assert cadence.after_tick(100.26) == 100.5
+
+
+def test_a_stall_skips_the_missed_ticks_without_a_burst() -> None:
+    cadence = Cadence(0.25, 100.0)
+    assert cadence.after_tick(100.0) == 100.25
+    assert cadence.after_tick(103.0) == 103.0  # late: one tick now, not twelve
+    assert cadence.after_tick(103.01) == 103.25
+
+
+class Leader:
+    """The loop with a small grant budget, one pod renewing at every tick."""
+
+    def __init__(self) -> None:
+        self.raft = FakeRaft()
+        self.now = 1000.0
+        specs = {f"a{i}": AdapterSpec(f"a{i}", "fix", DeploymentMode.SINGLE, enabled=True)
+                 for i in range(ADAPTERS)}  # fmt: skip
+        policy = Policy(ttl_seconds=TTL, max_grants_per_tick=BUDGET)
+        self.loop = LeaderLoop(self.raft, cast(RaftBridge, self.raft), Adapters(specs), Floor(),
+                               policy, tick_seconds=0.25, clock=lambda: self.now)  # fmt: skip
+
+    def join(self, pod_id: str) -> None:
+        self.raft.apply([RegisterPod(pod_id, f"{pod_id}-1", "", frozenset({"fix"}), 1000)])
+
+    def tick(self, seconds: float) -> TickOutcome:
+        """As `run()` does: clear the wake, tick; the wake then says "tick again at once"."""
+        self.now += seconds
+        for pod_id in self.raft.snapshot().pods:
+            self.loop.tracker.renew(pod_id, self.now, TERM)
+        self.loop.wake.clear()
+        return asyncio.run(self.loop.run_once())
+
+    def owners(self) -> set[str | None]:
+        return {s.owner for s in self.raft.snapshot().slots.values()}
+
+
+def test_a_plan_cut_short_by_the_budget_goes_on_at_once() -> None:
+    leader = Leader()
+    leader.join("p0")
+    waiting = leader.tick(0.0)
+    assert not waiting.plan.commands and waiting.plan.pending  # new slots wait for p0 to settle
+    assert not leader.loop.wake.is_set()  # nothing done: no busy loop while settling
+    while not (outcome := leader.tick(1.0)).plan.commands:  # until p0 has settled
+        assert not leader.loop.wake.is_set()
+    grants = []
+    while outcome.plan.commands:
+        grants.append(sum(isinstance(c, Grant) for c in outcome.plan.commands))
+        assert leader.loop.wake.is_set() == bool(outcome.plan.pending)
+        outcome = leader.tick(0.0)
+    assert grants == [10, 10, 10, 5]
+    assert leader.owners() == {"p0"}
+
+
+def test_a_mass_failover_runs_plan_after_plan() -> None:
+    leader = Leader()
+    leader.join("p0")
+    while leader.tick(1.0).plan.commands or leader.loop.wake.is_set() or not leader.owners():
+        pass
+    leader.join("p1")
+    incarnation = leader.raft.snapshot().pods["p0"].incarnation
+    leader.raft.apply([RemovePod("p0", incarnation, reason="expired")])
+    ticks = 0
+    while True:
+        outcome = leader.tick(0.0)
+        ticks += 1
+        if not leader.loop.wake.is_set():
+            break
+    assert ticks == 4  # 10 + 10 + 10 + 5 failovers, each plan followed by the next at once
+    slots = leader.raft.snapshot().slots.values()
+    assert {s.owner for s in slots} == {"p1"} and all(s.epoch > 1 for s in slots)
+    assert all(s.status is SlotStatus.CLAIMING for s in slots)
+
+
+class Ticks(LeaderLoop):
+    """A loop whose first tick leaves work behind (as a plan cut short by the budget)."""
+
+    ticks = 0
+
+    async def run_once(self) -> TickOutcome:
+        self.ticks += 1
+        if self.ticks == 1:
+            self.wake.set()
+        else:
+            self.second.set()
+        return TickOutcome(leader=False)
+
+
+def test_a_wake_during_a_tick_is_not_lost() -> None:
+    async def scenario() -> None:
+        raft = FakeRaft()
+        loop = Ticks(raft, cast(RaftBridge, raft), Adapters({}), Floor(), Policy(ttl_seconds=TTL),
+                     tick_seconds=3600.0)  # fmt: skip
+        loop.second = asyncio.Event()  # type: ignore[attr-defined]
+        task = asyncio.create_task(loop.run())
+        try:
+            # The periodic tick is an hour away: only the wake can bring the second tick.
+            await asyncio.wait_for(loop.second.wait(), 30.0)  # type: ignore[attr-defined]
+        finally:
+            task.cancel()
+        assert loop.ticks == 2
+
+    asyncio.run(scenario())
