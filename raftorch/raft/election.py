@@ -102,6 +102,14 @@ class RaftInternals:
     def send(self, node: Any, message: dict[str, Any]) -> None:
         self._raft._SyncObj__transport.send(node, message)
 
+    def next_index(self, node: Any) -> int | None:
+        """The leader's next log index to send `node` (None when it keeps none)."""
+        value = self._raft._SyncObj__raftNextIndex.get(node)
+        return None if value is None else int(value)
+
+    def set_next_index(self, node: Any, value: int) -> None:
+        self._raft._SyncObj__raftNextIndex[node] = value
+
 
 class ElectionGuard:
     """Pre-vote and stickiness state of one replica. Tick thread only."""

@@ -46,6 +46,7 @@ class GuardedTransport(TCPTransport):
 
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
         self.drops = inbound.DropLog()
+        self.rewinds_kept = 0  # acknowledgements that would have rewound the next index
         super().__init__(syncObj, selfNode, otherNodes)
 
     def _onNewIncomingConnection(self, conn: Any) -> None:
@@ -107,7 +108,21 @@ class GuardedTransport(TCPTransport):
             and not _elect(election, RaftInternals(self._syncObj), node, message)
         ):
             return
+        if not _is_acknowledgement(message):
+            super()._onMessageReceived(node, message)
+            return
+        raft = RaftInternals(self._syncObj)
+        sent_up_to = raft.next_index(node)
         super()._onMessageReceived(node, message)
+        now = raft.next_index(node)
+        if sent_up_to is not None and now is not None and now < sent_up_to:
+            # pysyncobj sets the next index to the acknowledged one, behind what it has
+            # already sent: every acknowledgement rewound the pipeline, the entries in
+            # flight were sent again, and the follower truncated and re-added them
+            # ("truncating already-applied log entries"). A success never moves it back;
+            # a follower that lacks entries answers with a reset, which still does.
+            raft.set_next_index(node, sent_up_to)
+            self.rewinds_kept += 1
 
 
 def _elect(
@@ -134,6 +149,16 @@ def _elect(
 def _term(message: dict[str, Any]) -> int:
     term = message.get("term")
     return term if isinstance(term, int) else -1
+
+
+def _is_acknowledgement(message: object) -> bool:
+    """A follower's answer that it appended what the leader sent (not a reset)."""
+    return (
+        isinstance(message, dict)
+        and message.get("type") == "next_node_idx"
+        and message.get("success") is True
+        and not message.get("reset")
+    )
 
 
 def _is_vote_request(message: object) -> bool:
