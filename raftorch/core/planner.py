@@ -122,6 +122,7 @@ class _Work:
     _added: dict[str, set[str]] = field(default_factory=dict)  # adapter -> slots created
     _members: dict[str, Counter[str]] = field(default_factory=dict)  # adapter -> pod roles
     _zones: dict[str, Counter[str | None]] = field(default_factory=dict)
+    _wanted: dict[str, list[str]] = field(default_factory=dict)  # adapter -> wanted slots
     pod_slots: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     adapter_slots: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
     unassigned: Mapping[str, bool] = field(default_factory=dict)
@@ -161,6 +162,26 @@ class _Work:
     def keys_of(self, adapter_id: str) -> list[str]:
         keys = set(self.adapter_slots.get(adapter_id, EMPTY)) | self._added.get(adapter_id, set())
         return sorted((k for k in keys if self.peek(k) is not None), key=slot_index)
+
+    def wanted(self, spec: AdapterSpec) -> list[str]:
+        """`wanted_slots(spec)`, made once per plan (specs do not change within one)."""
+        found = self._wanted.get(spec.adapter_id)
+        if found is None:
+            found = self._wanted[spec.adapter_id] = wanted_slots(spec)
+        return found
+
+    def added(self, adapter_id: str) -> set[str]:
+        return self._added.get(adapter_id, set())
+
+    def open_slots(self, spec: AdapterSpec) -> list[str]:
+        """The wanted slots of `spec` that may have no owner, in order: not created yet,
+        unassigned in the view, or changed by this plan. The others are owned or being
+        revoked in the view and untouched: a grant cannot go to them, and looking at each
+        made every plan of a mass failover cost as much as the whole state."""
+        existing, unassigned, copies = self.adapter_slots.get(spec.adapter_id, EMPTY), \
+            self.unassigned, self._slots  # fmt: skip
+        return [key for key in self.wanted(spec)
+                if key not in existing or key in unassigned or key in copies]  # fmt: skip
 
     def candidates(self, adapters: Mapping[str, AdapterSpec]) -> set[str]:
         if self.view.dirty is None:
@@ -270,10 +291,12 @@ def _revoke_unwanted(
     why: Counter[str] = Counter()
     for adapter_id in candidates:
         spec = adapters.get(adapter_id)
-        wanted = set(wanted_slots(spec)) if spec is not None else set()
-        for key in work.keys_of(adapter_id):
+        wanted = set(work.wanted(spec)) if spec is not None else set()
+        # Only the slots beyond what is wanted (a set difference, not a look at each slot).
+        keys = set(work.adapter_slots.get(adapter_id, EMPTY)) | work.added(adapter_id)
+        for key in sorted(keys - wanted, key=slot_index):
             peeked = work.peek(key)
-            if key in wanted or peeked is None or peeked.status is SlotStatus.REVOKING:
+            if peeked is None or peeked.status is SlotStatus.REVOKING:
                 continue
             current = work.slot(key)
             assert current is not None
@@ -300,7 +323,7 @@ def _drop_standbys(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
     dropped = 0
     for adapter_id, spec in desired.items():
         wanted = work.policy.standbys_per_slot if spec.mode is DeploymentMode.ACTIVE_PASSIVE else 0
-        for key in wanted_slots(spec):
+        for key in work.wanted(spec):
             peeked = work.peek(key)
             if peeked is None or peeked.status is SlotStatus.REVOKING or not peeked.standbys:
                 continue
@@ -326,7 +349,7 @@ def _grant_unowned(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
     unplaced: list[str] = []
     todo: list[tuple[bool, str, int, str]] = []
     for adapter_id, spec in desired.items():
-        for key in wanted_slots(spec):
+        for key in work.open_slots(spec):
             current = work.peek(key)
             if current is not None and not _grantable(current):
                 continue
@@ -423,7 +446,7 @@ def _add_standbys(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
     for adapter_id, spec in desired.items():
         if spec.mode is not DeploymentMode.ACTIVE_PASSIVE:
             continue
-        for key in wanted_slots(spec):
+        for key in work.wanted(spec):
             peeked = work.peek(key)
             if peeked is None or peeked.owner is None or peeked.status is SlotStatus.REVOKING:
                 continue

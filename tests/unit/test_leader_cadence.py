@@ -91,7 +91,7 @@ def test_a_mass_failover_runs_plan_after_plan() -> None:
     leader.raft.apply([RemovePod("p0", incarnation, reason="expired")])
     ticks = 0
     while True:
-        outcome = leader.tick(0.0)
+        leader.tick(0.0)
         ticks += 1
         if not leader.loop.wake.is_set():
             break
@@ -105,6 +105,7 @@ class Ticks(LeaderLoop):
     """A loop whose first tick leaves work behind (as a plan cut short by the budget)."""
 
     ticks = 0
+    second: asyncio.Event
 
     async def run_once(self) -> TickOutcome:
         self.ticks += 1
@@ -120,11 +121,11 @@ def test_a_wake_during_a_tick_is_not_lost() -> None:
         raft = FakeRaft()
         loop = Ticks(raft, cast(RaftBridge, raft), Adapters({}), Floor(), Policy(ttl_seconds=TTL),
                      tick_seconds=3600.0)  # fmt: skip
-        loop.second = asyncio.Event()  # type: ignore[attr-defined]
+        loop.second = asyncio.Event()
         task = asyncio.create_task(loop.run())
         try:
             # The periodic tick is an hour away: only the wake can bring the second tick.
-            await asyncio.wait_for(loop.second.wait(), 30.0)  # type: ignore[attr-defined]
+            await asyncio.wait_for(loop.second.wait(), 30.0)
         finally:
             task.cancel()
         assert loop.ticks == 2
