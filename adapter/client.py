@@ -28,8 +28,10 @@ Reply = tuple[int, Any]  # HTTP status, decoded body
 Request = tuple[bytes | None, dict[str, str]]  # body, headers
 T = TypeVar("T")
 
-ATTEMPTS_PER_REPLICA = 2
-"""Heartbeat attempts one replica may hold open at once while the pod hedges."""
+ATTEMPTS_PER_REPLICA = 1
+"""Heartbeat attempts one replica may hold open at once while the pod hedges. A second
+one to the same replica gains nothing (a hung replica holds it as well) and a slow
+leader only gets more of the same work; the other replicas are tried meanwhile."""
 
 
 class PodClient:
