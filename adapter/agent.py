@@ -51,6 +51,8 @@ GRACEFUL_STOPS = {
 }
 """Stop orders carried out with the graceful stop timeout (the connector closes cleanly);
 every other reason means another owner may exist already: stopped within the fence budget."""
+LOOP_STOP_SECONDS = 1.0
+"""How long the pod waits for its cancelled loops before it drains anyway."""
 FENCED_ITSELF = "lease expired: fenced itself"
 """The stop reason of a session the pod stopped because its own lease ran out."""
 FULL_REPORT_EVERY = 10
@@ -139,7 +141,8 @@ class Agent:
     async def close(self) -> None:
         await self.client.close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.events.flush_once(), 2.0)
+            async with asyncio.timeout(2.0):
+                await self.events.flush_once()
         await self.db.close()
         self.audit.close()
 
@@ -350,9 +353,15 @@ class Agent:
         finally:
             for task in (stopping, *tasks):
                 task.cancel()
+            # Bounded: a loop that did not end when cancelled must not keep the pod from
+            # draining (bug 10 in docs/reliability.md); it is logged and left behind.
+            _, stuck = await asyncio.wait({stopping, *tasks}, timeout=LOOP_STOP_SECONDS)
+            for task in stuck:
+                log.error("pod loop did not stop when cancelled pod=%s loop=%s",
+                          self.config.pod_id, task.get_name())  # fmt: skip
             for task in (stopping, *tasks):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: a loop's own error was handled above
 
     async def _fail(self, name: str, task: asyncio.Task[None]) -> None:
         error = task.exception() if not task.cancelled() else None
@@ -385,7 +394,8 @@ class Agent:
             else:  # the lease is ticking: try again soon
                 wait = self.retry
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def _poll_loop(self) -> None:
         backoff = POLL_BACKOFF_SECONDS[0]
@@ -418,7 +428,8 @@ class Agent:
             self._renewed.clear()
             timeout = remaining if remaining > 0 else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._renewed.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._renewed.wait()
 
     def _running(self) -> list[Session]:
         """Active sessions not being stopped already."""

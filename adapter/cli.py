@@ -110,7 +110,8 @@ async def _run(config: AgentConfig) -> int:
     runner = await _serve_metrics(agent, config)
     try:
         await agent.run(stop)
-        await asyncio.wait_for(agent.drain(), DRAIN_SECONDS)
+        async with asyncio.timeout(DRAIN_SECONDS):
+            await agent.drain()
     finally:
         await runner.cleanup()
         await agent.close()

@@ -227,7 +227,8 @@ class SessionManager:
             await context.state.claim()
             claimed = True
             await context.pin_artifacts()
-            await asyncio.wait_for(session.connector.start(context), self._timeouts.start_seconds)
+            async with asyncio.timeout(self._timeouts.start_seconds):
+                await session.connector.start(context)
         except (StaleEpochError, UnavailableError) as exc:  # stale grant, or retry later
             log.warning("start refused slot=%s epoch=%d error=%s", info.slot, info.epoch,
                         exc.message)  # fmt: skip
@@ -264,9 +265,8 @@ class SessionManager:
 
     async def _run_prepare(self, session: Session) -> None:
         try:
-            await asyncio.wait_for(
-                session.connector.prepare(session.info), self._timeouts.start_seconds
-            )
+            async with asyncio.timeout(self._timeouts.start_seconds):
+                await session.connector.prepare(session.info)
         except Exception:
             log.exception("standby prepare failed slot=%s", session.info.slot)
             if self.sessions.get(session.info.slot) is session and session.role == "STANDBY":

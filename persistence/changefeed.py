@@ -140,8 +140,11 @@ class ChangeFeed:
         if conn is None or conn.is_closed() or self._lost.is_set():
             return False
         try:
-            await asyncio.wait_for(conn.fetchval("SELECT 1"), self._check_interval * 2)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            await conn.fetchval("SELECT 1", timeout=self._check_interval * 2)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                OSError, TimeoutError):  # fmt: skip
+            # InternalClientError: the check raced the server closing the connection
+            # ("another operation is in progress"); the connection is no good either way.
             return False
         return True
 
@@ -149,7 +152,8 @@ class ChangeFeed:
         """Check the connection every interval (or at once when it terminates); reconnect."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), self._check_interval)
+                async with asyncio.timeout(self._check_interval):
+                    await self._lost.wait()
             if await self._healthy():
                 continue
             log.warning("change feed connection lost; reconnecting")

@@ -142,7 +142,8 @@ async def _retry(factory: Any, settings: PoolSettings, what: str) -> Any:
     last: BaseException | None = None
     for attempt in range(1, settings.connect_attempts + 1):
         try:
-            return await asyncio.wait_for(factory(), settings.connect_timeout_seconds)
+            async with asyncio.timeout(settings.connect_timeout_seconds):
+                return await factory()
         except _TRANSLATED as exc:
             last = exc
             log.warning(
@@ -200,7 +201,8 @@ class Database:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
-                await asyncio.wait_for(pool.close(), self.settings.command_timeout_seconds)
+                async with asyncio.timeout(self.settings.command_timeout_seconds):
+                    await pool.close()
             except (TimeoutError, *_TRANSLATED):
                 pool.terminate()
 

@@ -275,4 +275,5 @@ class PgQueueConsumer(Connector):
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when stop() is called."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()

@@ -118,10 +118,8 @@ class TcpClient(Connector):
         target = f"{config.host}:{config.port}"
         while True:
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(config.host, config.port),
-                    config.connect_timeout_seconds,
-                )
+                async with asyncio.timeout(config.connect_timeout_seconds):
+                    reader, writer = await asyncio.open_connection(config.host, config.port)
             except Exception as exc:  # OSError (TimeoutError included) or a bad host name
                 if not isinstance(exc, OSError):
                     log.warning("connect failed session=%s", context.info.slot, exc_info=exc)
@@ -166,4 +164,5 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     """Close the connection, waiting (bounded) until the transport is gone."""
     writer.close()
     with contextlib.suppress(OSError, TimeoutError):
-        await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT_SECONDS)
+        async with asyncio.timeout(_CLOSE_TIMEOUT_SECONDS):
+            await writer.wait_closed()

@@ -132,7 +132,8 @@ class ConfigCache:
             timeout = max(0.0, next_resync - loop.time())
             change: Change | None = None
             with contextlib.suppress(TimeoutError):
-                change = await asyncio.wait_for(feed.get(), timeout)
+                async with asyncio.timeout(timeout):
+                    change = await feed.get()
             if change is None:
                 change = RESYNC
             if change == RESYNC:

@@ -223,6 +223,7 @@ class RenewalConfirmer:
             await self._wake.wait()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):  # the batching window, cut short if full
-                await asyncio.wait_for(self._full.wait(), self._window)
+                async with asyncio.timeout(self._window):
+                    await self._full.wait()
             self._full.clear()
             await self.run_once()

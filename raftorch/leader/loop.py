@@ -314,7 +314,8 @@ class LeaderLoop:
             if expiry is not None:
                 wake_at = min(wake_at, max(now, expiry + 0.001))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), max(0.0, wake_at - now))
+                async with asyncio.timeout(max(0.0, wake_at - now)):
+                    await self.wake.wait()
 
     def _failed(self, why: str) -> None:
         self._failures += 1
@@ -375,9 +376,8 @@ class LeaderLoop:
         """
         while self.established and not self._node.snapshot().floor_confirmed:
             try:
-                recorded = await asyncio.wait_for(
-                    self._floor_source.max_epoch(), FLOOR_TIMEOUT_SECONDS
-                )
+                async with asyncio.timeout(FLOOR_TIMEOUT_SECONDS):
+                    recorded = await self._floor_source.max_epoch()
                 if recorded > MAX_EPOCH - EPOCH_HEADROOM_WARNING:
                     log.error(
                         "epoch floor from the database is %d, %d below the largest epoch: "

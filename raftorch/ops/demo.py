@@ -374,7 +374,8 @@ class Demo:
                         child.start()
                         self.write_demo_json()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await stop.wait()
         finally:
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -393,7 +394,8 @@ class Demo:
                         f"'message ' || (COALESCE(max(id), 0) + 1) FROM demo_q_{i}"
                     )
                 with contextlib.suppress(TimeoutError):  # one message per queue per 0.5 s
-                    await asyncio.wait_for(stop.wait(), 0.5)
+                    async with asyncio.timeout(0.5):
+                        await stop.wait()
         finally:
             await conn.close()
 

@@ -372,7 +372,8 @@ class Orchestrator:
         await self.confirmer.stop()
         for buffer in (self.events, self.history, self.plugins):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(buffer.flush_once(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await buffer.flush_once()
         await self.forwarder.close()
         await self.db.close()
         self.audit.close()

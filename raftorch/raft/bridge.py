@@ -91,9 +91,8 @@ class RaftBridge:
             self._track(+1)
             try:
                 self._node.submit(request_id, at, tuple(commands), _settler(loop, future))
-                return await asyncio.wait_for(
-                    asyncio.shield(future), timeout_seconds or self._timeout
-                )
+                async with asyncio.timeout(timeout_seconds or self._timeout):
+                    return await asyncio.shield(future)
             except TimeoutError:
                 raise OutcomeUnknownError(
                     f"no commit within {timeout_seconds or self._timeout:.1f}s for "

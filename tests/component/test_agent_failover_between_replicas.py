@@ -228,3 +228,28 @@ def test_a_renewal_acknowledged_after_the_deadline_fences_what_was_running() -> 
     now[0] = agent.deadline + 0.1
     agent._renewed_by(agent.deadline - 1.0, answer, {})
     assert fenced == ["lease expired: fenced itself"]
+
+
+async def test_the_watchdog_ends_when_cancelled_as_a_renewal_arrives() -> None:
+    """Bug 10: SIGTERM cancelled the pod's loops in the same loop iteration as a renewal
+    woke the watchdog; `asyncio.wait_for` swallowed the cancellation, the watchdog ran on
+    (it fenced every session 2.4 s later) and the pod never drained. Both at once: the
+    watchdog must end."""
+    config = AgentConfig(
+        pod_id="pod-1",
+        orchestrators=("http://127.0.0.1:1",),
+        bootstrap_token=Secret("t"),
+        database_dsn=Secret("postgresql://nobody@127.0.0.1:1/none"),
+    )
+    agent = Agent(config, {}, PodMetrics(CollectorRegistry()))
+    agent.deadline = asyncio.get_running_loop().time() + 30.0  # waits for a renewal
+    watchdog = asyncio.create_task(agent._watchdog())
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while not agent._renewed._waiters:  # type: ignore[attr-defined]
+        assert asyncio.get_running_loop().time() < deadline, "the watchdog never waited"
+        await asyncio.sleep(0)
+    agent._renewed.set()  # a renewal ...
+    watchdog.cancel()  # ... and the shutdown, in one step
+    done, _ = await asyncio.wait({watchdog}, timeout=2.0)
+    assert done, "the watchdog swallowed its cancellation and runs on"
+    assert watchdog.cancelled()

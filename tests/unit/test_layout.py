@@ -91,6 +91,21 @@ def test_no_runtime_module_is_over_500_lines() -> None:
     assert not long, long
 
 
+def test_no_runtime_module_uses_asyncio_wait_for() -> None:
+    """Python 3.11's `asyncio.wait_for` swallows a cancellation that arrives as the awaited
+    thing completes: a pod's watchdog, cancelled at SIGTERM just as a renewal came, went
+    on running, so the pod never drained (bug 10 in docs/reliability.md). The runtime
+    uses `asyncio.timeout`, which does not."""
+    users = [
+        f"{p.relative_to(ROOT)}:{node.lineno}"
+        for p in _modules()
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr == "wait_for"
+        and ast.unparse(node.value) == "asyncio"
+    ]  # fmt: skip
+    assert not users, users
+
+
 def test_every_module_says_what_it_owns() -> None:
     missing = [str(p.relative_to(ROOT)) for p in _modules() if not ast.get_docstring(
         ast.parse(p.read_text()))]  # fmt: skip

@@ -140,7 +140,8 @@ class FixConnector(Connector):
             self._unlabel()
             server.close()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await server.wait_closed()
         while not self._accepted.empty():
             _reader, writer = self._accepted.get_nowait()
             writer.transport.abort()
@@ -164,13 +165,13 @@ class FixConnector(Connector):
                 await self._pause(config.reconnect_interval_seconds)
                 return None
             with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(self._accepted.get(), HOLD_POLL_SECONDS)
+                async with asyncio.timeout(HOLD_POLL_SECONDS):
+                    return await self._accepted.get()
             return None
         target = f"{config.host}:{config.port}"
         try:
-            return await asyncio.wait_for(
-                asyncio.open_connection(config.host, config.port), CONNECT_TIMEOUT_SECONDS
-            )
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                return await asyncio.open_connection(config.host, config.port)
         except (OSError, TimeoutError) as exc:
             why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
             self._problem(f"connect to {target}: {why}", first=backoff.failures == 0)
@@ -301,4 +302,5 @@ class FixConnector(Connector):
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()

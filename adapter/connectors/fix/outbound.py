@@ -245,7 +245,9 @@ class Outbound:
             transport.abort()
             return
         with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(self._writer.drain(), 1.0)
+            async with asyncio.timeout(1.0):
+                await self._writer.drain()
         transport.close()
         with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await self._writer.wait_closed()

@@ -259,7 +259,8 @@ class OwnerLabels:
                     return
                 wait = RESYNC_SECONDS if self._wanted else RETRY_SECONDS[1]
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def reconcile_once(self) -> None:
         """One pass: forget stale labels of this Pod, drop the released ones, take the wanted
@@ -347,9 +348,8 @@ class OwnerLabels:
             return claim.acceptor
         repository = AdapterRepository(claim.context.db)
         try:
-            record = await asyncio.wait_for(
-                repository.get(claim.context.info.adapter_id), LOOKUP_TIMEOUT_SECONDS
-            )
+            async with asyncio.timeout(LOOKUP_TIMEOUT_SECONDS):
+                record = await repository.get(claim.context.info.adapter_id)
         except (RaftorchError, TimeoutError) as exc:
             raise LabelError(f"adapter name lookup: {exc}") from None
         claim.resolved, claim.acceptor = True, self.settings.acceptors.get(record.name)
