@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,6 +33,25 @@ async def _hanging_server() -> tuple[asyncio.Server, int, list[asyncio.StreamWri
 
     server = await asyncio.start_server(hold, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1], held
+
+
+async def _close(hanging: list[tuple[asyncio.Server, int, list[asyncio.StreamWriter]]]) -> None:
+    for server, _, held in hanging:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+def _offline_agent(clock: Callable[[], float] = time.monotonic) -> Agent:
+    """An agent whose replica and database are unreachable (its logic alone is tested)."""
+    config = AgentConfig(
+        pod_id="pod-1",
+        orchestrators=("http://127.0.0.1:1",),
+        bootstrap_token=Secret("t"),
+        database_dsn=Secret("postgresql://nobody@127.0.0.1:1/none"),
+    )
+    return Agent(config, {}, PodMetrics(CollectorRegistry()), clock=clock)
 
 
 def _replica() -> web.Application:
@@ -98,13 +118,7 @@ async def test_a_hanging_replica_does_not_use_up_the_lease(tmp_path: Path) -> No
 async def test_assignments_read_from_older_state_are_not_applied() -> None:
     """A heartbeat reply computed just before a grant can arrive after the long-poll reply
     that carried the grant; it must not stop the session the newer reply started."""
-    config = AgentConfig(
-        pod_id="pod-1",
-        orchestrators=("http://127.0.0.1:1",),
-        bootstrap_token=Secret("t"),
-        database_dsn=Secret("postgresql://nobody@127.0.0.1:1/none"),
-    )
-    agent = Agent(config, {}, PodMetrics(CollectorRegistry()))
+    agent = _offline_agent()
     applied: list[tuple[list[str], bool]] = []
 
     def record(assignments: list[Assignment], *, may_stop: bool) -> None:
@@ -160,11 +174,7 @@ async def test_replicas_that_hold_attempts_leave_room_for_the_one_that_answers()
     finally:
         await client.close()
         await runner.cleanup()
-        for server, _, held in hanging:
-            for writer in held:
-                writer.close()
-            server.close()
-            await server.wait_closed()
+        await _close(hanging)
 
 
 async def test_hedging_against_replicas_that_all_hang_does_not_spin() -> None:
@@ -184,11 +194,7 @@ async def test_hedging_against_replicas_that_all_hang_does_not_spin() -> None:
         assert used < 0.5, f"hedging used {used:.2f}s of CPU in 1.5s"
     finally:
         await client.close()
-        for server, _, held in hanging:
-            for writer in held:
-                writer.close()
-            server.close()
-            await server.wait_closed()
+        await _close(hanging)
 
 
 def test_a_renewal_acknowledged_after_the_deadline_fences_what_was_running() -> None:
@@ -196,13 +202,7 @@ def test_a_renewal_acknowledged_after_the_deadline_fences_what_was_running() -> 
     event loop). The pod fences what it was running, as the watchdog would have; an
     answer in time fences nothing. The session manager is a stand-in (logic only)."""
     now = [100.0]
-    config = AgentConfig(
-        pod_id="pod-1",
-        orchestrators=("http://127.0.0.1:1",),
-        bootstrap_token=Secret("t"),
-        database_dsn=Secret("postgresql://nobody@127.0.0.1:1/none"),
-    )
-    agent = Agent(config, {}, PodMetrics(CollectorRegistry()), clock=lambda: now[0])
+    agent = _offline_agent(clock=lambda: now[0])
     fenced: list[str] = []
     running = SimpleNamespace(info=SimpleNamespace(slot="s/0", adapter_id="s", epoch=3),
                               stopping=None)  # fmt: skip
@@ -235,13 +235,7 @@ async def test_the_watchdog_ends_when_cancelled_as_a_renewal_arrives() -> None:
     woke the watchdog; `asyncio.wait_for` swallowed the cancellation, the watchdog ran on
     (it fenced every session 2.4 s later) and the pod never drained. Both at once: the
     watchdog must end."""
-    config = AgentConfig(
-        pod_id="pod-1",
-        orchestrators=("http://127.0.0.1:1",),
-        bootstrap_token=Secret("t"),
-        database_dsn=Secret("postgresql://nobody@127.0.0.1:1/none"),
-    )
-    agent = Agent(config, {}, PodMetrics(CollectorRegistry()))
+    agent = _offline_agent()
     agent.deadline = asyncio.get_running_loop().time() + 30.0  # waits for a renewal
     watchdog = asyncio.create_task(agent._watchdog())
     deadline = asyncio.get_running_loop().time() + 5.0
