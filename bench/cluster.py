@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.load import ROOT
 from devtools.postgres import PostgresServer, free_ports
 
 READY_SECONDS = 90.0
@@ -109,6 +110,9 @@ class Cluster:
         me = f"127.0.0.1:{replica.raft_port}"
         env.update(
             {
+                # The replicas run the tree the bench runs from, not whatever raftorch is
+                # installed: a `git archive` export measures the code it holds.
+                "PYTHONPATH": str(ROOT),
                 "RAFTORCH_NODE__ID": replica.node_id,
                 "RAFTORCH_NODE__DATA_DIR": str(self.root / replica.node_id),
                 "RAFTORCH_RAFT__BIND": me,
