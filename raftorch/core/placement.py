@@ -65,8 +65,15 @@ class Placer:
         exclude: Collection[str],
         adapter_members: Callable[[str], int],
         zone_crowd: Callable[[str | None], int],
+        fewest: int = 0,
     ) -> str | None:
-        """The best pod for a new role, or None; its load goes up by one."""
+        """The best pod for a new role, or None; its load goes up by one.
+
+        `fewest` is a lower bound of `adapter_members` over the candidates: the first
+        candidate (in load order) that has that few and an empty zone is the best one.
+        With 0, a candidate must hold no role of the adapter for that; once every pod
+        holds one (100 instances over 20 pods), a caller that knows better saves the
+        probes."""
         heap = self._heap(connector)
         aside: list[tuple[int, str]] = []
         best: tuple[int, int, int, str] | None = None
@@ -85,7 +92,7 @@ class Placer:
             rank = (adapter_members(pod_id), zone_crowd(self.zone(pod_id)), load, pod_id)
             if best is None or rank < best:
                 best = rank
-            if rank[:2] == (0, 0):
+            if rank[:2] == (fewest, 0):
                 break  # breaks no preference, and nothing later is less loaded
         chosen = best[3] if best is not None else None
         for entry in aside:

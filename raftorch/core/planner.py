@@ -122,6 +122,7 @@ class _Work:
     _added: dict[str, set[str]] = field(default_factory=dict)  # adapter -> slots created
     _members: dict[str, Counter[str]] = field(default_factory=dict)  # adapter -> pod roles
     _zones: dict[str, Counter[str | None]] = field(default_factory=dict)
+    _fewest: dict[str, int] = field(default_factory=dict)  # adapter -> bound of its roles/pod
     _wanted: dict[str, list[str]] = field(default_factory=dict)  # adapter -> wanted slots
     pod_slots: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     adapter_slots: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
@@ -218,18 +219,30 @@ class _Work:
         self.zone_crowd(adapter_id)[self.placer.zone(pod_id)] += 1
 
     def left(self, adapter_id: str, pod_id: str) -> None:
+        self._fewest.pop(adapter_id, None)
         self.placer.load[pod_id] -= 1
         self.members(adapter_id)[pod_id] -= 1
         self.zone_crowd(adapter_id)[self.placer.zone(pod_id)] -= 1
 
     def choose(self, spec: AdapterSpec, exclude: Iterable[str]) -> str | None:
-        members, crowd = self.members(spec.adapter_id), self.zone_crowd(spec.adapter_id)
+        adapter_id = spec.adapter_id
+        members, crowd = self.members(adapter_id), self.zone_crowd(adapter_id)
+        fewest = self._fewest.get(adapter_id, 0)
         chosen = self.placer.choose(
             spec.connector, set(exclude), lambda p: members[p],
-            lambda zone: crowd[zone] if zone is not None else 0,
+            lambda zone: crowd[zone] if zone is not None else 0, fewest,
         )  # fmt: skip
-        if chosen is not None:
-            self.joined(spec.adapter_id, chosen)
+        if chosen is None:
+            return None
+        if members[chosen] > fewest:
+            # The bound was low (every pod holds more roles of the adapter by now): the
+            # fewest any able pod holds is the bound for the next choices. Roles are only
+            # added between two such updates (`left` drops the bound), so it stays a bound.
+            self._fewest[adapter_id] = min(
+                (members[p] for p in self.pods if self.placer.able(p, spec.connector)),
+                default=0,
+            )
+        self.joined(adapter_id, chosen)
         return chosen
 
     # changes ------------------------------------------------------------------------------
@@ -254,6 +267,7 @@ class _Work:
             self.touched.add(current.adapter_id)
             self._members.pop(current.adapter_id, None)
             self._zones.pop(current.adapter_id, None)
+            self._fewest.pop(current.adapter_id, None)
             if current.owner == pod_id:
                 if current.status is SlotStatus.REVOKING:
                     self.delete(key)
