@@ -46,6 +46,11 @@ class Placer:
         """The pod is gone (expired in this plan): its heap entries are skipped from now on."""
         self._zones.pop(pod_id, None)
 
+    def fewest(self, connector: str, roles: Mapping[str, int]) -> int:
+        """The fewest `roles` any able pod holds: a bound for `choose` until one of them
+        loses a role (roles only added keep it a bound)."""
+        return min((roles.get(p, 0) for p in self._zones if self.able(p, connector)), default=0)
+
     def offered(self, connector: str) -> bool:
         return any(self.able(p, connector) for p in self._zones)
 

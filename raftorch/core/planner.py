@@ -225,24 +225,16 @@ class _Work:
         self.zone_crowd(adapter_id)[self.placer.zone(pod_id)] -= 1
 
     def choose(self, spec: AdapterSpec, exclude: Iterable[str]) -> str | None:
-        adapter_id = spec.adapter_id
-        members, crowd = self.members(adapter_id), self.zone_crowd(adapter_id)
-        fewest = self._fewest.get(adapter_id, 0)
+        members, crowd = self.members(spec.adapter_id), self.zone_crowd(spec.adapter_id)
+        fewest = self._fewest.get(spec.adapter_id, 0)
         chosen = self.placer.choose(
             spec.connector, set(exclude), lambda p: members[p],
             lambda zone: crowd[zone] if zone is not None else 0, fewest,
         )  # fmt: skip
-        if chosen is None:
-            return None
-        if members[chosen] > fewest:
-            # The bound was low (every pod holds more roles of the adapter by now): the
-            # fewest any able pod holds is the bound for the next choices. Roles are only
-            # added between two such updates (`left` drops the bound), so it stays a bound.
-            self._fewest[adapter_id] = min(
-                (members[p] for p in self.pods if self.placer.able(p, spec.connector)),
-                default=0,
-            )
-        self.joined(adapter_id, chosen)
+        if chosen is not None:
+            if members[chosen] > fewest:  # the bound is low by now: every pod holds more
+                self._fewest[spec.adapter_id] = self.placer.fewest(spec.connector, members)
+            self.joined(spec.adapter_id, chosen)
         return chosen
 
     # changes ------------------------------------------------------------------------------
@@ -265,9 +257,8 @@ class _Work:
             if current is None:
                 continue
             self.touched.add(current.adapter_id)
-            self._members.pop(current.adapter_id, None)
-            self._zones.pop(current.adapter_id, None)
-            self._fewest.pop(current.adapter_id, None)
+            for counts in (self._members, self._zones, self._fewest):
+                counts.pop(current.adapter_id, None)
             if current.owner == pod_id:
                 if current.status is SlotStatus.REVOKING:
                     self.delete(key)

@@ -32,6 +32,7 @@ from protocol.errors import RaftorchError
 from protocol.pod import RegisterRequest
 from protocol.values import SlotStatus
 from raftorch.api.app import build_app
+from raftorch.api.assignments import ConfigChanges
 from raftorch.api.context import Context, LeaderActions, Repositories
 from raftorch.api.forwarding import Forwarder
 from raftorch.api.pods import PodApi
@@ -189,6 +190,8 @@ class Orchestrator:
             pool_settings(config),
             resync_interval_seconds=config.database.resync_interval_seconds,
         )
+        self._config_changes = ConfigChanges()
+        self.cache.listeners.append(self._config_changes.note)
         self.events: WriteBehind[NewEvent] = WriteBehind("event log", self.repos.events.append)
         self._history_repo = LeaseHistoryRepository(self.db)
         history = self._history_repo
@@ -346,12 +349,17 @@ class Orchestrator:
             await asyncio.sleep(2.0)
 
     async def _wake_on_config(self) -> None:
-        """A configuration change wakes the leader loop and long-polls at once."""
+        """A configuration change wakes the leader loop at once, and the long-polls of the
+        pods it concerns (`ConfigChanges`)."""
         while True:
             await self.cache.changed.wait()
             self.cache.changed.clear()
             self.loop.wake.set()
-            self.pods.signals.fire_all()
+            pods = self._config_changes.take(self.node.snapshot())
+            if pods is None:
+                self.pods.signals.fire_all()
+            else:
+                self.pods.signals.fire(pods)
 
     async def stop(self) -> None:
         """Hand leadership on, finish requests, stop tasks, flush what the database takes."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -185,3 +186,55 @@ def test_long_poll_answers_when_an_assignment_arrives(replica: ProcessCluster) -
         return any((p["connector"], p["version"]) == ("lp-conn", "1.2") for p in plugins)
 
     wait_until(advertised, 10.0, "the advertised connector in the plugin list")
+
+
+def test_long_poll_answers_when_its_adapter_is_reconfigured(replica: ProcessCluster) -> None:
+    """A configuration change wakes the long-polls of the pods serving the adapter (only
+    those: `ConfigChanges`), and the answer carries the new configuration."""
+    reply = call("POST", _url(replica, "/pod/v1/register"),
+                 {"pod_id": "lp-cfg", "connectors": [{"type": "cfg-conn"}]},
+                 token=POD_TOKEN)  # fmt: skip
+    credential = reply.body["credential"]
+    with ThreadPoolExecutor(2) as pool:
+        stop = threading.Event()
+
+        def keep_alive() -> None:  # the pod must outlive placement and the change
+            while not stop.wait(replica.ttl / 6):
+                call("POST", _url(replica, "/pod/v1/heartbeat"),
+                     {"pod_id": "lp-cfg", "sessions": []}, token=credential)  # fmt: skip
+
+        alive = pool.submit(keep_alive)
+        try:
+            _reconfigure_while_polling(replica, credential, pool)
+        finally:
+            stop.set()
+        alive.result(timeout=30.0)
+
+
+def _reconfigure_while_polling(
+    replica: ProcessCluster, credential: str, pool: ThreadPoolExecutor
+) -> None:
+    adapter = call("POST", _url(replica, "/api/v1/adapters"),
+                   {"name": "cfg-adapter", "connector": "cfg-conn", "mode": "single",
+                    "config": {"k": "old"}}).body  # fmt: skip
+    assert call("POST", _url(replica, f"/api/v1/adapters/{adapter['id']}/enable")).status == 202
+    poll = _url(replica, "/pod/v1/assignments?pod_id=lp-cfg")
+
+    def assigned() -> bool:
+        return bool(call("GET", poll, token=credential).body["assignments"])
+
+    wait_until(assigned, 20.0, "the adapter assigned to the pod")
+    first = call("GET", poll, token=credential).body
+    waiting = pool.submit(call, "GET", f"{poll}&version={first['version']}&wait_seconds=25",
+                          token=credential, timeout=30.0)  # fmt: skip
+    changed = call("PATCH", _url(replica, f"/api/v1/adapters/{adapter['id']}"),
+                   {"config": {"k": "new"}})  # fmt: skip
+    assert changed.status == 200, changed.body
+    started = time.monotonic()
+    answer = waiting.result(timeout=30.0)
+    took = time.monotonic() - started
+    assert answer.status == 200
+    assert answer.body["version"] != first["version"]
+    [assignment] = answer.body["assignments"]
+    assert assignment["config"] == {"k": "new"}
+    assert took < 20.0, "the long-poll waited for its timeout instead of the change"
