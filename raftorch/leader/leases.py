@@ -92,6 +92,10 @@ class LeaseTracker:
     def renewals(self) -> Mapping[str, float]:
         return dict(self._renewals)
 
+    def last_renewal(self, pod_id: str) -> float | None:
+        """The receipt of the pod's last confirmed renewal (None: not tracked)."""
+        return self._renewals.get(pod_id)
+
     def earliest_renewal(self) -> float | None:
         """The oldest renewal tracked (its lease runs out first), or None without pods."""
         return min(self._renewals.values(), default=None)

@@ -12,7 +12,7 @@ from typing import cast
 
 from protocol.values import DeploymentMode, SlotStatus
 from raftorch.core.model import AdapterSpec, Grant, Policy, RegisterPod, RemovePod
-from raftorch.leader.loop import Cadence, LeaderLoop, TickOutcome
+from raftorch.leader.loop import UNHEARD_PODS, Cadence, LeaderLoop, TickOutcome
 from raftorch.raft.bridge import RaftBridge
 from tests.unit.test_rebalance_leader import TERM, TTL, Adapters, FakeRaft, Floor
 
@@ -40,17 +40,17 @@ def test_a_stall_skips_the_missed_ticks_without_a_burst() -> None:
 class Leader:
     """The loop with a small grant budget, one pod renewing at every tick."""
 
-    def __init__(self) -> None:
+    def __init__(self, adapters: int = ADAPTERS, budget: int = BUDGET) -> None:
         self.raft = FakeRaft()
         self.now = 1000.0
         specs = {f"a{i}": AdapterSpec(f"a{i}", "fix", DeploymentMode.SINGLE, enabled=True)
-                 for i in range(ADAPTERS)}  # fmt: skip
-        policy = Policy(ttl_seconds=TTL, max_grants_per_tick=BUDGET)
+                 for i in range(adapters)}  # fmt: skip
+        policy = Policy(ttl_seconds=TTL, max_grants_per_tick=budget)
         self.loop = LeaderLoop(self.raft, cast(RaftBridge, self.raft), Adapters(specs), Floor(),
                                policy, tick_seconds=0.25, clock=lambda: self.now)  # fmt: skip
 
-    def join(self, pod_id: str) -> None:
-        self.raft.apply([RegisterPod(pod_id, f"{pod_id}-1", "", frozenset({"fix"}), 1000)])
+    def join(self, pod_id: str, capacity: int = 1000) -> None:
+        self.raft.apply([RegisterPod(pod_id, f"{pod_id}-1", "", frozenset({"fix"}), capacity)])
 
     def tick(self, seconds: float) -> TickOutcome:
         """As `run()` does: clear the wake, tick; the wake then says "tick again at once"."""
@@ -129,5 +129,68 @@ def test_a_wake_during_a_tick_is_not_lost() -> None:
         finally:
             task.cancel()
         assert loop.ticks == 2
+
+    asyncio.run(scenario())
+
+
+class Counted(LeaderLoop):
+    """Counts how often the pacing looked at the pods it waits for."""
+
+    looks = 0
+    looked: asyncio.Event
+
+    def _unheard(self) -> int:
+        self.looks += 1
+        if self.looks >= 3:
+            self.looked.set()
+        return super()._unheard()
+
+
+def test_more_placing_waits_until_the_pods_given_work_were_heard_from() -> None:
+    pods = 3 * UNHEARD_PODS
+    leader = Leader(adapters=2 * pods, budget=2 * UNHEARD_PODS)
+    leader.loop.__class__ = Counted  # the same loop, with its looks counted
+    loop = cast(Counted, leader.loop)
+    for i in range(pods):
+        leader.join(f"p{i:03d}", capacity=1)  # one slot each: every grant is a new pod
+    while not (outcome := leader.tick(1.0)).plan.commands:  # until the pods have settled
+        pass
+    granted = {c.pod_id for c in outcome.plan.commands if isinstance(c, Grant)}
+    assert len(granted) == 2 * UNHEARD_PODS and outcome.plan.pending
+
+    async def scenario() -> None:
+        loop.looked = asyncio.Event()
+        pacing = asyncio.create_task(loop._pace())
+        async with asyncio.timeout(30.0):
+            await loop.looked.wait()  # it looked three times and is still waiting
+        assert not pacing.done()
+        heard = sorted(granted)[: len(granted) - UNHEARD_PODS]
+        for pod_id in heard:  # their reports arrive after the grant
+            assert loop.tracker.renew(pod_id, leader.now + 0.5, TERM)
+        async with asyncio.timeout(30.0):
+            await pacing  # all but UNHEARD_PODS heard from: the next plan may go
+
+    asyncio.run(scenario())
+
+
+def test_placing_waits_at_most_a_heartbeat_interval() -> None:
+    leader = Leader(adapters=400, budget=2 * UNHEARD_PODS)
+    leader.loop.__class__ = Counted
+    loop = cast(Counted, leader.loop)
+    for i in range(400):
+        leader.join(f"p{i:03d}", capacity=1)
+    while not leader.tick(1.0).plan.commands:
+        pass
+
+    async def scenario() -> None:
+        loop.looked = asyncio.Event()
+        pacing = asyncio.create_task(loop._pace())
+        async with asyncio.timeout(30.0):
+            await loop.looked.wait()
+        assert not pacing.done()
+        leader.now += TTL / 3  # nobody answered for a heartbeat interval
+        async with asyncio.timeout(30.0):
+            await pacing
+        assert loop._unheard() == 2 * UNHEARD_PODS  # it went on without them
 
     asyncio.run(scenario())
