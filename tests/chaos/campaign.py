@@ -86,6 +86,9 @@ def run_campaign(
             wait_until(lambda: not system.not_active(), 90.0, "every adapter ACTIVE at start")
             system.check_routing()
             observer.start()
+            # The first fault is read against what the API showed before it: without an
+            # answer by then, a pod fault first in the schedule measures no failover.
+            wait_until(observer.answered, WHOLE_SECONDS, "a first answer to the API observer")
             trail = system.nemesis_trail
             started = time.monotonic()
             number = 0

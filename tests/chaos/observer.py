@@ -58,6 +58,7 @@ class ApiObserver:
         self._trail = trail
         self._period, self._timeout, self._clock = period, timeout, clock
         self._stopping = threading.Event()
+        self._answered = threading.Event()  # set by the first answer that listed the slots
         self._thread = threading.Thread(target=self._run, daemon=True, name="api-observer")
         self._known: dict[str, SlotView] = {}
         self._last_seen: float | None = None
@@ -72,6 +73,11 @@ class ApiObserver:
     def start(self) -> None:
         self._trail.open()
         self._thread.start()
+
+    def answered(self) -> bool:
+        """Whether some replica has answered with the slots yet: a fault injected before
+        the first answer could not be read against what the API showed."""
+        return self._answered.is_set()
 
     def stop(self) -> ObserverStats:
         self._stopping.set()
@@ -151,3 +157,4 @@ class ApiObserver:
                                via=via)  # fmt: skip
         self._known = slots
         self._last_seen = seen
+        self._answered.set()

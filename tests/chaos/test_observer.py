@@ -14,6 +14,7 @@ import pytest
 
 from persistence.audit import AuditTrail
 from tests.chaos.observer import ApiObserver
+from tests.integration.processes import wait_until
 
 
 class FakeReplica(ThreadingHTTPServer):
@@ -118,3 +119,20 @@ def test_a_replica_that_fails_is_passed_over_and_the_next_one_kept(
 
     assert [r["via"] for r in records(trail) if r["kind"] == "api_slot"] == ["r1"]
     assert observer.stats.failures == 1 and observer.stats.samples == 2
+
+
+def test_the_first_answer_is_awaited_and_failures_do_not_count_as_one(
+    replicas: list[FakeReplica], tmp_path: Path
+) -> None:
+    r0, r1 = replicas
+    observer = ApiObserver(lambda: {"r0": r0.url, "r1": r1.url},
+                           AuditTrail(tmp_path / "observer.audit", "observer"))  # fmt: skip
+    r0.status = r1.status = 503
+    assert not observer.sample()
+    assert not observer.answered()  # nobody answered yet
+    r1.status = 200
+    r1.adapters = [adapter("a", ("ACTIVE", "pod-1", 4))]
+    observer.start()  # the thread samples on its own now
+    wait_until(observer.answered, 10.0, "the observer's first answer")
+    assert observer.stats.samples >= 1
+    observer.stop()
