@@ -68,7 +68,10 @@ CTX = web.AppKey("ctx", Context)
 
 def ctx_of(request: web.Request) -> Context:
     """The replica's `Context` (looked up through sub-applications too)."""
-    return request.config_dict[CTX]
+    # The app's own mapping first: `config_dict` builds a ChainMap proxy on every access,
+    # on every request (about 2% of a leader's samples at 1,000 heartbeats a second).
+    ctx = request.app.get(CTX)
+    return ctx if ctx is not None else request.config_dict[CTX]
 
 
 # --- errors -------------------------------------------------------------------------

@@ -152,6 +152,9 @@ class PodApi:
         self._on_registered = on_registered
         self._clock = clock
         self.signals = PodSignals()
+        # Bound once: `labels()` takes a lock and checks the names on every call.
+        self._renewed = metrics.heartbeats.labels(outcome="renewed")
+        self._refused = metrics.heartbeats.labels(outcome="refused")
         self._indexed: object = None  # the pods map `_by_incarnation` was built from
         self._by_incarnation: dict[str, str] = {}
 
@@ -175,7 +178,10 @@ class PodApi:
         Looked up by the credential alone, before the body is read: what a stranger sends
         is never parsed. The index is rebuilt only when the registered pods changed.
         """
-        incarnation = incarnation_of(credential)
+        return self._pod_with(snapshot, incarnation_of(credential))
+
+    def _pod_with(self, snapshot: Snapshot, incarnation: str) -> str | None:
+        """The registered pod of `incarnation` (a credential's digest), None: none."""
         for attempt in (1, 2):
             pod_id = self._by_incarnation.get(incarnation)
             if pod_id is not None:
@@ -188,10 +194,15 @@ class PodApi:
             self._by_incarnation = {p.incarnation: p.pod_id for p in snapshot.pods.values()}
         return None
 
-    def _authenticate(self, request: web.Request, snapshot: Snapshot) -> str:
-        """The pod calling (by its credential); 410 when no registered pod has it (expired,
-        left, or registered again since): the pod must stop everything and register."""
-        pod_id = self._pod_of(snapshot, bearer_token(request))
+    def _authenticate(
+        self, request: web.Request, snapshot: Snapshot, incarnation: str | None = None
+    ) -> str:
+        """The pod calling (by its credential, or its digest when already taken); 410 when
+        no registered pod has it (expired, left, or registered again since): the pod must
+        stop everything and register."""
+        if incarnation is None:
+            incarnation = incarnation_of(bearer_token(request))
+        pod_id = self._pod_with(snapshot, incarnation)
         if pod_id is None:
             raise RegistrationExpiredError(
                 "no registered pod holds this credential (the registration expired, left or "
@@ -202,7 +213,7 @@ class PodApi:
     def _pod_known_here(self, request: web.Request, snapshot: Snapshot) -> str:
         """Like `_authenticate`, but a follower may simply be behind the leader: it answers
         "retry" (503) rather than "registration expired"."""
-        if self._node.status().is_leader:
+        if self._node.is_leader():
             return self._authenticate(request, snapshot)
         pod_id = self._pod_of(snapshot, bearer_token(request))
         if pod_id is None:
@@ -238,11 +249,11 @@ class PodApi:
         return await self._forwarder.forward(request, body, self._node.snapshot(), status)
 
     def _leader_hint(self) -> str | None:
-        status = self._node.status()
-        if status.leader_id is None:
+        leader_id = self._node.leader_id()
+        if leader_id is None:
             return None
-        replica = self._node.snapshot().replicas.get(status.leader_id)
-        return replica.node_id if replica else status.leader_id
+        replica = self._node.snapshot().replicas.get(leader_id)
+        return replica.node_id if replica else leader_id
 
     # --- routes ---------------------------------------------------------------------
 
@@ -307,23 +318,25 @@ class PodApi:
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         started = self._clock()
-        bearer_token(request)  # 401 without one, before anything else
-        if not self._node.status().is_leader:
+        credential = bearer_token(request)  # 401 without one, before anything else
+        if not self._node.is_leader():
             forwarded = await self._leader_or_forward(request, await read_body(request))
             if forwarded is not None:
                 return forwarded
         try:
-            reply = await self._heartbeat(request, started)
+            reply = await self._heartbeat(request, started, incarnation_of(credential))
         except RaftorchError:
-            self._metrics.heartbeats.labels(outcome="refused").inc()
+            self._refused.inc()
             raise
         self._metrics.heartbeat_latency.observe(self._clock() - started)
-        self._metrics.heartbeats.labels(outcome="renewed").inc()
+        self._renewed.inc()
         return self._reply(request, reply)
 
-    async def _heartbeat(self, request: web.Request, arrival: float) -> HeartbeatReply:
+    async def _heartbeat(
+        self, request: web.Request, arrival: float, incarnation: str
+    ) -> HeartbeatReply:
         snapshot = self._node.snapshot()
-        pod_id = self._authenticate(request, snapshot)
+        pod_id = self._authenticate(request, snapshot, incarnation)
         req = await self._pod_body(request, snapshot, pod_id, HeartbeatRequest)
         self._claimed(pod_id, req.pod_id)
         # The pod's status changes ride in the next barrier entry (group commit): one
@@ -339,7 +352,7 @@ class PodApi:
             )
         # Decisions committed while the barrier was pending count: look again.
         latest = self._node.snapshot()
-        if self._pod_of(latest, bearer_token(request)) != pod_id:
+        if self._pod_with(latest, incarnation) != pod_id:
             raise RegistrationExpiredError(f"pod {pod_id} was removed: register again")
         if commands:
             result = ApplyResult("", rejected=confirmed.rejected, error=confirmed.error)
@@ -390,7 +403,7 @@ class PodApi:
 
     async def release(self, request: web.Request) -> web.Response:
         bearer_token(request)  # 401 without one, before anything else
-        if not self._node.status().is_leader:
+        if not self._node.is_leader():
             forwarded = await self._leader_or_forward(request, await read_body(request))
             if forwarded is not None:
                 return forwarded

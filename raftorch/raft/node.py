@@ -258,6 +258,10 @@ class LeaseNode(SyncObj):
             has_quorum=bool(self.hasQuorum),
         )
 
+    def is_leader(self) -> bool:
+        """Whether this node leads now (cheaper than `status()`; any thread)."""
+        return bool(self._isLeader())
+
     def leader_id(self) -> str | None:
         """The leader this node knows of now (cheaper than `status()`; any thread)."""
         leader = self._getLeader()
