@@ -325,3 +325,11 @@ class Plan:
 
     def __bool__(self) -> bool:
         return bool(self.commands)
+
+
+def wanted_slots(spec: AdapterSpec) -> list[str]:
+    """The slot ids the configuration wants running for `spec` (none while disabled)."""
+    if not spec.enabled:
+        return []
+    count = spec.instances if spec.mode is DeploymentMode.SCALE_OUT else 1
+    return [slot_id(spec.adapter_id, index) for index in range(count)]

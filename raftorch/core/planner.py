@@ -27,8 +27,8 @@ from raftorch.core.model import (
     SlotState,
     View,
     slot_adapter,
-    slot_id,
     slot_index,
+    wanted_slots,
 )
 from raftorch.core.placement import Placer
 from raftorch.core.rebalance import plan_moves
@@ -41,16 +41,15 @@ _MAX_DETAIL_LINES = 6  # per group (expired pods, unplaceable slots) before summ
 def plan(view: View, now: float, policy: Policy) -> Plan:
     """Decide the next commands, to be applied in order in one Raft entry.
 
-    Steps: expire pods without a renewal for the TTL, revoke slots nobody wants any
-    more, drop standbys that can no longer take over, grant unowned slots (failover
-    first, promoting a standby where one can), then add standbys. A REVOKING slot is
-    never granted; when its owner expires in this plan it vanishes (RemovePod deletes
-    it) and is granted afresh in the same entry if still wanted. Every command is
-    valid against the state `view` shows once the earlier commands of the plan are
-    applied: the planner keeps a working copy that mirrors the appliers.
-    Without the configuration (`view.adapters` None) only expiry is planned; without the
-    epoch floor (`view.may_grant` False) nothing is granted. Pure and deterministic: no
-    I/O, no clock, iteration in sorted order.
+    Steps: expire pods without a renewal for the TTL, revoke slots nobody wants any more,
+    drop standbys that can no longer take over, grant unowned slots (failover first,
+    promoting a standby where one can), then add standbys. A REVOKING slot is never
+    granted; when its owner expires in this plan it vanishes (RemovePod deletes it) and
+    is granted afresh in the same entry if still wanted. Every command is valid against
+    the state `view` shows once the earlier ones are applied: the planner keeps a working
+    copy that mirrors the appliers. Without the configuration (`view.adapters` None) only
+    expiry is planned; without the epoch floor (`view.may_grant` False) nothing is
+    granted. Pure and deterministic: no I/O, no clock, iteration in sorted order.
     """
     work = _Work(view, policy)
     _expire(work, now)
@@ -70,14 +69,6 @@ def plan(view: View, now: float, policy: Policy) -> Plan:
     if not work.commands:  # moves only from a settled state: nothing else changing now
         plan_moves(work, adapters, view.moves)
     return work.plan()
-
-
-def wanted_slots(spec: AdapterSpec) -> list[str]:
-    """The slot ids the configuration wants running for `spec` (none while disabled)."""
-    if not spec.enabled:
-        return []
-    count = spec.instances if spec.mode is DeploymentMode.SCALE_OUT else 1
-    return [slot_id(spec.adapter_id, index) for index in range(count)]
 
 
 # --- the working copy -----------------------------------------------------------------
@@ -127,7 +118,7 @@ class _Work:
     pod_slots: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     adapter_slots: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
     unassigned: Mapping[str, bool] = field(default_factory=dict)
-    placer: Placer = field(init=False)
+    _placer: Placer | None = None  # made on first use: most ticks place nothing
 
     def __post_init__(self) -> None:
         view = self.view
@@ -140,8 +131,14 @@ class _Work:
             self.pod_slots, self.adapter_slots = view.pod_slots, view.adapter_slots
             self.unassigned = view.unassigned
         self.pods = dict(view.pods)
-        load = Counter({p: len(self.pod_slots.get(p, EMPTY)) for p in self.pods})
-        self.placer = Placer(self.pods, load)
+
+    @property
+    def placer(self) -> Placer:
+        """Pods by load, made on first use (most ticks at 1,000 pods place nothing)."""
+        if self._placer is None:
+            load = Counter({p: len(self.pod_slots.get(p, EMPTY)) for p in self.pods})
+            self._placer = Placer(self.pods, load)
+        return self._placer
 
     def plan(self) -> Plan:
         return Plan(tuple(self.commands), _bounded(self.reasons), frozenset(self.pending))
@@ -250,8 +247,9 @@ class _Work:
 
     def forget_pod(self, pod_id: str) -> None:
         """Mirror of RemovePod: the pod's slots are vacated (deleted if being revoked)."""
+        placer = self.placer  # made before the pod leaves, as if it had been made first
         del self.pods[pod_id]
-        self.placer.forget(pod_id)
+        placer.forget(pod_id)
         for key in sorted(self.pod_slots.get(pod_id, EMPTY)):
             current = self.slot(key)
             if current is None:
@@ -277,8 +275,11 @@ def _members_of(state: _Slot | SlotState) -> list[str]:
 
 def _expire(work: _Work, now: float) -> None:
     ttl = work.policy.ttl_seconds
+    pods, renewals = work.view.pods, work.view.renewals
+    if renewals and now - min(renewals.values()) <= ttl and all(p in renewals for p in pods):
+        return  # every pod renewed in time: the usual tick, without sorting every pod
     expired: list[str] = []
-    for pod_id in sorted(work.view.pods):
+    for pod_id in sorted(pods):
         renewal = work.view.renewals.get(pod_id)
         if renewal is not None and now - renewal <= ttl:
             continue
@@ -480,9 +481,6 @@ def _why_unplaceable(work: _Work, spec: AdapterSpec) -> str:
     if not work.placer.offered(spec.connector):
         return f"no pod offers connector {spec.connector}"
     return f"no capacity for connector {spec.connector}"
-
-
-# --- reasons --------------------------------------------------------------------------
 
 
 def _summarise(lines: list[str], more: str) -> list[str]:
