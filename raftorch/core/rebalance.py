@@ -35,7 +35,10 @@ def plan_moves(work: _Work, adapters: Mapping[str, AdapterSpec], moves: Moves) -
     """Add the moves this plan may make; `adapters` is the whole configuration."""
     if not moves.rebalance and not moves.drain:
         return
-    mover = _Mover(work, {a: s for a, s in adapters.items() if s.enabled})
+    desired = {a: s for a, s in adapters.items() if s.enabled}
+    if not desired:  # nothing runs, nothing to move (spares counting every pod's slots)
+        return
+    mover = _Mover(work, desired)
     drained = mover.drain(moves.drain)
     spread = mover.spread(moves.rebalance)
     balanced = mover.balance(moves.rebalance - spread)
