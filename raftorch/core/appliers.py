@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from msgspec import structs
+
 from protocol.values import PodState, SlotStatus
 from raftorch.core.model import (
     MAX_EPOCH,
@@ -116,7 +118,7 @@ def _add_standby(b: Batch, c: AddStandby) -> None:
         raise Rejected(f"pod {c.pod_id} is {pod.state.value}")
     if c.pod_id == current.owner or c.pod_id in current.standbys:
         raise Rejected(f"pod {c.pod_id} already serves slot {c.slot}")
-    b.put(current, replace(current, standbys=(*current.standbys, c.pod_id)))
+    b.put(current, structs.replace(current, standbys=(*current.standbys, c.pod_id)))
 
 
 def _drop_standby(b: Batch, c: DropStandby) -> None:
@@ -124,7 +126,7 @@ def _drop_standby(b: Batch, c: DropStandby) -> None:
     if c.pod_id not in current.standbys:
         raise Rejected(f"pod {c.pod_id} is not a standby of slot {c.slot}")
     standbys = tuple(p for p in current.standbys if p != c.pod_id)
-    b.put(current, replace(current, standbys=standbys))
+    b.put(current, structs.replace(current, standbys=standbys))
 
 
 def _release(b: Batch, c: Release) -> None:

@@ -60,9 +60,15 @@ class ReplicaInfo:
     api_url: str
 
 
-@dataclass(frozen=True, slots=True)
-class SlotState:
-    """One session slot: who owns it, under which epoch, and its warm standbys."""
+class SlotState(msgspec.Struct, frozen=True, gc=False):
+    """One session slot: who owns it, under which epoch, and its warm standbys.
+
+    Not tracked by Python's cyclic garbage collector (`gc=False`; it holds only strings,
+    numbers, a tuple of strings and an enum, so it can never be part of a cycle). At
+    100,000 sessions these are most of a replica's objects, and a full collection that
+    walks them all holds the GIL long enough to stall the Raft thread past an election
+    timeout (docs/performance.md). Changed with `msgspec.structs.replace`.
+    """
 
     slot: str
     adapter_id: str

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from immutables import Map
+from msgspec import structs
 
 from protocol.values import SlotStatus
 from raftorch.core.model import PodInfo, ReplicaInfo, SlotState, slot_adapter
@@ -195,7 +196,7 @@ class Batch:
     def set_status(self, current: SlotState, status: SlotStatus, **changes: Any) -> SlotState:
         if current.status is not status:
             SLOT_TRANSITIONS.check(current.status, status)
-        updated = replace(current, status=status, changed_at=self.at, **changes)
+        updated = structs.replace(current, status=status, changed_at=self.at, **changes)
         self.put(current, updated)
         return updated
 
@@ -214,7 +215,7 @@ class Batch:
                 self.vacate(current)
             else:
                 standbys = tuple(p for p in current.standbys if p != pod_id)
-                self.put(current, replace(current, standbys=standbys))
+                self.put(current, structs.replace(current, standbys=standbys))
 
 
 def _members(state: SlotState | None) -> dict[str, str]:
