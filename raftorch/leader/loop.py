@@ -311,8 +311,7 @@ class LeaderLoop:
         `wake.set()` ticks early. Repeated failures make the leader hand over."""
         cadence = Cadence(self._tick, time.monotonic())
         while True:
-            if self._paced:
-                self._paced = False
+            if self._must_pace():
                 await self._pace()
             # Cleared before the tick, not after: a wake during it (more work carried
             # over, a change the tick's snapshot may have missed) ticks again at once.
@@ -334,10 +333,18 @@ class LeaderLoop:
                 async with asyncio.timeout(max(0.0, wake_at - now)):
                     await self.wake.wait()
 
+    def _must_pace(self) -> bool:
+        """Whether the next tick first waits for the pods given work (`_pace`): after a
+        plan the budget cut short, and whenever more than UNHEARD_PODS of them have not
+        been heard from since, however many plans gave them work (100 adapters enabled
+        one after the other are 100 plans within the budget)."""
+        paced, self._paced = self._paced, False
+        return paced or (len(self._granted) > UNHEARD_PODS and self._unheard() > UNHEARD_PODS)
+
     async def _pace(self) -> None:
-        """Before more of a placement the budget cut short: wait until all but
-        UNHEARD_PODS of the pods given work have been heard from since, for at most a
-        heartbeat interval (placement goes on however slowly pods answer).
+        """Before more placing (see `_must_pace`): wait until all but UNHEARD_PODS of
+        the pods given work have been heard from since, for at most a heartbeat interval
+        (placement goes on however slowly pods answer).
 
         A pod given work answers its long-poll, polls again and reports the session in an
         extra heartbeat, so each pod a plan touches costs this leader a few requests. At

@@ -194,3 +194,19 @@ def test_placing_waits_at_most_a_heartbeat_interval() -> None:
         assert loop._unheard() == 2 * UNHEARD_PODS  # it went on without them
 
     asyncio.run(scenario())
+
+
+def test_plans_within_the_budget_wait_for_the_pods_given_work_too() -> None:
+    # As 100 adapters enabled one by one: plans the budget never cuts short, adding up.
+    pods = 2 * UNHEARD_PODS
+    leader = Leader(adapters=pods, budget=10 * pods)
+    for i in range(pods):
+        leader.join(f"p{i:03d}", capacity=1)
+    while not (outcome := leader.tick(1.0)).plan.commands:
+        pass
+    granted = sorted(c.pod_id for c in outcome.plan.commands if isinstance(c, Grant))
+    assert len(granted) == pods and not outcome.plan.pending  # within the budget
+    assert leader.loop._must_pace()  # 200 pods given work, none heard from since
+    for pod_id in granted[:UNHEARD_PODS]:
+        assert leader.loop.tracker.renew(pod_id, leader.now + 0.5, TERM)
+    assert not leader.loop._must_pace()  # at most UNHEARD_PODS left unheard
