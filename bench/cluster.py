@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,20 @@ class Cluster:
             for a in await self.adapters(replica)
             for s in a["slots"]
         }
+
+    async def handed_off(self, replica: Replica, slots: Mapping[str, int]) -> set[str]:
+        """Of `slots` (slot -> the epoch it had), those the leader moved by a planned
+        handoff (rebalancing, draining), as their adapters' event logs say. A handoff
+        whose event the killed leader had not yet written is not found (counted as a drop)."""
+        found: set[str] = set()
+        for adapter in sorted({slot.rsplit("/", 1)[0] for slot in slots}):
+            url = f"{replica.url}/api/v1/adapters/{adapter}/events?limit=1000"
+            for event in (await self.admin("GET", url, timeout=30))["items"]:
+                details = event.get("details") or {}
+                slot = str(details.get("slot"))
+                if slot in slots and "to_pod" in details and details.get("epoch") == slots[slot]:
+                    found.add(slot)
+        return found
 
     async def drain(self, pod_id: str, draining: bool) -> None:
         verb = "drain" if draining else "undrain"

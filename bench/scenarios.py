@@ -336,13 +336,17 @@ async def leader_failover(
         elected = time.time() - killed_at
         await asyncio.sleep(settle)  # past any lease an old leader could have promised
         after = await cluster.slots_by_owner(watch)
+        # Moved: not ACTIVE afterwards, or granted again (another owner or a new epoch).
+        moved = {slot: held[2] for slot, held in before.items()
+                 if held[0] is None or after.get(slot) != (held[0], "ACTIVE", held[2])}  # fmt: skip
+        # The shipped `on_join` rebalancing may be moving sessions by handoff at the kill
+        # (for 60 s after the last pod joined): a planned move, not a drop.
+        handed_off = await cluster.handed_off(watch, moved) if moved else set()
+        for slot in sorted(moved):
+            how = "handed off" if slot in handed_off else "DROPPED"
+            opts.say(f"[leader-failover] {slot} {how}: {before[slot]} -> {after.get(slot)}")
         results = await stop_all(fleets)
-    # Dropped: not ACTIVE afterwards, or granted again (another owner or a new epoch).
-    dropped = sum(
-        1
-        for slot, held in before.items()
-        if held[0] is None or after.get(slot) != (held[0], "ACTIVE", held[2])
-    )
+    dropped = len(moved) - len(handed_off)
     # Renewals of heartbeats sent after the kill: only a live leader can have answered
     # them (one sent before may have been answered by the old leader as it died).
     acks = [
@@ -357,6 +361,7 @@ async def leader_failover(
         "new_leader_seen_seconds": round(elected, 3),
         "first_acknowledged_renewal_seconds": round(min(acks), 3) if acks else None,
         "sessions_dropped": dropped,
+        "sessions_handed_off": len(handed_off),
         "expired_pods": results.expired,
         "heartbeats_after_kill": results.window(killed_at, killed_at + settle),
     }
