@@ -355,6 +355,9 @@ class LeaderLoop:
         10,000 sessions) never waits."""
         deadline = self._clock() + self._policy.ttl_seconds / 3
         while (unheard := self._unheard()) > UNHEARD_PODS:
+            expiry = self.next_expiry()
+            if expiry is not None and self._clock() >= expiry:
+                return  # a lease ran out: the tick that expires it waits for nobody
             if self._clock() >= deadline:
                 log.info("placement paced: %d pods given work not heard from since", unheard)
                 return

@@ -210,3 +210,20 @@ def test_plans_within_the_budget_wait_for_the_pods_given_work_too() -> None:
     for pod_id in granted[:UNHEARD_PODS]:
         assert leader.loop.tracker.renew(pod_id, leader.now + 0.5, TERM)
     assert not leader.loop._must_pace()  # at most UNHEARD_PODS left unheard
+
+
+def test_placing_never_holds_back_the_tick_that_expires_a_pod() -> None:
+    leader = Leader(adapters=400, budget=2 * UNHEARD_PODS)
+    for i in range(400):
+        leader.join(f"p{i:03d}", capacity=1)
+    while not leader.tick(1.0).plan.commands:
+        pass
+    loop = leader.loop
+    assert loop._unheard() == 2 * UNHEARD_PODS  # placing would wait for them...
+    leader.now += TTL + 0.1  # ...but every lease has run out since (pods gone silent)
+
+    async def scenario() -> None:
+        async with asyncio.timeout(30.0):
+            await loop._pace()  # at once: the clock does not move here, only expiry ends it
+
+    asyncio.run(scenario())
