@@ -281,16 +281,20 @@ class Cluster:
         }
 
     async def handed_off(self, replica: Replica, slots: Mapping[str, int]) -> set[str]:
-        """Of `slots` (slot -> the epoch it had), those the leader moved by a planned
-        handoff (rebalancing, draining), as their adapters' event logs say. A handoff
-        whose event the killed leader had not yet written is not found (counted as a drop)."""
+        """Of `slots` (slot -> the epoch it had, 0 if it had no owner), those the leader
+        moved by a planned handoff (rebalancing, draining), as their adapters' event logs
+        say (the newest 1,000 events each). A handoff whose event the killed leader had not
+        yet written is not found (counted as a drop)."""
         found: set[str] = set()
         for adapter in sorted({slot.rsplit("/", 1)[0] for slot in slots}):
             url = f"{replica.url}/api/v1/adapters/{adapter}/events?limit=1000"
             for event in (await self.admin("GET", url, timeout=30))["items"]:
                 details = event.get("details") or {}
                 slot = str(details.get("slot"))
-                if slot in slots and "to_pod" in details and details.get("epoch") == slots[slot]:
+                if slot not in slots or "to_pod" not in details:
+                    continue
+                # 0: unowned when first read (released by its handoff, not yet granted on).
+                if slots[slot] in (0, details.get("epoch")):
                     found.add(slot)
         return found
 
