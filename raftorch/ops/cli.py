@@ -94,7 +94,7 @@ def settle_heap() -> int:
     one or two in 2.5 minutes (0.11-0.13 s) and the leader never changed
     (docs/performance.md). Two changes:
 
-    - everything alive now (modules, functions, the service just built) goes to the
+    - everything alive now (modules, functions, the configuration) goes to the
       permanent generation, which no collection walks again (after one collection, so
       that no garbage is frozen in with it);
     - the youngest generation is collected every YOUNG_COLLECTION_OBJECTS allocations
