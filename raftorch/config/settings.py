@@ -99,8 +99,11 @@ class LeaseConfig:
     """An unacknowledged heartbeat is retried, across replicas, this often (told to pods)."""
     renewal_batch_seconds: float = 0.05
     """The leader acknowledges renewals after one Raft barrier per window of this length."""
-    reassign_per_tick: int = 500
-    """At most this many sessions are reassigned per planner tick (bounded Raft traffic)."""
+    reassign_per_tick: int = 10000
+    """At most this many sessions are granted per planner tick: one Raft entry's bound."""
+    reassign_pods_per_tick: int = 500
+    """A planner tick gives work to at most this many pods (each then costs the leader a
+    few requests): the rest follows in the next tick, at once."""
     tick_interval_seconds: float = 0.25
     """Period of the leader's lease planner (expiry checks and reassignment)."""
 

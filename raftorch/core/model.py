@@ -319,7 +319,15 @@ class View:
 class Policy:
     ttl_seconds: float
     max_grants_per_tick: int = 5000
+    """Grants (and standbys added) per plan: bounds one entry's size and apply time."""
+    max_pods_per_tick: int = 500
+    """Pods one plan gives work to: each answers with a few requests to the leader."""
     standbys_per_slot: int = 1
+
+    def spent(self, count: int, pods: int) -> bool:
+        """Whether a plan that made `count` grants (or added as many standbys) and gave
+        work to `pods` pods must stop: the rest waits for the next plan (at once)."""
+        return count >= self.max_grants_per_tick or pods >= self.max_pods_per_tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,3 +347,22 @@ def wanted_slots(spec: AdapterSpec) -> list[str]:
         return []
     count = spec.instances if spec.mode is DeploymentMode.SCALE_OUT else 1
     return [slot_id(spec.adapter_id, index) for index in range(count)]
+
+
+MAX_REASONS = 20  # Plan.reasons never has more lines than this
+MAX_DETAIL_LINES = 6  # per group (expired pods, unplaceable slots) before summarising
+
+
+def summarise(lines: list[str], more: str) -> list[str]:
+    """The first few lines of a group, then one line counting the rest."""
+    if len(lines) <= MAX_DETAIL_LINES:
+        return lines
+    rest = len(lines) - (MAX_DETAIL_LINES - 1)
+    return [*lines[: MAX_DETAIL_LINES - 1], more.format(rest)]
+
+
+def bounded_reasons(reasons: list[str]) -> tuple[str, ...]:
+    if len(reasons) <= MAX_REASONS:
+        return tuple(reasons)
+    rest = len(reasons) - (MAX_REASONS - 1)
+    return (*reasons[: MAX_REASONS - 1], f"... and {rest} more")

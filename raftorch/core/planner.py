@@ -26,16 +26,15 @@ from raftorch.core.model import (
     Revoke,
     SlotState,
     View,
+    bounded_reasons,
     slot_adapter,
     slot_index,
+    summarise,
     wanted_slots,
 )
 from raftorch.core.placement import Placer
 from raftorch.core.rebalance import plan_moves
 from raftorch.core.snapshot import EMPTY, rebuild_indexes
-
-MAX_REASONS = 20  # Plan.reasons never has more lines than this
-_MAX_DETAIL_LINES = 6  # per group (expired pods, unplaceable slots) before summarising
 
 
 def plan(view: View, now: float, policy: Policy) -> Plan:
@@ -109,6 +108,7 @@ class _Work:
     touched: set[str] = field(default_factory=set)  # adapters of slots expiry freed
     grants: int = 0
     standbys_added: int = 0
+    given: set[str] = field(default_factory=set)  # pods this plan gives work to
     _slots: dict[str, _Slot | None] = field(default_factory=dict)  # copies; None: deleted
     _added: dict[str, set[str]] = field(default_factory=dict)  # adapter -> slots created
     _members: dict[str, Counter[str]] = field(default_factory=dict)  # adapter -> pod roles
@@ -141,7 +141,10 @@ class _Work:
         return self._placer
 
     def plan(self) -> Plan:
-        return Plan(tuple(self.commands), _bounded(self.reasons), frozenset(self.pending))
+        return Plan(tuple(self.commands), bounded_reasons(self.reasons), frozenset(self.pending))
+
+    def spent(self, count: int) -> bool:
+        return self.policy.spent(count, len(self.given))
 
     # reads ------------------------------------------------------------------------------
 
@@ -211,7 +214,9 @@ class _Work:
         return counts
 
     def joined(self, adapter_id: str, pod_id: str) -> None:
-        """The load was counted by the placer; the adapter's counts follow."""
+        """The load was counted by the placer; the adapter's counts follow (and the pod
+        is one this plan gives work to)."""
+        self.given.add(pod_id)
         self.members(adapter_id)[pod_id] += 1
         self.zone_crowd(adapter_id)[self.placer.zone(pod_id)] += 1
 
@@ -288,7 +293,7 @@ def _expire(work: _Work, now: float) -> None:
         work.forget_pod(pod_id)
         since = "never renewed" if renewal is None else f"no renewal for {now - renewal:.1f}s"
         expired.append(f"expired pod {pod_id} ({since})")
-    work.reasons.extend(_summarise(expired, "expired {} more pods"))
+    work.reasons.extend(summarise(expired, "expired {} more pods"))
 
 
 def _revoke_unwanted(
@@ -366,7 +371,7 @@ def _grant_unowned(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
                 continue
             todo.append((not had_owner, adapter_id, slot_index(key), key))
     for _, adapter_id, _, key in sorted(todo):
-        if work.grants >= budget:
+        if work.spent(work.grants):
             deferred += 1
             work.pending.add(adapter_id)
             continue
@@ -380,10 +385,11 @@ def _grant_unowned(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
     if promoted or placed:
         work.reasons.append(f"granted {promoted + placed} slot(s) ({promoted} by failover)")
     if deferred:
-        work.reasons.append(f"grant budget of {budget} reached: {deferred} slot(s) wait")
+        bound = f"of {budget}" if work.grants >= budget else f"for {len(work.given)} pods"
+        work.reasons.append(f"grant budget {bound} reached: {deferred} slot(s) wait")
     if settling:
         work.reasons.append(f"{settling} new slot(s) wait for joining pods to settle")
-    work.reasons.extend(_summarise(unplaced, "{} more slots cannot be placed"))
+    work.reasons.extend(summarise(unplaced, "{} more slots cannot be placed"))
 
 
 def _grantable(current: _Slot | SlotState) -> bool:
@@ -410,6 +416,7 @@ def _promote(work: _Work, current: _Slot, spec: AdapterSpec) -> bool:
         Grant(current.slot, spec.adapter_id, pod_id, current.epoch, reason="failover")
     )
     work.grants += 1
+    work.given.add(pod_id)
     current.owner, current.status = pod_id, SlotStatus.CLAIMING
     current.standbys.remove(pod_id)
     return True
@@ -447,23 +454,25 @@ def _handoff_target(work: _Work, spec: AdapterSpec, current: _Slot | None) -> st
 
 def _add_standbys(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
     """Warm standbys for owned active_passive slots, bounded by the grant budget."""
-    budget, wanted = work.policy.max_grants_per_tick, work.policy.standbys_per_slot
-    short = 0
+    wanted, short = work.policy.standbys_per_slot, 0
     for adapter_id, spec in desired.items():
         if spec.mode is not DeploymentMode.ACTIVE_PASSIVE:
             continue
         for key in work.wanted(spec):
             peeked = work.peek(key)
-            if peeked is None or peeked.owner is None or peeked.status is SlotStatus.REVOKING:
+            if (
+                peeked is None
+                or peeked.owner is None
+                or len(peeked.standbys) >= wanted
+                or peeked.status is SlotStatus.REVOKING
+            ):
                 continue
-            if len(peeked.standbys) >= wanted:
-                continue
-            if work.standbys_added >= budget:
+            if work.spent(work.standbys_added):
                 work.pending.add(adapter_id)
                 break
             current = work.slot(key)
             assert current is not None
-            while len(current.standbys) < wanted and work.standbys_added < budget:
+            while len(current.standbys) < wanted and not work.spent(work.standbys_added):
                 pod_id = work.choose(spec, current.members)
                 if pod_id is None:
                     short += 1
@@ -481,18 +490,3 @@ def _why_unplaceable(work: _Work, spec: AdapterSpec) -> str:
     if not work.placer.offered(spec.connector):
         return f"no pod offers connector {spec.connector}"
     return f"no capacity for connector {spec.connector}"
-
-
-def _summarise(lines: list[str], more: str) -> list[str]:
-    """The first few lines of a group, then one line counting the rest."""
-    if len(lines) <= _MAX_DETAIL_LINES:
-        return lines
-    rest = len(lines) - (_MAX_DETAIL_LINES - 1)
-    return [*lines[: _MAX_DETAIL_LINES - 1], more.format(rest)]
-
-
-def _bounded(reasons: list[str]) -> tuple[str, ...]:
-    if len(reasons) <= MAX_REASONS:
-        return tuple(reasons)
-    rest = len(reasons) - (MAX_REASONS - 1)
-    return (*reasons[: MAX_REASONS - 1], f"... and {rest} more")

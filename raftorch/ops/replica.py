@@ -231,7 +231,8 @@ class Orchestrator:
         self.reporter = Reporter(self.events, self.history, self.metrics, node_id=config.node.id)
         self.tracker = LeaseTracker(config.lease.ttl_seconds)
         policy = Policy(ttl_seconds=config.lease.ttl_seconds,
-                        max_grants_per_tick=config.lease.reassign_per_tick)  # fmt: skip
+                        max_grants_per_tick=config.lease.reassign_per_tick,
+                        max_pods_per_tick=config.lease.reassign_pods_per_tick)  # fmt: skip
         self.loop = LeaderLoop(self.node, self.bridge, self.cache, self._history_repo, policy,
                                tick_seconds=config.lease.tick_interval_seconds,
                                tracker=self.tracker, metrics=self.raft_metrics,

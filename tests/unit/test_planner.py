@@ -8,6 +8,7 @@ import pytest
 
 from protocol.values import DeploymentMode, PodState, SlotStatus
 from raftorch.core.model import (
+    MAX_REASONS,
     AdapterSpec,
     AddStandby,
     ApplyResult,
@@ -26,7 +27,7 @@ from raftorch.core.model import (
     View,
 )
 from raftorch.core.ownership import OwnershipState
-from raftorch.core.planner import MAX_REASONS, plan
+from raftorch.core.planner import plan
 
 TTL = 10.0
 SINGLE, AP, SCALE = (
@@ -333,6 +334,42 @@ def test_expired_standby_is_not_dropped_explicitly() -> None:
         RemovePod("p2", "p2-inc", reason="expired"),
         AddStandby("ap/0", "p3"),
     )
+
+
+def test_a_plan_gives_work_to_at_most_the_pods_budget() -> None:
+    """Sessions spread over many pods: the plan stops at the pods budget (each pod given
+    work costs the leader a few requests), the next goes on where it stopped."""
+    c = Cluster(Policy(ttl_seconds=TTL, max_grants_per_tick=1000, max_pods_per_tick=3))
+    for index in range(6):
+        c.join(f"p{index}", capacity=10)
+    c.add(spec("wide", mode=DeploymentMode.SCALE_OUT, instances=12))
+
+    first = c.tick()
+
+    assert len({g.pod_id for g in grants(first)}) == 3
+    assert len(grants(first)) == 3  # one each: the least loaded pod is always a fresh one
+    assert "grant budget for 3 pods reached: 9 slot(s) wait" in first.reasons
+    assert first.pending == frozenset({"wide"})
+    second = c.tick()
+    assert len(grants(second)) == 3
+    assert {g.pod_id for g in grants(first)}.isdisjoint(g.pod_id for g in grants(second))
+
+
+def test_a_dead_pods_sessions_move_in_one_plan_when_few_pods_take_them() -> None:
+    """A mass failover to a few pods is bound by the grants, not by the pods budget."""
+    c = Cluster(Policy(ttl_seconds=TTL, max_grants_per_tick=1000, max_pods_per_tick=3))
+    c.join("doomed", capacity=100)
+    c.add(spec("wide", mode=DeploymentMode.SCALE_OUT, instances=40))
+    c.tick()
+    c.join("p1", capacity=100)
+    c.join("p2", capacity=100)
+    c.advance(TTL + 1, silent=["doomed"])
+
+    decided = c.tick()
+
+    assert len(grants(decided)) == 40
+    assert {g.pod_id for g in grants(decided)} == {"p1", "p2"}
+    assert decided.pending == frozenset()
 
 
 def test_mass_failover_comes_before_new_slots_and_in_slot_order() -> None:

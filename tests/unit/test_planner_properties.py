@@ -22,9 +22,11 @@ from hypothesis.stateful import (
 from protocol.values import DeploymentMode, PodState, SlotStatus
 from raftorch.core.model import (
     AdapterSpec,
+    AddStandby,
     ApplyResult,
     Command,
     DrainPod,
+    Grant,
     Handoff,
     Moves,
     Plan,
@@ -99,6 +101,7 @@ class PlannerAndState(RuleBasedStateMachine):
 
     @initialize(
         budget=st.integers(1, 6),
+        pods_budget=st.integers(1, 4),
         standbys=st.integers(0, 2),
         pods=st.lists(st.tuples(pod_ids, connector_sets, capacities, zones), max_size=5),
         adapters=st.lists(adapter_specs, max_size=5),
@@ -109,6 +112,7 @@ class PlannerAndState(RuleBasedStateMachine):
         self,
         *,
         budget: int,
+        pods_budget: int,
         standbys: int,
         pods: list[tuple[str, frozenset[str], int, str | None]],
         adapters: list[AdapterSpec],
@@ -117,7 +121,8 @@ class PlannerAndState(RuleBasedStateMachine):
     ) -> None:
         """Start from a running cluster rather than an empty one, to reach more states.
         Every plan may move sessions by handoff within the drawn budgets (0: never)."""
-        self.policy = Policy(TTL, max_grants_per_tick=budget, standbys_per_slot=standbys)
+        self.policy = Policy(TTL, max_grants_per_tick=budget, max_pods_per_tick=pods_budget,
+                             standbys_per_slot=standbys)  # fmt: skip
         self.moves = Moves(rebalance=rebalance, drain=drain)
         for pod in pods:
             self.register(*pod)
@@ -250,6 +255,7 @@ class PlannerAndState(RuleBasedStateMachine):
         decided = plan(view, self.now, self.policy)
         assert plan(view, self.now, self.policy) == decided  # deterministic
         self.check_moves(view, decided)
+        self.check_budgets(decided)
         for command in decided.commands:
             if isinstance(command, RemovePod):  # expired, and only if expired
                 renewal = self.renewals.get(command.pod_id)
@@ -275,6 +281,15 @@ class PlannerAndState(RuleBasedStateMachine):
         assert result.rejected == (), (result.rejected, commands)
         assert result.error == "", result.error
         return result
+
+    def check_budgets(self, decided: Plan) -> None:
+        """At most the budget of grants and of standbys added, given to at most the
+        budget of pods."""
+        policy, commands = self.policy, decided.commands
+        assert sum(isinstance(c, Grant) for c in commands) <= policy.max_grants_per_tick
+        assert sum(isinstance(c, AddStandby) for c in commands) <= policy.max_grants_per_tick
+        given = {c.pod_id for c in commands if isinstance(c, Grant | AddStandby)}
+        assert len(given) <= policy.max_pods_per_tick, decided
 
     def check_moves(self, view: View, decided: Plan) -> None:
         """A plan's handoffs: within each budget, one per adapter, none of an adapter with a
