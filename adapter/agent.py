@@ -97,6 +97,7 @@ class Agent:
                                        timeouts=timeouts, audit=self.audit,
                                        metrics_registry=metrics.registry)  # fmt: skip
         self.sessions.on_change = self.wake
+        self.sessions.on_refused = self._refused
         self.credential: str | None = None
         # Until registration tells the orchestrator's values: conservative placeholders.
         self.ttl, self.interval, self.retry = 6.0, 2.0, 0.1
@@ -113,6 +114,7 @@ class Agent:
         # What the leader acknowledged of each owned session: (epoch, status, detail).
         self._acked: dict[str, tuple[int, str, str]] = {}
         self._acked_term = -1
+        self._refetch_at: float | None = None  # ask for the assignments again from then
         self._since_full = FULL_REPORT_EVERY
         self._wake = asyncio.Event()
         self._renewed = asyncio.Event()
@@ -214,9 +216,20 @@ class Agent:
         self._acknowledged(answer.term, sent_reports, complete=body["complete"])
         self._renewed_by(sent, answer, stopped)
 
+    def _refused(self, _slot: str) -> None:
+        """A start the session store refused leaves the slot assigned here, and nothing
+        may change the assignments' version soon. A heartbeat interval later they are
+        asked for again, so the start is retried then (not at the next long-poll
+        timeout): once an interval while the store refuses."""
+        if self._refetch_at is None:
+            self._refetch_at = self._clock() + self.interval
+
     def _heartbeat_body(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The heartbeat to send: every owned session's status when it is time for the
         complete list, else only what changed since the last acknowledged heartbeat."""
+        if self._refetch_at is not None and self._clock() >= self._refetch_at:
+            self._refetch_at = None
+            self.version = ""  # matches no version: the answer carries the assignments
         reports = self.sessions.reports()
         complete = self._since_full >= FULL_REPORT_EVERY
         if not complete:

@@ -79,6 +79,9 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self.stopped: dict[str, int] = {}  # slot -> epoch stopped since the last report
         self.on_change: Callable[[], None] = lambda: None
+        # A start the session store refused (stale epoch, store down): the slot stays
+        # assigned here, so the agent asks for its assignments again later.
+        self.on_refused: Callable[[str], None] = lambda slot: None
 
     # --- what the agent reads -------------------------------------------------------
 
@@ -238,6 +241,7 @@ class SessionManager:
             # After a successful claim the session may have run briefly: say so.
             self._audit.record("session_refused", slot=info.slot, epoch=info.epoch,
                                reason=exc.message, claimed=claimed)  # fmt: skip
+            self.on_refused(info.slot)
             self.on_change()
             return
         except TimeoutError:
