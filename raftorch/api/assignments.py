@@ -19,8 +19,8 @@ from typing import Literal, Protocol
 from persistence.adapters import AdapterRecord
 from persistence.changefeed import RESYNC, Change
 from protocol.pod import Assignment
-from protocol.values import SlotStatus
 from raftorch.core.ownership import Snapshot
+from raftorch.core.snapshot import STOPPING
 
 
 class Records(Protocol):
@@ -133,16 +133,13 @@ def version(snapshot: Snapshot, pod_id: str, records: Records) -> str:
     return f"{snapshot.pod_versions.get(pod_id, 0)}.{revisions}"
 
 
-_STOPPING = (SlotStatus.REVOKING, SlotStatus.HANDING_OFF)
-
-
 def build(snapshot: Snapshot, pod_id: str, records: Records) -> list[Assignment]:
     """The pod's assignments, ordered by slot; slots it must stop (revoked, handed off) are
     left out, and so are adapters whose configuration this replica does not have."""
     found: list[Assignment] = []
     for key, role_name in sorted(snapshot.slots_of_pod(pod_id).items()):
         slot = snapshot.slots[key]
-        if role_name == "ACTIVE" and slot.status in _STOPPING:
+        if role_name == "ACTIVE" and slot.status in STOPPING:
             continue
         record = records.get(slot.adapter_id)
         if record is None:

@@ -4,8 +4,8 @@ Persistent maps (`immutables.Map`, a hash array mapped trie): a snapshot is a ha
 references, never a copy; an entry works on mutation views of the maps and costs
 O(its changes x log n); an entry that changes nothing copies nothing. Every slot change
 goes through `Batch.put`, which keeps the indexes: slots by pod and by adapter, the
-unassigned slots, a version per pod (bumped whenever its assignments change) and the
-count of slots per status, so no reader has to scan.
+unassigned slots, a version per pod (bumped whenever what its assignments show changes)
+and the count of slots per status, so no reader has to scan.
 """
 
 from __future__ import annotations
@@ -24,6 +24,12 @@ from raftorch.core.transitions import SLOT_TRANSITIONS
 EMPTY: Map[Any, Any] = Map()
 
 Roles = Map[str, str]  # slot -> "ACTIVE" or "STANDBY"
+
+STOPPING = frozenset({SlotStatus.REVOKING, SlotStatus.HANDING_OFF})
+"""Statuses in which the owner must stop the session: its assignments leave the slot out.
+Of a slot's status, only whether it is one of these shows in a pod's assignments, so only
+that bumps the pod's version (CLAIMING -> ACTIVE does not: it would wake the pod's
+long-poll to send it the same list again, twice per grant when thousands move)."""
 
 
 class Rejected(Exception):
@@ -144,7 +150,8 @@ class Batch:
             if before.get(pod_id) != role:
                 self._link(pod_id, key, role)
         if before != after or old is None or new is None or (
-            old.owner, old.epoch, old.status) != (new.owner, new.epoch, new.status):  # fmt: skip
+            old.owner, old.epoch, old.status in STOPPING) != (
+            new.owner, new.epoch, new.status in STOPPING):  # fmt: skip
             self.touched.update(before, after)
         adapter = slot_adapter(key)
         if old is not None:

@@ -2,8 +2,9 @@
 
 Random command sequences against the real appliers; after every entry the kept indexes
 (slots by pod and by adapter, unassigned slots, counts per status) are compared with
-ones rebuilt from the slots alone, and each pod's version must have grown whenever its
-assignments changed.
+ones rebuilt from the slots alone, and each pod's version must have grown whenever what
+its assignments show changed (slots, roles, owners, epochs, whether it must stop), and
+never for status reports alone.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from raftorch.core.model import (
     Revoke,
 )
 from raftorch.core.ownership import OwnershipState
-from raftorch.core.snapshot import Snapshot, rebuild_indexes
+from raftorch.core.snapshot import STOPPING, Snapshot, rebuild_indexes
 
 PODS = ("p1", "p2", "p3")
 SLOTS = ("a/0", "a/1", "b/0")
@@ -78,8 +79,34 @@ def test_indexes_match_a_full_scan_after_every_entry(data: st.DataObject) -> Non
         for pod_id in result.touched & set(after.pods) & set(before.pods):
             assert after.pod_versions[pod_id] > before.pod_versions[pod_id]
         for pod_id in set(before.pods) & set(after.pods):
-            if after.slots_of_pod(pod_id) != before.slots_of_pod(pod_id):
+            if _shown(after, pod_id) != _shown(before, pod_id):
                 assert after.pod_versions[pod_id] > before.pod_versions[pod_id], pod_id
+            elif all(isinstance(c, ReportStatus) for c in commands):
+                assert after.pod_versions[pod_id] == before.pod_versions[pod_id], pod_id
+
+
+def _shown(snap: Snapshot, pod_id: str) -> dict[str, tuple[str, str | None, int, bool]]:
+    """What a pod's assignments are built from: per slot its role, owner, epoch and
+    whether the owner must stop it (not the rest of the status)."""
+    return {slot: (role, snap.slots[slot].owner, snap.slots[slot].epoch,
+                   snap.slots[slot].status in STOPPING)
+            for slot, role in snap.slots_of_pod(pod_id).items()}  # fmt: skip
+
+
+def test_a_session_reported_running_does_not_change_its_pods_version() -> None:
+    state = OwnershipState()
+    state.apply("e1", 1.0, [RegisterPod("p1", "p1-1", "", frozenset({"fix"}), 10)])
+    state.apply("e2", 2.0, [Grant("a/0", "a", "p1", 0)])
+    granted = state.snapshot()
+    epoch = granted.slots["a/0"].epoch
+    state.apply("e3", 3.0, [ReportStatus("a/0", "p1", epoch, SlotStatus.ACTIVE)])
+    running = state.snapshot()
+    assert running.slots["a/0"].status is SlotStatus.ACTIVE
+    assert running.pod_versions["p1"] == granted.pod_versions["p1"]  # the same list to show
+    state.apply("e4", 4.0, [Revoke("a/0", "disabled")])
+    revoking = state.snapshot()
+    assert revoking.slots["a/0"].status is SlotStatus.REVOKING
+    assert revoking.pod_versions["p1"] > running.pod_versions["p1"]  # now it must stop
 
 
 @settings(max_examples=50, deadline=None)
