@@ -334,7 +334,10 @@ def _drop_standbys(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
     dropped = 0
     for adapter_id, spec in desired.items():
         wanted = work.policy.standbys_per_slot if spec.mode is DeploymentMode.ACTIVE_PASSIVE else 0
+        existing = work.adapter_slots.get(adapter_id, EMPTY)  # none is created before this
         for key in work.wanted(spec):
+            if key not in existing:
+                continue
             peeked = work.peek(key)
             if peeked is None or peeked.status is SlotStatus.REVOKING or not peeked.standbys:
                 continue
@@ -358,8 +361,9 @@ def _grant_unowned(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
     budget = work.policy.max_grants_per_tick
     promoted = placed = deferred = settling = 0
     unplaced: list[str] = []
-    todo: list[tuple[bool, str, int, str]] = []
-    for adapter_id, spec in desired.items():
+    failovers: list[tuple[str, str]] = []
+    new: list[tuple[str, str]] = []
+    for adapter_id, spec in desired.items():  # adapters sorted, slots by index: no sort
         for key in work.open_slots(spec):
             current = work.peek(key)
             if current is not None and not _grantable(current):
@@ -369,12 +373,13 @@ def _grant_unowned(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
                 settling += 1  # pods are still joining: new work waits for them
                 work.pending.add(adapter_id)
                 continue
-            todo.append((not had_owner, adapter_id, slot_index(key), key))
-    for _, adapter_id, _, key in sorted(todo):
-        if work.spent(work.grants):
-            deferred += 1
-            work.pending.add(adapter_id)
-            continue
+            (failovers if had_owner else new).append((adapter_id, key))
+    todo = failovers + new
+    for index, (adapter_id, key) in enumerate(todo):
+        if work.spent(work.grants):  # for good: grants and pods given only grow
+            deferred = len(todo) - index
+            work.pending.update(adapter for adapter, _ in todo[index:])
+            break
         spec, current = desired[adapter_id], work.slot(key)
         if current is not None and _promote(work, current, spec):
             promoted += 1
