@@ -477,7 +477,10 @@ def _add_standbys(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
                 break
             current = work.slot(key)
             assert current is not None
-            while len(current.standbys) < wanted and not work.spent(work.standbys_added):
+            while len(current.standbys) < wanted:
+                if work.spent(work.standbys_added):  # cut short in the slot: plan again
+                    work.pending.add(adapter_id)
+                    break
                 pod_id = work.choose(spec, current.members)
                 if pod_id is None:
                     short += 1

@@ -523,6 +523,27 @@ def test_grant_budget_limits_each_tick_and_the_rest_follow() -> None:
     assert c.tick().commands == ()
 
 
+def test_standbys_cut_short_within_a_slot_are_planned_again() -> None:
+    """The pods budget runs out between a slot's two standbys: the adapter is pending, so
+    the leader plans again at once and the slot gets its second standby."""
+    c = Cluster(Policy(ttl_seconds=TTL, max_pods_per_tick=3, standbys_per_slot=2))
+    c.join("p0", capacity=10)
+    c.add(spec("a", mode=AP), spec("b", mode=AP))
+    c.tick()  # both owned by p0; no other pod to stand by
+    for pod_id in ("p1", "p2", "p3"):
+        c.join(pod_id, capacity=10)
+
+    first = c.tick()
+
+    assert first.commands == (
+        AddStandby("a/0", "p1"),
+        AddStandby("a/0", "p2"),
+        AddStandby("b/0", "p3"),
+    )
+    assert first.pending == frozenset({"b"})
+    assert c.tick().commands == (AddStandby("b/0", "p1"),)
+
+
 def test_standby_additions_are_bounded_by_the_budget_too() -> None:
     c = Cluster(Policy(ttl_seconds=TTL, max_grants_per_tick=1))
     c.join("p1", capacity=10)
