@@ -64,6 +64,11 @@ UNHEARD_PODS = 100
 """A plan after one the grant budget cut short waits until all but this many of the pods
 given work by earlier plans have been heard from since (`LeaderLoop._pace`)."""
 PACE_PROBE_SECONDS = 0.02
+ENTRY_COMMANDS = 15_000
+"""A plan longer than this goes out as several entries, in order (each with the leader's
+stamp): a planned command encodes to at most 170 bytes (63-character pod ids), so an
+entry stays under 2.6 MB, inside `MAX_ENTRY_BYTES`, whatever a plan holds (grants and
+standbys up to their budgets, revokes without one)."""
 
 
 class EpochFloorSource(Protocol):
@@ -208,13 +213,7 @@ class LeaderLoop:
         self.tracker.doom(c.pod_id for c in decided.commands if isinstance(c, RemovePod))
         if not decided:
             return TickOutcome(leader=True, plan=decided)
-        entry = self.stamped(decided.commands)
-        result = await self._bridge.submit(entry)
-        self._count(result, "plan")
-        committed = self._clock()
-        for command in decided.commands:
-            if isinstance(command, (Grant, AddStandby)):
-                self._granted[command.pod_id] = committed
+        result = await self._commit(snapshot, decided.commands, renewals)
         if decided.pending and result.ok:
             # The budget cut this plan short and it went through: go on at once (paced,
             # see `_pace`). Not after a plan that changed nothing (slots waiting for
@@ -222,11 +221,28 @@ class LeaderLoop:
             # for the next tick.
             self._paced = True
             self.wake.set()
-        if self._reporter is not None:
-            self._reporter.committed(snapshot, entry, result, renewals)
         for reason in decided.reasons:
             log.info("plan term=%d %s", status.term, reason)
         return TickOutcome(leader=True, plan=decided, result=result)
+
+    async def _commit(
+        self, snapshot: Snapshot, commands: Sequence[Command], renewals: Mapping[str, float]
+    ) -> ApplyResult:
+        """Commit a plan in entries of at most ENTRY_COMMANDS, in order, stopping at the
+        first that does not fully go through (the rest is planned again from the state)."""
+        for start in range(0, len(commands), ENTRY_COMMANDS):
+            entry = self.stamped(commands[start : start + ENTRY_COMMANDS])
+            result = await self._bridge.submit(entry)
+            self._count(result, "plan")
+            committed = self._clock()
+            for command in entry:
+                if isinstance(command, (Grant, AddStandby)):
+                    self._granted[command.pod_id] = committed
+            if self._reporter is not None:
+                self._reporter.committed(snapshot, entry, result, renewals)
+            if not result.ok:
+                break
+        return result
 
     def _take_dirty(self, snapshot: Snapshot, now: float) -> set[str] | None:
         """What this plan must look at: the adapters changed since the last one, or all of

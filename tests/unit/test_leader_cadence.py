@@ -12,6 +12,9 @@ from typing import cast
 
 from protocol.values import DeploymentMode, SlotStatus
 from raftorch.core.model import AdapterSpec, Grant, Policy, RegisterPod, RemovePod
+import pytest
+
+from raftorch.leader import loop as loop_module
 from raftorch.leader.loop import UNHEARD_PODS, Cadence, LeaderLoop, TickOutcome
 from raftorch.raft.bridge import RaftBridge
 from tests.unit.test_rebalance_leader import TERM, TTL, Adapters, FakeRaft, Floor
@@ -99,6 +102,28 @@ def test_a_mass_failover_runs_plan_after_plan() -> None:
     slots = leader.raft.snapshot().slots.values()
     assert {s.owner for s in slots} == {"p1"} and all(s.epoch > 1 for s in slots)
     assert all(s.status is SlotStatus.CLAIMING for s in slots)
+
+
+def test_a_long_plan_goes_out_in_entries_of_bounded_length(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plan of 10 grants, at most 3 of its commands an entry (each with the leader's
+    stamp besides): four entries, applied in the plan's order, every grant in."""
+    monkeypatch.setattr(loop_module, "ENTRY_COMMANDS", 3)
+    leader = Leader(adapters=10, budget=1000)
+    leader.join("p0")
+    entries_before = leader.raft.entries
+    while not (outcome := leader.tick(1.0)).plan.commands:  # until p0 has settled
+        entries_before = leader.raft.entries
+    assert len(outcome.plan.commands) == 10
+    assert leader.raft.entries - entries_before == 4  # ceil(10 / 3) entries
+    assert outcome.result is not None and outcome.result.ok
+    slots = leader.raft.snapshot().slots
+    planned = [c.slot for c in outcome.plan.commands if isinstance(c, Grant)]
+    assert sorted(slots) == sorted(planned)
+    epochs = [slots[slot].epoch for slot in planned]
+    assert epochs == sorted(epochs)  # epochs are handed out in the order of application
+    assert leader.owners() == {"p0"}
 
 
 class Ticks(LeaderLoop):
