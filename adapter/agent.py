@@ -97,7 +97,7 @@ class Agent:
                                        timeouts=timeouts, audit=self.audit,
                                        metrics_registry=metrics.registry)  # fmt: skip
         self.sessions.on_change = self.wake
-        self.sessions.on_refused = self._refused
+        self.sessions.ask_again = self._ask_again
         self.credential: str | None = None
         # Until registration tells the orchestrator's values: conservative placeholders.
         self.ttl, self.interval, self.retry = 6.0, 2.0, 0.1
@@ -216,11 +216,12 @@ class Agent:
         self._acknowledged(answer.term, sent_reports, complete=body["complete"])
         self._renewed_by(sent, answer, stopped)
 
-    def _refused(self, _slot: str) -> None:
-        """A start the session store refused leaves the slot assigned here, and nothing
-        may change the assignments' version soon. A heartbeat interval later they are
-        asked for again, so the start is retried then (not at the next long-poll
-        timeout): once an interval while the store refuses."""
+    def _ask_again(self, _slot: str) -> None:
+        """A start that could not happen (refused by the session store, or its previous
+        session still stopping) or a standby that failed to prepare leaves the slot
+        assigned here, and nothing may change the assignments' version soon. A heartbeat
+        interval later they are asked for again, so it is retried then (not at the next
+        long-poll timeout): once an interval for as long as it keeps failing."""
         if self._refetch_at is None:
             self._refetch_at = self._clock() + self.interval
 
@@ -343,6 +344,8 @@ class Agent:
             if wanted.role == "ACTIVE" and (current is None or current.role != "ACTIVE"):
                 if self._clock() < self.deadline:
                     self.sessions.start(self._info(wanted))
+            elif wanted.role == "ACTIVE" and current is not None and current.stopping is not None:
+                self._ask_again(slot)  # it starts once the session stopping there has stopped
             elif wanted.role == "STANDBY" and current is None:
                 self.sessions.prepare(self._info(wanted))
 

@@ -79,9 +79,11 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self.stopped: dict[str, int] = {}  # slot -> epoch stopped since the last report
         self.on_change: Callable[[], None] = lambda: None
-        # A start the session store refused (stale epoch, store down): the slot stays
-        # assigned here, so the agent asks for its assignments again later.
-        self.on_refused: Callable[[str], None] = lambda slot: None
+        # A start that could not happen (the session store refused it, the slot's previous
+        # session was still stopping) or a standby that failed to prepare: the slot stays
+        # assigned here and nothing may change the assignments soon, so the agent asks for
+        # them again later.
+        self.ask_again: Callable[[str], None] = lambda slot: None
 
     # --- what the agent reads -------------------------------------------------------
 
@@ -134,8 +136,11 @@ class SessionManager:
         if current is not None and current.stopping is not None and current.stopping.done():
             del self.sessions[info.slot]  # its stop ended without forgetting it: gone
             current = None
-        if current is not None and (current.role == "ACTIVE" or current.stopping is not None):
-            return  # already owned (or still stopping: the next answer will ask again)
+        if current is not None and current.stopping is not None:
+            self.ask_again(info.slot)  # its previous session is still stopping
+            return
+        if current is not None and current.role == "ACTIVE":
+            return  # already owned
         kind = self._types.get(info.connector)
         if kind is None:
             log.error("no connector type=%s slot=%s", info.connector, info.slot)
@@ -241,7 +246,7 @@ class SessionManager:
             # After a successful claim the session may have run briefly: say so.
             self._audit.record("session_refused", slot=info.slot, epoch=info.epoch,
                                reason=exc.message, claimed=claimed)  # fmt: skip
-            self.on_refused(info.slot)
+            self.ask_again(info.slot)
             self.on_change()
             return
         except TimeoutError:
@@ -275,6 +280,7 @@ class SessionManager:
             log.exception("standby prepare failed slot=%s", session.info.slot)
             if self.sessions.get(session.info.slot) is session and session.role == "STANDBY":
                 del self.sessions[session.info.slot]
+                self.ask_again(session.info.slot)
 
     async def _run_stop(self, session: Session, reason: str, timeout: float) -> None:
         """Cancel a start under way, stop the connector, then forget (and report) it."""

@@ -54,6 +54,7 @@ async def test_a_refused_start_is_tried_again_an_interval_later() -> None:
                             connector="idle", config={}, artifacts=[])  # fmt: skip
     answer = HeartbeatReply(term=1, leader=None, lease_ttl_seconds=3 * INTERVAL, version="v1",
                             revision=1, assignments=[assignment], stop=[])  # fmt: skip
+    await agent.start()  # the pool starts lazily: each claim tries to connect, and fails
     try:
         assert agent._apply_newer(answer, may_stop=True)
         assert "a/0" in agent.sessions.sessions  # starting: claiming the fence
