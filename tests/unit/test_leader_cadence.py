@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from protocol.values import DeploymentMode, SlotStatus
-from raftorch.core.model import AdapterSpec, Grant, Policy, RegisterPod, RemovePod
 import pytest
 
+from protocol.values import DeploymentMode, SlotStatus
+from raftorch.core.model import AdapterSpec, Grant, Policy, RegisterPod, RemovePod
 from raftorch.leader import loop as loop_module
 from raftorch.leader.loop import UNHEARD_PODS, Cadence, LeaderLoop, TickOutcome
 from raftorch.raft.bridge import RaftBridge
