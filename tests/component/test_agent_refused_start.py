@@ -9,8 +9,7 @@ refused with UnavailableError, as in a database outage.
 
 from __future__ import annotations
 
-import asyncio
-import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
@@ -20,6 +19,7 @@ from adapter.metrics import PodMetrics
 from adapter.sdk import Connector, SessionContext
 from protocol.pod import Assignment, HeartbeatReply
 from protocol.secret import Secret
+from tests.component.raftcluster import wait_for
 
 INTERVAL = 1.0  # the shipped TTL of 3 s over 3
 
@@ -32,12 +32,9 @@ class Idle(Connector):
         pass
 
 
-async def _refused(agent: Agent, slot: str, seconds: float = 20.0) -> None:
-    """Wait until the manager has tried `slot` and dropped it (the refusal)."""
-    deadline = time.monotonic() + seconds
-    while slot in agent.sessions.sessions:
-        assert time.monotonic() < deadline, "the start was never refused"
-        await asyncio.sleep(0.01)
+def _dropped(agent: Agent, slot: str) -> Callable[[], bool]:
+    """The manager has tried `slot` and dropped it (the refusal)."""
+    return lambda: slot not in agent.sessions.sessions
 
 
 async def test_a_refused_start_is_tried_again_an_interval_later() -> None:
@@ -58,7 +55,7 @@ async def test_a_refused_start_is_tried_again_an_interval_later() -> None:
     try:
         assert agent._apply_newer(answer, may_stop=True)
         assert "a/0" in agent.sessions.sessions  # starting: claiming the fence
-        await _refused(agent, "a/0")
+        await wait_for(_dropped(agent, "a/0"), 20.0, "the start refused")
 
         # Within the interval the heartbeats name the applied version (nothing moved it).
         body, _ = agent._heartbeat_body()
@@ -79,7 +76,7 @@ async def test_a_refused_start_is_tried_again_an_interval_later() -> None:
         assert "a/0" in agent.sessions.sessions  # tried again
 
         # Refused again: the next try is one more interval away, not at once.
-        await _refused(agent, "a/0")
+        await wait_for(_dropped(agent, "a/0"), 20.0, "the start refused")
         assert agent._heartbeat_body()[0]["version"] == "v1"
         now[0] += INTERVAL
         assert agent._heartbeat_body()[0]["version"] == ""

@@ -9,8 +9,6 @@ for something else to move it. A real PostgreSQL holds the sessions' fences.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
@@ -20,6 +18,7 @@ from adapter.metrics import PodMetrics
 from adapter.sdk import Connector, SessionContext
 from protocol.pod import Assignment, HeartbeatReply
 from protocol.secret import Secret
+from tests.component.raftcluster import wait_for
 
 INTERVAL = 1.0  # the shipped TTL of 3 s over 3
 ADAPTER = "0b6f3c1e-8d1a-4c55-9a43-1c2d3e4f5a6b"
@@ -36,13 +35,6 @@ class Gated(Connector):
 
     async def stop(self) -> None:
         await Gated.release.wait()
-
-
-async def _until(check: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 def _answer(epoch: int, revision: int) -> HeartbeatReply:
@@ -72,21 +64,21 @@ async def test_a_start_behind_a_stopping_session_is_asked_for_again(pg_dsn: str)
 
     try:
         agent._apply_newer(_answer(7, revision=1), may_stop=True)
-        await _until(lambda: running(7), "epoch 7 running")
+        await wait_for(lambda: running(7), 20.0, "epoch 7 running")
 
         # The slot comes back at epoch 9 (say the pod's registration lapsed and it was
         # granted again) while epoch 7 is still stopping: 9 cannot start yet.
         agent._apply_newer(_answer(9, revision=2), may_stop=True)
         assert sessions[SLOT].info.epoch == 7 and sessions[SLOT].stopping is not None
         Gated.release.set()
-        await _until(lambda: SLOT not in sessions, "epoch 7 stopped")
+        await wait_for(lambda: SLOT not in sessions, 20.0, "epoch 7 stopped")
 
         # Nothing moves the version now; the agent asks again an interval later.
         assert agent._heartbeat_body()[0]["version"] == "9.1"
         now[0] += INTERVAL
         assert agent._heartbeat_body()[0]["version"] == ""
         agent._apply_newer(_answer(9, revision=3), may_stop=True)  # that heartbeat's answer
-        await _until(lambda: running(9), "epoch 9 running")
+        await wait_for(lambda: running(9), 20.0, "epoch 9 running")
         assert agent._heartbeat_body()[0]["version"] == "9.1"
     finally:
         Gated.release.set()
