@@ -225,12 +225,14 @@ class ElectionGuard:
             raft.read_waiting_messages()
             deadline = self._sync_deadline(raft)
         stand = False
-        if deadline < raft_clock() and raft.connected_to_anyone():
+        # A retiring replica stands for nothing, not even as a candidate whose requests the
+        # transport drops (that still raised its term and turned it "candidate").
+        if not retiring and deadline < raft_clock() and raft.connected_to_anyone():
             if raft.transfer_in_progress:
                 self._transfer_term = raft.term + 1  # asked by the leader: stand at once
                 stand = True
-            elif retiring or self._passed:
-                stand = True  # (a retiring replica's vote requests are never sent)
+            elif self._passed:
+                stand = True
             else:
                 stand = self._start_round(raft)
         if stand:

@@ -164,3 +164,18 @@ def test_a_leader_of_an_older_term_is_told_ours_once_per_window() -> None:
     assert [to for to, _ in raft.sent] == ["b", "c", "b"]
     guard.stale_leader(_raft(raft), Peer("c"), -1)  # no term in the message: nothing
     assert len(raft.sent) == 3
+
+
+@pytest.mark.parametrize("transfer", [False, True])
+def test_a_retiring_replica_never_stands(transfer: bool) -> None:
+    """A replica that handed leadership on to stop stays a follower however long its
+    shutdown takes: past its deadline, even when asked to take over, it shows pysyncobj
+    a deadline in the future (zero would make it a candidate with a higher term)."""
+    guard = ElectionGuard(WINDOW, raft_clock)
+    raft = FakeRaft(election_deadline=raft_clock() - 1.0, transfer_in_progress=transfer)
+    for _ in range(3):
+        guard.before_tick(_raft(raft), retiring=True)
+        assert raft.election_deadline > raft_clock() + HIDDEN_SECONDS / 2
+        assert raft.sent == []
+    guard.before_tick(_raft(raft), retiring=False)  # not retiring: it would stand
+    assert raft.election_deadline == 0.0 or raft.sent
