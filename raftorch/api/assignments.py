@@ -27,6 +27,11 @@ class Records(Protocol):
     def get(self, adapter_id: str) -> AdapterRecord | None: ...
 
 
+class VersionedRecords(Records, Protocol):
+    version: int
+    """Grows with every change of any record (`ConfigCache.version`)."""
+
+
 class Signal:
     """One-shot broadcast: `fire` wakes everyone waiting now."""
 
@@ -125,12 +130,42 @@ def version(snapshot: Snapshot, pod_id: str, records: Records) -> str:
     """Changes whenever the pod's assignments (slots, roles, epochs) or their adapters'
     configurations do: the pod's version in the state and the sum of the revisions of
     the adapters it serves (revisions only grow, so any change raises the sum)."""
+    return f"{snapshot.pod_versions.get(pod_id, 0)}.{_revisions(snapshot, pod_id, records)}"
+
+
+def _revisions(snapshot: Snapshot, pod_id: str, records: Records) -> int:
     adapters = {slot.rsplit("/", 1)[0] for slot in snapshot.slots_of_pod(pod_id)}
     revisions = 0
     for adapter_id in adapters:
         record = records.get(adapter_id)
         revisions += record.revision if record is not None else 0
-    return f"{snapshot.pod_versions.get(pod_id, 0)}.{revisions}"
+    return revisions
+
+
+class Versions:
+    """`version` of each pod, its revisions part remembered while neither the pod's roles
+    (the same map object in the state: persistent maps are replaced, never changed) nor
+    the configuration changed. Every heartbeat and long-poll asks for it; at 1,000 pods
+    of 100 slots each, working it out afresh was 5% of the leader's time while placing."""
+
+    MAX_REMEMBERED = 65_536
+    """More pod ids than this (pods come and go): forget them all and start again."""
+
+    def __init__(self, records: VersionedRecords) -> None:
+        self._records = records
+        self._known: dict[str, tuple[object, int, int]] = {}  # pod -> roles, config, sum
+
+    def of(self, snapshot: Snapshot, pod_id: str) -> str:
+        roles, config = snapshot.slots_of_pod(pod_id), self._records.version
+        known = self._known.get(pod_id)
+        if known is not None and known[0] is roles and known[1] == config:
+            revisions = known[2]
+        else:
+            revisions = _revisions(snapshot, pod_id, self._records)
+            if len(self._known) >= self.MAX_REMEMBERED:
+                self._known.clear()
+            self._known[pod_id] = (roles, config, revisions)
+        return f"{snapshot.pod_versions.get(pod_id, 0)}.{revisions}"
 
 
 def build(snapshot: Snapshot, pod_id: str, records: Records) -> list[Assignment]:

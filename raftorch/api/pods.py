@@ -144,6 +144,7 @@ class PodApi:
         self._confirmer = confirmer
         self._tracker = tracker
         self._cache = cache
+        self._versions = assignments.Versions(cache)
         self._forwarder = forwarder
         self._reporter = reporter
         self._metrics = metrics
@@ -363,7 +364,7 @@ class PodApi:
         fenced = [o for o in stop if o.reason not in ("revoked", "handoff")]
         if fenced:
             self._reporter.fenced(latest, req.pod_id, fenced)
-        current = assignments.version(latest, req.pod_id, self._cache)
+        current = self._versions.of(latest, req.pod_id)
         unchanged = req.version == current
         found = [] if unchanged else assignments.build(latest, req.pod_id, self._cache)
         return HeartbeatReply(term=term, leader=self._leader_hint(),
@@ -391,7 +392,7 @@ class PodApi:
             snapshot = self._node.snapshot()
             pod_id = self._pod_known_here(request, snapshot)
             self._claimed(pod_id, claimed)
-            current = assignments.version(snapshot, pod_id, self._cache)
+            current = self._versions.of(snapshot, pod_id)
             remaining = deadline - self._clock()
             if current != known or remaining <= 0 or self.signals.closed:
                 found = assignments.build(snapshot, pod_id, self._cache)
