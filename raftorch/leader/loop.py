@@ -64,6 +64,8 @@ UNHEARD_PODS = 100
 """A plan after one the grant budget cut short waits until all but this many of the pods
 given work by earlier plans have been heard from since (`LeaderLoop._pace`)."""
 PACE_PROBE_SECONDS = 0.02
+PACE_LAG_SECONDS = 0.05
+"""Pacing waits while a probe's sleep of PACE_PROBE_SECONDS overruns by more than this."""
 ENTRY_COMMANDS = 15_000
 """A plan longer than this goes out as several entries, in order (each with the leader's
 stamp): a planned command encodes to at most 170 bytes (63-character pod ids), so an
@@ -368,16 +370,24 @@ class LeaderLoop:
         expired 176-195 live pods in 3 of 9 runs that placed 10,000 sessions
         (docs/performance.md). Waiting for the pods' answers lets the next plan go only
         as fast as the pods and this leader keep up; a failover to a few pods (20 pods,
-        10,000 sessions) never waits."""
+        10,000 sessions) never waits. It also waits while this replica's event loop is
+        late (a probe's sleep overran by PACE_LAG_SECONDS): heartbeats queued behind the
+        last plan's answers come first."""
         deadline = self._clock() + self._policy.ttl_seconds / 3
-        while (unheard := self._unheard()) > UNHEARD_PODS:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(PACE_PROBE_SECONDS)
+            late = loop.time() - before - PACE_PROBE_SECONDS
+            if (unheard := self._unheard()) <= UNHEARD_PODS and late <= PACE_LAG_SECONDS:
+                return
             expiry = self.next_expiry()
             if expiry is not None and self._clock() >= expiry:
                 return  # a lease ran out: the tick that expires it waits for nobody
             if self._clock() >= deadline:
-                log.info("placement paced: %d pods given work not heard from since", unheard)
+                log.info("placement paced: %d pods given work not heard from since, "
+                         "event loop %.0f ms late", unheard, late * 1000)  # fmt: skip
                 return
-            await asyncio.sleep(PACE_PROBE_SECONDS)
 
     def _unheard(self) -> int:
         """Pods given work by earlier plans with no renewal received since."""

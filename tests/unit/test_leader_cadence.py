@@ -8,6 +8,7 @@ Against the real appliers behind the fake Raft of tests/unit/test_rebalance_lead
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import cast
 
 import pytest
@@ -217,6 +218,45 @@ def test_placing_waits_at_most_a_heartbeat_interval() -> None:
         async with asyncio.timeout(30.0):
             await pacing
         assert loop._unheard() == 2 * UNHEARD_PODS  # it went on without them
+
+    asyncio.run(scenario())
+
+
+def test_placing_waits_while_the_event_loop_runs_late() -> None:
+    """Every pod given work was heard from, but something hogs this replica's event loop
+    (heartbeats queued behind the last plan's answers): the next plan waits, for at most a
+    heartbeat interval."""
+    leader = Leader(adapters=400, budget=2 * UNHEARD_PODS)
+    leader.loop.__class__ = Counted
+    loop = cast(Counted, leader.loop)
+    for i in range(400):
+        leader.join(f"p{i:03d}", capacity=1)
+    while not (outcome := leader.tick(1.0)).plan.commands:
+        pass
+    for pod_id in {c.pod_id for c in outcome.plan.commands if isinstance(c, Grant)}:
+        assert loop.tracker.renew(pod_id, leader.now + 0.5, TERM)
+
+    async def hog() -> None:  # holds the event loop for longer than a probe may overrun
+        while True:
+            until = time.perf_counter() + 3 * loop_module.PACE_LAG_SECONDS
+            while time.perf_counter() < until:
+                pass
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        loop.looked = asyncio.Event()
+        hogging = asyncio.create_task(hog())
+        pacing = asyncio.create_task(loop._pace())
+        try:
+            async with asyncio.timeout(30.0):
+                await loop.looked.wait()
+            assert not pacing.done()  # everybody was heard from: only the lateness holds it
+            assert loop._unheard() == 0
+            leader.now += TTL / 3
+            async with asyncio.timeout(30.0):
+                await pacing
+        finally:
+            hogging.cancel()
 
     asyncio.run(scenario())
 
