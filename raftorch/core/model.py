@@ -322,6 +322,9 @@ class Policy:
     """Grants (and standbys added) per plan: bounds one entry's size and apply time."""
     max_pods_per_tick: int = 500
     """Pods one plan gives work to: each answers with a few requests to the leader."""
+    max_grants_per_pod: int = 2
+    """Once a plan has given work to `max_pods_per_tick` pods, each of them gets up to this
+    many grants in it (never past an even share): one wake-up carries more than one."""
     standbys_per_slot: int = 1
 
     def spent(self, count: int, pods: int) -> bool:
@@ -341,12 +344,16 @@ class Plan:
         return bool(self.commands)
 
 
+def wanted_count(spec: AdapterSpec) -> int:
+    """How many slots the configuration wants running for `spec` (none while disabled)."""
+    if not spec.enabled:
+        return 0
+    return spec.instances if spec.mode is DeploymentMode.SCALE_OUT else 1
+
+
 def wanted_slots(spec: AdapterSpec) -> list[str]:
     """The slot ids the configuration wants running for `spec` (none while disabled)."""
-    if not spec.enabled:
-        return []
-    count = spec.instances if spec.mode is DeploymentMode.SCALE_OUT else 1
-    return [slot_id(spec.adapter_id, index) for index in range(count)]
+    return [slot_id(spec.adapter_id, index) for index in range(wanted_count(spec))]
 
 
 MAX_REASONS = 20  # Plan.reasons never has more lines than this

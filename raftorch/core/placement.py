@@ -33,6 +33,36 @@ class Placer:
         self.load = load
         self._heaps: dict[str, list[tuple[int, str]]] = {}
         self._zones = {pod_id: pod.zone for pod_id, pod in pods.items()}
+        self._within: frozenset[str] | None = None  # see `restrict`
+        self._cap = 0
+        self._open: set[str] = set()
+
+    def restrict(self, pods: Collection[str], cap: int) -> None:
+        """From now on choose only among `pods`, each up to `cap` roles (and its capacity).
+
+        For a plan that has given work to as many pods as it may: it goes on filling
+        those, up to their fair share `cap`, instead of stopping."""
+        self._within, self._cap = frozenset(pods), cap
+        self._open = {p for p in self._within if p in self._zones and self.load[p] < self._limit(p)}
+        self._heaps.clear()  # rebuilt from the pods allowed, at their current load
+
+    @property
+    def restricted(self) -> bool:
+        return self._within is not None
+
+    def exhausted(self) -> bool:
+        """Restricted, and no allowed pod can take another role."""
+        return self._within is not None and not self._open
+
+    def add(self, pod_id: str) -> None:
+        """One more role on the pod (chosen by the caller, not by `choose`)."""
+        self.load[pod_id] += 1
+        if self.load[pod_id] >= self._limit(pod_id):
+            self._open.discard(pod_id)
+
+    def _limit(self, pod_id: str) -> int:
+        capacity = self._pods[pod_id].capacity
+        return capacity if self._within is None else min(capacity, self._cap)
 
     def zone(self, pod_id: str) -> str | None:
         return self._zones.get(pod_id)
@@ -47,9 +77,10 @@ class Placer:
         self._zones.pop(pod_id, None)
 
     def fewest(self, connector: str, roles: Mapping[str, int]) -> int:
-        """The fewest `roles` any able pod holds: a bound for `choose` until one of them
-        loses a role (roles only added keep it a bound)."""
-        return min((roles.get(p, 0) for p in self._zones if self.able(p, connector)), default=0)
+        """The fewest `roles` any able pod (allowed, if restricted) holds: a bound for
+        `choose` until one of them loses a role (roles only added keep it a bound)."""
+        pods = self._zones if self._within is None else self._within & self._zones.keys()
+        return min((roles.get(p, 0) for p in pods if self.able(p, connector)), default=0)
 
     def offered(self, connector: str) -> bool:
         return any(self.able(p, connector) for p in self._zones)
@@ -57,9 +88,9 @@ class Placer:
     def _heap(self, connector: str) -> list[tuple[int, str]]:
         heap = self._heaps.get(connector)
         if heap is None:
-            capacity = {p: pod.capacity for p, pod in self._pods.items()}
-            heap = [(self.load[p], p) for p in sorted(self._zones)
-                    if self.able(p, connector) and self.load[p] < capacity[p]]  # fmt: skip
+            pods = self._zones if self._within is None else self._within & self._zones.keys()
+            heap = [(self.load[p], p) for p in sorted(pods)
+                    if self.able(p, connector) and self.load[p] < self._limit(p)]  # fmt: skip
             heapq.heapify(heap)
             self._heaps[connector] = heap
         return heap
@@ -85,7 +116,7 @@ class Placer:
         probes = 0
         while heap and probes < PROBES:
             load, pod_id = heapq.heappop(heap)
-            if pod_id not in self._zones or self.load[pod_id] >= self._pods[pod_id].capacity:
+            if pod_id not in self._zones or self.load[pod_id] >= self._limit(pod_id):
                 continue  # gone or full: drop the entry
             if load != self.load[pod_id]:
                 heapq.heappush(heap, (self.load[pod_id], pod_id))  # stale: reorder
@@ -105,7 +136,7 @@ class Placer:
                 heapq.heappush(heap, entry)
         if chosen is None:
             return None
-        self.load[chosen] += 1
-        if self.load[chosen] < self._pods[chosen].capacity:
+        self.add(chosen)
+        if self.load[chosen] < self._limit(chosen):
             heapq.heappush(heap, (self.load[chosen], chosen))
         return chosen

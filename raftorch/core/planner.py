@@ -9,15 +9,13 @@ indexes (slots by pod and by adapter), and places through a heap of pods by load
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from protocol.values import DeploymentMode, SlotStatus
+from protocol.values import PodState, SlotStatus
 from raftorch.core.model import (
     AdapterSpec,
-    AddStandby,
     Command,
-    DropStandby,
     Grant,
     Plan,
     PodInfo,
@@ -30,11 +28,14 @@ from raftorch.core.model import (
     slot_adapter,
     slot_index,
     summarise,
+    wanted_count,
     wanted_slots,
 )
 from raftorch.core.placement import Placer
 from raftorch.core.rebalance import plan_moves
 from raftorch.core.snapshot import EMPTY, rebuild_indexes
+from raftorch.core.standbys import add_standbys, drop_standbys
+from raftorch.core.unowned import Unowned
 
 
 def plan(view: View, now: float, policy: Policy) -> Plan:
@@ -59,12 +60,12 @@ def plan(view: View, now: float, policy: Policy) -> Plan:
     candidates = sorted(work.candidates(adapters))
     _revoke_unwanted(work, adapters, candidates)
     desired = {a: adapters[a] for a in candidates if a in adapters and adapters[a].enabled}
-    _drop_standbys(work, desired)
+    drop_standbys(work, desired)
     if not view.may_grant:
         work.reasons.append("grants wait for the epoch floor from PostgreSQL")
         return work.plan()
     _grant_unowned(work, desired)
-    _add_standbys(work, desired)
+    add_standbys(work, desired)
     if not work.commands:  # moves only from a settled state: nothing else changing now
         plan_moves(work, adapters, view.moves)
     return work.plan()
@@ -146,6 +147,26 @@ class _Work:
     def spent(self, count: int) -> bool:
         return self.policy.spent(count, len(self.given))
 
+    def allowed(self, pod_id: str) -> bool:
+        """Whether this plan may still give the pod work (see `close_if_full`)."""
+        return not self.placer.restricted or pod_id in self.given
+
+    def full(self) -> bool:
+        """Every pod this plan may give work to has its fair share (see `close_if_full`)."""
+        return self._placer is not None and self._placer.exhausted()
+
+    def close_if_full(self, remaining: Callable[[], int]) -> None:
+        """At the pods budget, grants go on to the pods already given work: up to
+        `max_grants_per_pod` each, and never past the even share they would hold with
+        the `remaining()` slots placed. What costs the leader is each pod woken."""
+        if self.placer.restricted or len(self.given) < self.policy.max_pods_per_tick:
+            return
+        load = self.placer.load
+        active = [p for p, pod in self.pods.items() if pod.state is PodState.ACTIVE]
+        even = (sum(load[p] for p in active) + remaining()) // max(1, len(active))  # down
+        least = min(load[p] for p in self.given)  # each has had one grant by now
+        self.placer.restrict(self.given, min(even, least + self.policy.max_grants_per_pod - 1))
+
     # reads ------------------------------------------------------------------------------
 
     def peek(self, key: str) -> _Slot | SlotState | None:
@@ -170,6 +191,10 @@ class _Work:
         if found is None:
             found = self._wanted[spec.adapter_id] = wanted_slots(spec)
         return found
+
+    def changed(self) -> Iterable[str]:
+        """The slots this plan has copied (changed, or deleted)."""
+        return self._slots.keys()
 
     def added(self, adapter_id: str) -> set[str]:
         return self._added.get(adapter_id, set())
@@ -302,10 +327,11 @@ def _revoke_unwanted(
     why: Counter[str] = Counter()
     for adapter_id in candidates:
         spec = adapters.get(adapter_id)
-        wanted = set(work.wanted(spec)) if spec is not None else set()
-        # Only the slots beyond what is wanted (a set difference, not a look at each slot).
+        count = wanted_count(spec) if spec is not None else 0
+        # Only the slots beyond what is wanted: the wanted ones are those of index below
+        # the count (`wanted_slots`), so the wanted list is not built for every adapter.
         keys = set(work.adapter_slots.get(adapter_id, EMPTY)) | work.added(adapter_id)
-        for key in sorted(keys - wanted, key=slot_index):
+        for key in sorted((k for k in keys if slot_index(k) >= count), key=slot_index):
             peeked = work.peek(key)
             if peeked is None or peeked.status is SlotStatus.REVOKING:
                 continue
@@ -329,81 +355,51 @@ def _revoke_unwanted(
         work.reasons.append(f"revoked {count} slot(s): {reason}")
 
 
-def _drop_standbys(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
-    """Standbys that could not take over (or are too many, or of a mode without any)."""
-    dropped = 0
-    for adapter_id, spec in desired.items():
-        wanted = work.policy.standbys_per_slot if spec.mode is DeploymentMode.ACTIVE_PASSIVE else 0
-        existing = work.adapter_slots.get(adapter_id, EMPTY)  # none is created before this
-        for key in work.wanted(spec):
-            if key not in existing:
-                continue
-            peeked = work.peek(key)
-            if peeked is None or peeked.status is SlotStatus.REVOKING or not peeked.standbys:
-                continue
-            current = work.slot(key)
-            assert current is not None
-            kept: list[str] = []
-            for pod_id in list(current.standbys):
-                if len(kept) < wanted and work.placer.able(pod_id, spec.connector):
-                    kept.append(pod_id)
-                    continue
-                work.commands.append(DropStandby(key, pod_id))
-                current.standbys.remove(pod_id)
-                work.left(adapter_id, pod_id)
-                dropped += 1
-    if dropped:
-        work.reasons.append(f"dropped {dropped} standby(s)")
-
-
 def _grant_unowned(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
     """Grant every unowned wanted slot, failovers first, within the grant budget."""
     budget = work.policy.max_grants_per_tick
-    promoted = placed = deferred = settling = 0
-    unplaced: list[str] = []
-    failovers: list[tuple[str, str]] = []
-    new: list[tuple[str, str]] = []
-    for adapter_id, spec in desired.items():  # adapters sorted, slots by index: no sort
-        for key in work.open_slots(spec):
-            current = work.peek(key)
-            if current is not None and not _grantable(current):
-                continue
-            had_owner = current is not None and current.epoch > 0
-            if not had_owner and not work.view.place_new:
-                settling += 1  # pods are still joining: new work waits for them
-                work.pending.add(adapter_id)
-                continue
-            (failovers if had_owner else new).append((adapter_id, key))
-    todo = failovers + new
-    for index, (adapter_id, key) in enumerate(todo):
-        if work.spent(work.grants):  # for good: grants and pods given only grow
-            deferred = len(todo) - index
-            work.pending.update(adapter for adapter, _ in todo[index:])
+    done: Counter[str] = Counter()
+    deferred, unplaced = 0, []
+    todo = Unowned(work, desired)
+    while (item := todo.take()) is not None:
+        adapter_id, key = item
+        if work.grants >= budget or work.full():  # for good: neither comes back in a plan
+            rest, adapters = todo.rest()
+            deferred += 1 + rest
+            work.pending.update({adapter_id} | adapters)
             break
-        spec, current = desired[adapter_id], work.slot(key)
-        if current is not None and _promote(work, current, spec):
-            promoted += 1
-        elif (why := _place_owner(work, key, spec, current)) is None:
-            placed += 1
+        outcome = _grant(work, key, desired[adapter_id], work.slot(key))
+        if outcome in (PROMOTED, PLACED):
+            done[outcome] += 1
+        elif outcome == WAIT:  # for a pod this plan may not give work to any more
+            deferred += 1
+            work.pending.add(adapter_id)
         else:
-            unplaced.append(f"slot {key}: {why}")
-    if promoted or placed:
-        work.reasons.append(f"granted {promoted + placed} slot(s) ({promoted} by failover)")
+            unplaced.append(f"slot {key}: {outcome}")
+        work.close_if_full(lambda: todo.rest()[0])
+    if done:
+        granted, promoted = done.total(), done[PROMOTED]
+        work.reasons.append(f"granted {granted} slot(s) ({promoted} by failover)")
     if deferred:
         bound = f"of {budget}" if work.grants >= budget else f"for {len(work.given)} pods"
         work.reasons.append(f"grant budget {bound} reached: {deferred} slot(s) wait")
-    if settling:
-        work.reasons.append(f"{settling} new slot(s) wait for joining pods to settle")
     work.reasons.extend(summarise(unplaced, "{} more slots cannot be placed"))
 
 
-def _grantable(current: _Slot | SlotState) -> bool:
-    """No owner, and not being revoked (a revoked slot must vanish before it is granted)."""
-    return current.owner is None and current.status is SlotStatus.UNASSIGNED
+PROMOTED, PLACED, WAIT = "promoted", "placed", "wait"
+"""What `_grant` did; WAIT: the slot must go to a pod this plan may not give work to."""
 
 
-def _promote(work: _Work, current: _Slot, spec: AdapterSpec) -> bool:
-    """Make the least loaded able standby the owner; it keeps its load (standby -> owner)."""
+def _grant(work: _Work, key: str, spec: AdapterSpec, current: _Slot | None) -> str:
+    """Promote a standby, or place an owner: "promoted", "placed", WAIT, or why not."""
+    if current is not None and (promoted := _promote(work, current, spec)) is not None:
+        return promoted
+    return _place_owner(work, key, spec, current) or PLACED
+
+
+def _promote(work: _Work, current: _Slot, spec: AdapterSpec) -> str | None:
+    """Make the least loaded able standby the owner; it keeps its load (standby -> owner).
+    None: no standby can take over (the slot is granted cold)."""
     load = work.placer.load
     able = [
         pod_id
@@ -412,11 +408,13 @@ def _promote(work: _Work, current: _Slot, spec: AdapterSpec) -> bool:
     ]
     hint = current.handoff_to
     if hint is not None and hint not in able and work.placer.able(hint, spec.connector):
-        return False  # a handoff named another pod: the slot is granted there, cold
+        return None  # a handoff named another pod: the slot is granted there, cold
     if not able:
-        return False
+        return None
     # A handoff named its target: the standby there takes over.
-    pod_id = hint if hint in able else min(able, key=lambda p: (load[p], p))
+    pod_id = hint if hint in able else min(able, key=lambda p: (not work.allowed(p), load[p], p))
+    if not work.allowed(pod_id):
+        return WAIT
     work.commands.append(
         Grant(current.slot, spec.adapter_id, pod_id, current.epoch, reason="failover")
     )
@@ -424,15 +422,17 @@ def _promote(work: _Work, current: _Slot, spec: AdapterSpec) -> bool:
     work.given.add(pod_id)
     current.owner, current.status = pod_id, SlotStatus.CLAIMING
     current.standbys.remove(pod_id)
-    return True
+    return PROMOTED
 
 
 def _place_owner(work: _Work, key: str, spec: AdapterSpec, current: _Slot | None) -> str | None:
     """Grant the slot to the best placement (the target of its handoff, if it can); the
-    reason it cannot be placed otherwise."""
+    reason it cannot be placed otherwise (WAIT: not within this plan's pods)."""
     pod_id = _handoff_target(work, spec, current) or work.choose(
         spec, current.members if current is not None else ()
     )
+    if pod_id == WAIT or (pod_id is None and work.placer.restricted):
+        return WAIT
     if pod_id is None:
         return _why_unplaceable(work, spec)
     epoch = current.epoch if current is not None else 0
@@ -452,46 +452,11 @@ def _handoff_target(work: _Work, spec: AdapterSpec, current: _Slot | None) -> st
     load = work.placer.load
     if pod is None or not work.placer.able(target, spec.connector) or load[target] >= pod.capacity:
         return None
-    load[target] += 1
+    if not work.allowed(target):
+        return WAIT
+    work.placer.add(target)
     work.joined(spec.adapter_id, target)
     return target
-
-
-def _add_standbys(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
-    """Warm standbys for owned active_passive slots, bounded by the grant budget."""
-    wanted, short = work.policy.standbys_per_slot, 0
-    for adapter_id, spec in desired.items():
-        if spec.mode is not DeploymentMode.ACTIVE_PASSIVE:
-            continue
-        for key in work.wanted(spec):
-            peeked = work.peek(key)
-            if (
-                peeked is None
-                or peeked.owner is None
-                or len(peeked.standbys) >= wanted
-                or peeked.status is SlotStatus.REVOKING
-            ):
-                continue
-            if work.spent(work.standbys_added):
-                work.pending.add(adapter_id)
-                break
-            current = work.slot(key)
-            assert current is not None
-            while len(current.standbys) < wanted:
-                if work.spent(work.standbys_added):  # cut short in the slot: plan again
-                    work.pending.add(adapter_id)
-                    break
-                pod_id = work.choose(spec, current.members)
-                if pod_id is None:
-                    short += 1
-                    break
-                work.commands.append(AddStandby(key, pod_id))
-                work.standbys_added += 1
-                current.standbys.append(pod_id)
-    if work.standbys_added:
-        work.reasons.append(f"added {work.standbys_added} standby(s)")
-    if short:
-        work.reasons.append(f"{short} active_passive slot(s) lack a standby: no able pod")
 
 
 def _why_unplaceable(work: _Work, spec: AdapterSpec) -> str:

@@ -21,6 +21,8 @@ def drop_standbys(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
     for adapter_id, spec in desired.items():
         wanted = work.policy.standbys_per_slot if spec.mode is DeploymentMode.ACTIVE_PASSIVE else 0
         existing = work.adapter_slots.get(adapter_id, EMPTY)  # none is created before this
+        if not existing:
+            continue
         for key in work.wanted(spec):
             if key not in existing:
                 continue

@@ -337,22 +337,63 @@ def test_expired_standby_is_not_dropped_explicitly() -> None:
 
 
 def test_a_plan_gives_work_to_at_most_the_pods_budget() -> None:
-    """Sessions spread over many pods: the plan stops at the pods budget (each pod given
-    work costs the leader a few requests), the next goes on where it stopped."""
-    c = Cluster(Policy(ttl_seconds=TTL, max_grants_per_tick=1000, max_pods_per_tick=3))
+    """Sessions spread over many pods: the plan stops taking new pods at the pods budget
+    (each pod given work costs the leader a few requests) and gives those it took up to
+    `max_grants_per_pod` each; the next plan goes on where it stopped."""
+    c = Cluster(Policy(ttl_seconds=TTL, max_grants_per_tick=1000, max_pods_per_tick=3,
+                       max_grants_per_pod=2))  # fmt: skip
     for index in range(6):
         c.join(f"p{index}", capacity=10)
-    c.add(spec("wide", mode=DeploymentMode.SCALE_OUT, instances=12))
+    c.add(spec("wide", mode=DeploymentMode.SCALE_OUT, instances=30))
 
     first = c.tick()
 
-    assert len({g.pod_id for g in grants(first)}) == 3
-    assert len(grants(first)) == 3  # one each: the least loaded pod is always a fresh one
-    assert "grant budget for 3 pods reached: 9 slot(s) wait" in first.reasons
+    given = {g.pod_id for g in grants(first)}
+    assert len(given) == 3
+    assert len(grants(first)) == 6  # two each (an even share would be 5)
+    assert "grant budget for 3 pods reached: 24 slot(s) wait" in first.reasons
     assert first.pending == frozenset({"wide"})
     second = c.tick()
-    assert len(grants(second)) == 3
-    assert {g.pod_id for g in grants(first)}.isdisjoint(g.pod_id for g in grants(second))
+    assert len(grants(second)) == 6
+    assert given.isdisjoint(g.pod_id for g in grants(second))
+    while c.tick().commands:
+        pass
+    assert {len(c.state.snapshot().pod_slots[p]) for p in c.state.pods} == {5}
+
+
+def test_filling_the_pods_budget_never_goes_past_a_fair_share() -> None:
+    """Few sessions over many pods: the pods a plan took get no more than they will hold
+    once everything is placed, so the placement ends as even as without the budget."""
+    c = Cluster(Policy(ttl_seconds=TTL, max_grants_per_tick=1000, max_pods_per_tick=2,
+                       max_grants_per_pod=50))  # fmt: skip
+    for index in range(4):
+        c.join(f"p{index}", capacity=50)
+    c.add(*(spec(f"s{n}", mode=DeploymentMode.SCALE_OUT, instances=3) for n in range(3)))
+
+    while c.tick().commands:
+        pass
+
+    loads = {p: len(c.state.snapshot().pod_slots.get(p, ())) for p in c.state.pods}
+    assert sorted(loads.values()) == [2, 2, 2, 3]
+
+
+def test_a_failover_waits_for_its_standby_when_the_pods_budget_is_spent() -> None:
+    """The standby of a dead owner sits on a pod the plan may no longer give work to: the
+    slot waits for the next plan and is promoted there, not granted cold elsewhere."""
+    c = Cluster(Policy(ttl_seconds=TTL, max_grants_per_tick=1000, max_pods_per_tick=1))
+    for pod_id in ("doomed", "w1", "w2"):
+        c.join(pod_id, capacity=10)
+    c.add(spec("a", mode=AP), spec("b", mode=AP))
+    c.apply(Grant("a/0", "a", "doomed", 0), AddStandby("a/0", "w1"),
+            Grant("b/0", "b", "doomed", 0), AddStandby("b/0", "w2"))  # fmt: skip
+    c.advance(TTL + 1, silent=["doomed"])
+
+    first = c.tick()
+
+    assert [(g.slot, g.pod_id, g.reason) for g in grants(first)] == [("a/0", "w1", "failover")]
+    assert "b" in first.pending
+    assert "grant budget for 1 pods reached: 1 slot(s) wait" in first.reasons
+    assert [(g.slot, g.pod_id, g.reason) for g in grants(c.tick())] == [("b/0", "w2", "failover")]
 
 
 def test_a_dead_pods_sessions_move_in_one_plan_when_few_pods_take_them() -> None:

@@ -102,6 +102,7 @@ class PlannerAndState(RuleBasedStateMachine):
     @initialize(
         budget=st.integers(1, 6),
         pods_budget=st.integers(1, 4),
+        per_pod=st.integers(1, 3),
         standbys=st.integers(0, 2),
         pods=st.lists(st.tuples(pod_ids, connector_sets, capacities, zones), max_size=5),
         adapters=st.lists(adapter_specs, max_size=5),
@@ -113,6 +114,7 @@ class PlannerAndState(RuleBasedStateMachine):
         *,
         budget: int,
         pods_budget: int,
+        per_pod: int,
         standbys: int,
         pods: list[tuple[str, frozenset[str], int, str | None]],
         adapters: list[AdapterSpec],
@@ -122,7 +124,7 @@ class PlannerAndState(RuleBasedStateMachine):
         """Start from a running cluster rather than an empty one, to reach more states.
         Every plan may move sessions by handoff within the drawn budgets (0: never)."""
         self.policy = Policy(TTL, max_grants_per_tick=budget, max_pods_per_tick=pods_budget,
-                             standbys_per_slot=standbys)  # fmt: skip
+                             max_grants_per_pod=per_pod, standbys_per_slot=standbys)  # fmt: skip
         self.moves = Moves(rebalance=rebalance, drain=drain)
         for pod in pods:
             self.register(*pod)
