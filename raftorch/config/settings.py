@@ -104,6 +104,9 @@ class LeaseConfig:
     reassign_pods_per_tick: int = 500
     """A planner tick gives work to at most this many pods (each then costs the leader a
     few requests): the rest follows in the next tick, at once."""
+    reassign_per_pod_per_tick: int = 2
+    """Once a tick has given work to `reassign_pods_per_tick` pods, each of them gets up
+    to this many grants in it (never past an even share of what is left to place)."""
     tick_interval_seconds: float = 0.25
     """Period of the leader's lease planner (expiry checks and reassignment)."""
 

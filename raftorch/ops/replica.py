@@ -232,7 +232,8 @@ class Orchestrator:
         self.tracker = LeaseTracker(config.lease.ttl_seconds)
         policy = Policy(ttl_seconds=config.lease.ttl_seconds,
                         max_grants_per_tick=config.lease.reassign_per_tick,
-                        max_pods_per_tick=config.lease.reassign_pods_per_tick)  # fmt: skip
+                        max_pods_per_tick=config.lease.reassign_pods_per_tick,
+                        max_grants_per_pod=config.lease.reassign_per_pod_per_tick)  # fmt: skip
         self.loop = LeaderLoop(self.node, self.bridge, self.cache, self._history_repo, policy,
                                tick_seconds=config.lease.tick_interval_seconds,
                                tracker=self.tracker, metrics=self.raft_metrics,

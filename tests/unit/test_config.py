@@ -335,6 +335,7 @@ def test_durations_must_be_positive(key: str, value: str) -> None:
         "raft.max_commands_in_flight",
         "lease.reassign_per_tick",
         "lease.reassign_pods_per_tick",
+        "lease.reassign_per_pod_per_tick",
         "api.port",
         "api.max_body_bytes",
         "database.min_pool_size",
