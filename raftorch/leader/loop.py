@@ -43,6 +43,7 @@ from raftorch.core.model import (
 )
 from raftorch.core.ownership import Snapshot
 from raftorch.core.planner import plan
+from raftorch.leader.cadence import Cadence, Sweep
 from raftorch.leader.leases import LeaseTracker
 from raftorch.leader.reporting import Reporter
 from raftorch.raft.bridge import NotLeaderError, RaftBridge
@@ -59,7 +60,8 @@ EPOCH_HEADROOM_WARNING = 2**40
 would take decades to get there): someone wrote it, and the operator must hear of it."""
 FLOOR_RETRY_SECONDS = 0.5
 FULL_PASS_SECONDS = 10.0
-"""Besides planning what changed, a leader looks at every adapter this often (a backstop)."""
+"""Besides planning what changed, a leader looks at every adapter this often (a backstop),
+a slice of them each tick (`raftorch.leader.cadence.Sweep`)."""
 UNHEARD_PODS = 100
 """A plan after one the grant budget cut short waits until all but this many of the pods
 given work by earlier plans have been heard from since (`LeaderLoop._pace`)."""
@@ -113,25 +115,6 @@ class TickOutcome:
     stepped_down: bool = False
 
 
-class Cadence:
-    """The leader loop's periodic ticks: every `period` seconds without drift, missed ones
-    skipped (no burst after a stall). A tick in between (a wake) does not move them: were
-    every early tick to push the next periodic one a period further, a burst of wakes
-    (adapters enabled one by one, a plan carried over) would leave it seconds ahead, and
-    the loop would tick only when a lease runs out (plans 2-3 s apart in a mass failover
-    until the cadence caught up; docs/performance.md)."""
-
-    def __init__(self, period: float, now: float) -> None:
-        self.period = period
-        self.next = now
-
-    def after_tick(self, now: float) -> float:
-        """A tick ended at `now`: when the next periodic one is due."""
-        if now >= self.next:
-            self.next = max(self.next + self.period, now)
-        return self.next
-
-
 class LeaderLoop:
     """Steppable from tests with `run_once()`; `run()` ticks at a fixed cadence."""
 
@@ -171,7 +154,7 @@ class LeaderLoop:
         self._max_failures = max(3, math.ceil(policy.ttl_seconds / 2 / tick_seconds))
         self._dirty: set[str] | None = None  # adapters to plan for; None: a full pass
         self._pods_seen = -1
-        self._next_full = 0.0
+        self._sweep = Sweep(FULL_PASS_SECONDS, tick_seconds)
         self._known_pods: frozenset[tuple[str, str]] = frozenset()  # (pod, incarnation)
         self._settle_from = -math.inf  # the last pod join (or taking office)
         self._deferring_since: float | None = None
@@ -247,20 +230,21 @@ class LeaderLoop:
         return result
 
     def _take_dirty(self, snapshot: Snapshot, now: float) -> set[str] | None:
-        """What this plan must look at: the adapters changed since the last one, or all of
-        them (after taking office, when pods came or went, every FULL_PASS_SECONDS)."""
+        """What this plan must look at: the adapters changed since the last one and the
+        backstop's next slice (`Sweep`), or all of them (after taking office, when pods
+        came or went, after the configuration was reloaded)."""
         changed = self._adapters.take_changed() if self._adapters.loaded else None
         full = (
-            self._dirty is None or changed is None or now >= self._next_full
+            self._dirty is None or changed is None
             or snapshot.pods_revision != self._pods_seen or not snapshot.floor_confirmed
         )  # fmt: skip
         self._pods_seen = snapshot.pods_revision
         if full:
-            self._next_full = now + FULL_PASS_SECONDS
             self._dirty = set()
             return None
         assert self._dirty is not None and changed is not None
-        dirty, self._dirty = self._dirty | changed, set()
+        swept = self._sweep.next(set(self._adapters.specs()) | set(snapshot.adapter_slots))
+        dirty, self._dirty = self._dirty | changed | swept, set()
         return dirty
 
     def request_rebalance(self) -> None:

@@ -16,6 +16,7 @@ import pytest
 from protocol.values import DeploymentMode, SlotStatus
 from raftorch.core.model import AdapterSpec, Grant, Policy, RegisterPod, RemovePod
 from raftorch.leader import loop as loop_module
+from raftorch.leader.cadence import Sweep
 from raftorch.leader.loop import UNHEARD_PODS, Cadence, LeaderLoop, TickOutcome
 from raftorch.raft.bridge import RaftBridge
 from tests.unit.test_rebalance_leader import TERM, TTL, Adapters, FakeRaft, Floor
@@ -32,6 +33,18 @@ def test_early_ticks_do_not_move_the_periodic_ones() -> None:
     for i in range(1, 50):
         assert cadence.after_tick(100.01 + i * 0.004) == 100.25
     assert cadence.after_tick(100.26) == 100.5
+
+
+def test_the_backstop_covers_every_adapter_within_its_period_a_slice_per_plan() -> None:
+    sweep = Sweep(10.0, 0.25)  # the shipped period and tick: 40 plans
+    ids = {f"a{i:04d}" for i in range(1000)}
+    slices = [sweep.next(ids) for _ in range(40)]
+    assert set().union(*slices) == ids
+    assert max(len(one) for one in slices) == 25  # never a plan over all of them
+    grown = ids | {"late"}  # an adapter added meanwhile is reached within a period too
+    assert "late" in set().union(*(sweep.next(grown) for _ in range(41)))
+    assert Sweep(10.0, 0.25).next(set()) == set()
+    assert Sweep(10.0, 0.25).next({"only"}) == {"only"}
 
 
 def test_a_stall_skips_the_missed_ticks_without_a_burst() -> None:
