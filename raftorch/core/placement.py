@@ -57,7 +57,7 @@ class Placer:
     def add(self, pod_id: str) -> None:
         """One more role on the pod (chosen by the caller, not by `choose`)."""
         self.load[pod_id] += 1
-        if self.load[pod_id] >= self._limit(pod_id):
+        if self._within is not None and self.load[pod_id] >= self._limit(pod_id):
             self._open.discard(pod_id)
 
     def _limit(self, pod_id: str) -> int:
@@ -114,9 +114,10 @@ class Placer:
         aside: list[tuple[int, str]] = []
         best: tuple[int, int, int, str] | None = None
         probes = 0
+        limit = self._limit if self._within is not None else lambda p: self._pods[p].capacity
         while heap and probes < PROBES:
             load, pod_id = heapq.heappop(heap)
-            if pod_id not in self._zones or self.load[pod_id] >= self._limit(pod_id):
+            if pod_id not in self._zones or self.load[pod_id] >= limit(pod_id):
                 continue  # gone or full: drop the entry
             if load != self.load[pod_id]:
                 heapq.heappush(heap, (self.load[pod_id], pod_id))  # stale: reorder
@@ -137,6 +138,6 @@ class Placer:
         if chosen is None:
             return None
         self.add(chosen)
-        if self.load[chosen] < self._limit(chosen):
+        if self.load[chosen] < limit(chosen):
             heapq.heappush(heap, (self.load[chosen], chosen))
         return chosen

@@ -28,7 +28,6 @@ from raftorch.core.model import (
     slot_adapter,
     slot_index,
     summarise,
-    wanted_count,
     wanted_slots,
 )
 from raftorch.core.placement import Placer
@@ -159,7 +158,7 @@ class _Work:
         """At the pods budget, grants go on to the pods already given work: up to
         `max_grants_per_pod` each, and never past the even share they would hold with
         the `remaining()` slots placed. What costs the leader is each pod woken."""
-        if self.placer.restricted or len(self.given) < self.policy.max_pods_per_tick:
+        if len(self.given) < self.policy.max_pods_per_tick or self.placer.restricted:
             return
         load = self.placer.load
         active = [p for p, pod in self.pods.items() if pod.state is PodState.ACTIVE]
@@ -327,11 +326,12 @@ def _revoke_unwanted(
     why: Counter[str] = Counter()
     for adapter_id in candidates:
         spec = adapters.get(adapter_id)
-        count = wanted_count(spec) if spec is not None else 0
-        # Only the slots beyond what is wanted: the wanted ones are those of index below
-        # the count (`wanted_slots`), so the wanted list is not built for every adapter.
         keys = set(work.adapter_slots.get(adapter_id, EMPTY)) | work.added(adapter_id)
-        for key in sorted((k for k in keys if slot_index(k) >= count), key=slot_index):
+        if not keys:  # most adapters while 100,000 slots are placed: no wanted list built
+            continue
+        wanted = set(work.wanted(spec)) if spec is not None else set()
+        # Only the slots beyond what is wanted (a set difference, not a look at each slot).
+        for key in sorted(keys - wanted, key=slot_index):
             peeked = work.peek(key)
             if peeked is None or peeked.status is SlotStatus.REVOKING:
                 continue

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from protocol.values import SlotStatus
-from raftorch.core.model import AdapterSpec, SlotState, slot_adapter, slot_index, wanted_count
+from raftorch.core.model import AdapterSpec, SlotState, slot_index, wanted_count
 from raftorch.core.snapshot import EMPTY
 
 if TYPE_CHECKING:
@@ -74,13 +74,15 @@ class Unowned:
         index, or changed by this plan) can be; slots beyond what is wanted were revoked
         or deleted by this plan already."""
         work = self._work
-        keys = {k for k in (*work.unassigned, *work.changed()) if slot_adapter(k) in desired}
-        found: list[tuple[str, str]] = []
-        for key in sorted(keys, key=lambda k: (slot_adapter(k), slot_index(k))):
+        found: list[tuple[str, int, str]] = []
+        for key in {*work.unassigned, *work.changed()}:
             current = work.peek(key)
-            if current is not None and grantable(current) and current.epoch > 0:
-                found.append((current.adapter_id, key))
-        return found
+            if current is None or current.adapter_id not in desired:
+                continue
+            if grantable(current) and current.epoch > 0:
+                found.append((current.adapter_id, slot_index(key), key))
+        found.sort()
+        return [(adapter_id, key) for adapter_id, _, key in found]
 
     def _new_of(self, spec: AdapterSpec) -> list[str]:
         """The adapter's wanted slots that never had an owner and have none, in order."""
