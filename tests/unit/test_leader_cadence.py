@@ -16,8 +16,8 @@ import pytest
 from protocol.values import DeploymentMode, SlotStatus
 from raftorch.core.model import AdapterSpec, Grant, Policy, RegisterPod, RemovePod
 from raftorch.leader import loop as loop_module
-from raftorch.leader.cadence import Sweep
-from raftorch.leader.loop import UNHEARD_PODS, Cadence, LeaderLoop, TickOutcome
+from raftorch.leader.cadence import Cadence, Sweep
+from raftorch.leader.loop import UNHEARD_PODS, LeaderLoop, TickOutcome
 from raftorch.raft.bridge import RaftBridge
 from tests.unit.test_rebalance_leader import TERM, TTL, Adapters, FakeRaft, Floor
 
@@ -249,16 +249,17 @@ def test_placing_waits_while_the_event_loop_runs_late() -> None:
     for pod_id in {c.pod_id for c in outcome.plan.commands if isinstance(c, Grant)}:
         assert loop.tracker.renew(pod_id, leader.now + 0.5, TERM)
 
-    async def hog() -> None:  # holds the event loop for longer than a probe may overrun
-        while True:
-            until = time.perf_counter() + 3 * loop_module.PACE_LAG_SECONDS
-            while time.perf_counter() < until:
-                pass
-            await asyncio.sleep(0)
+    def hog() -> None:  # holds the event loop for longer than a probe may overrun, again
+        until = time.perf_counter() + 3 * loop_module.PACE_LAG_SECONDS
+        while time.perf_counter() < until:
+            pass
+        hogging[0] = asyncio.get_running_loop().call_soon(hog)
+
+    hogging: list[asyncio.Handle] = []
 
     async def scenario() -> None:
         loop.looked = asyncio.Event()
-        hogging = asyncio.create_task(hog())
+        hogging.append(asyncio.get_running_loop().call_soon(hog))
         pacing = asyncio.create_task(loop._pace())
         try:
             async with asyncio.timeout(30.0):
@@ -269,7 +270,7 @@ def test_placing_waits_while_the_event_loop_runs_late() -> None:
             async with asyncio.timeout(30.0):
                 await pacing
         finally:
-            hogging.cancel()
+            hogging[0].cancel()
 
     asyncio.run(scenario())
 
