@@ -10,6 +10,10 @@ Preferences, most important first: fewest roles of the same adapter on the pod (
 instances of a scale_out adapter land on distinct pods while there are enough, then as
 evenly as possible), fewest roles of the same adapter in the pod's zone (an active and
 its standby in different zones), least load. Pure and deterministic.
+
+A plan that has woken as many pods as it may `restrict`s the placer to those pods, each
+up to a cap of roles: the heaps are rebuilt from them, and `exhausted` says when none
+has room left.
 """
 
 from __future__ import annotations
