@@ -6,7 +6,11 @@ credential (the complete session list every tenth time, else only what changed),
 an assignments long-poll open to the leader, starts every ACTIVE assignment at once
 (reporting it ACTIVE in an immediate heartbeat, as the agent reports a state change at
 once), stops what it is told to stop. Every heartbeat is recorded: wall send time,
-latency to the answer, HTTP status (0: no answer within the lease).
+latency to the answer, HTTP status (0: no answer within the lease). So is every *lapse*:
+an acknowledgement that came after the pod's own lease had ended (the send time of the
+last acknowledged heartbeat + TTL - safety margin, as the agent counts it). The agent
+would have stopped every session at that moment, even though the leader never expired
+the pod.
 
 Run as `python -m bench.fleet SPEC.json`; stdin `stop` ends it, after which the results
 are written to the spec's `results` path. stdout carries `registered N`, and with
@@ -51,6 +55,7 @@ class Recorder:
     registrations: int = 0
     expired: int = 0
     stalls: list[tuple[float, float]] = field(default_factory=list)  # (wall start, seconds)
+    lapses: list[tuple[float, float]] = field(default_factory=list)  # (wall time, seconds late)
 
     def add(self, sent: float, latency: float, status: int) -> None:
         self.sent.append(sent)
@@ -131,6 +136,8 @@ class Pod:
         self.credential: str | None = None
         self.interval = 1.0
         self.ttl = 3.0
+        self.margin = 0.5
+        self.lease_end: float | None = None  # monotonic; None until the first acknowledgement
         self.sessions: dict[str, tuple[int, str]] = {}  # slot -> (epoch, ACTIVE | STOPPED)
         self.acked: dict[str, tuple[int, str]] = {}
         self.since_full = FULL_REPORT_EVERY
@@ -160,6 +167,8 @@ class Pod:
         self.credential = reply["credential"]
         self.interval = reply["heartbeat_interval_seconds"]
         self.ttl = reply["lease_ttl_seconds"]
+        self.margin = reply["safety_margin_seconds"]
+        self.lease_end = None
         self.sessions, self.acked, self.version, self.revision = {}, {}, "", -1
         self.since_full = FULL_REPORT_EVERY
         self.fleet.rec.registrations += 1
@@ -207,12 +216,14 @@ class Pod:
         first = time.time()
         give_up = time.monotonic() + self.ttl
         while True:
-            sent, started = time.time(), time.perf_counter()
+            sent, started = time.time(), time.monotonic()
             status, reply = await self.fleet.post(
                 "/pod/v1/heartbeat", body, self.credential, max(0.05, give_up - time.monotonic())
             )
-            self.fleet.rec.add(sent, time.perf_counter() - started, status)
+            answered = time.monotonic()
+            self.fleet.rec.add(sent, answered - started, status)
             if status == 200:
+                self.renewed(started, answered)
                 break
             if status in (403, 410):
                 self.fleet.rec.expired += 1
@@ -236,6 +247,13 @@ class Pod:
                 self.wake.set()
             else:  # fenced
                 del self.sessions[order["slot"]]
+
+    def renewed(self, sent: float, answered: float) -> None:
+        """The lease now ends at the answered attempt's send time + TTL - margin; an answer
+        that came after the previous end is a lapse (the agent's watchdog fired)."""
+        if self.lease_end is not None and answered > self.lease_end:
+            self.fleet.rec.lapses.append((time.time(), answered - self.lease_end))
+        self.lease_end = max(self.lease_end or sent, sent + self.ttl - self.margin)
 
     def acknowledged(self, complete: bool, reports: dict[str, tuple[int, str]]) -> None:
         self.since_full = 0 if complete else self.since_full + 1
@@ -322,6 +340,7 @@ async def _main(spec: dict[str, Any]) -> dict[str, Any]:
         "expired": rec.expired,
         "held": fleet.held,
         "stalls": rec.stalls,
+        "lapses": rec.lapses,
     }
 
 

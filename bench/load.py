@@ -30,6 +30,7 @@ class Results:
     expired: int = 0
     held: dict[str, int] = field(default_factory=dict)
     stalls: list[tuple[float, float]] = field(default_factory=list)
+    lapses: list[tuple[float, float]] = field(default_factory=list)
 
     def merge(self, data: dict[str, Any]) -> None:
         self.sent += data["sent"]
@@ -39,6 +40,12 @@ class Results:
         self.expired += data["expired"]
         self.held.update(data["held"])
         self.stalls += [(float(s[0]), float(s[1])) for s in data.get("stalls", ())]
+        self.lapses += [(float(s[0]), float(s[1])) for s in data.get("lapses", ())]
+
+    @property
+    def lapsed(self) -> dict[str, Any]:
+        """Pod-side lease lapses over the whole run (see bench.fleet)."""
+        return _lapses(late for _, late in self.lapses)
 
     def window(self, start: float, end: float) -> dict[str, Any]:
         """Heartbeat figures for attempts sent in [start, end) (wall clock)."""
@@ -51,6 +58,7 @@ class Results:
                     ok.append(latency)
         non_200 = sum(n for s, n in statuses.items() if s != 200)
         stalls = [lag for at, lag in self.stalls if start <= at < end]
+        lapses = (late for at, late in self.lapses if start <= at < end)
         return {
             "load_generator_stalls": {
                 "over_100ms": len(stalls),
@@ -60,7 +68,13 @@ class Results:
             "latency": latency_ms(ok),
             "non_200": non_200,
             "non_200_by_status": {str(s): n for s, n in sorted(statuses.items()) if s != 200},
+            "pod_lease_lapses": _lapses(lapses),
         }
+
+
+def _lapses(late: Iterable[float]) -> dict[str, Any]:
+    seconds = list(late)
+    return {"count": len(seconds), "max_late_ms": round(max(seconds, default=0) * 1000)}
 
 
 RUNNING: set[FleetProcess] = set()

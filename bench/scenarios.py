@@ -161,6 +161,7 @@ async def renewals(opts: Options, pods: int, seconds: float, with_etcd: bool) ->
                 raft, start=start, end=end, cores=cores["replicas"], load=cores["load"], pods=pods
             )
             figures["raftorch"]["replica_rss_mb"] = raft_cpu.peak_rss_mb()
+            figures["raftorch"]["pod_lease_lapses"] = raft.lapsed
             if members is not None:
                 kept = await stop_all([keeper])
                 figures["etcd"] = _renewal_figures(
@@ -236,6 +237,7 @@ async def scale(
         "placing": {**placing, "heartbeats": results.window(enabled_at, placed_at)},
         "holding": {**holding, "heartbeats": results.window(start, end), "seconds": hold},
         "expired_pods": results.expired,
+        "pod_lease_lapses": results.lapsed,
         "replica_peak_rss_mb": cpu.peak_rss_mb(),
     }
 
@@ -281,6 +283,7 @@ async def mass_failover(opts: Options, sessions: int, pods: int, instances: int)
         "other_pods": pods,
         "other_pods_heartbeats": results.window(killed_at, active_at),
         "expired_other_pods": results.expired,
+        "other_pods_lease_lapses": results.lapsed,
     }
 
 
@@ -363,5 +366,6 @@ async def leader_failover(
         "sessions_dropped": dropped,
         "sessions_handed_off": len(handed_off),
         "expired_pods": results.expired,
+        "pod_lease_lapses": results.lapsed,
         "heartbeats_after_kill": results.window(killed_at, killed_at + settle),
     }

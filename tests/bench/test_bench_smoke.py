@@ -14,9 +14,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
+from bench.fleet import Pod, Recorder
+from bench.load import Results
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_SECONDS = 110  # one bench at the smoke size takes ~15-25 s on a loaded 2-core machine
@@ -70,6 +74,7 @@ def test_renewals_side_by_side_with_etcd(tmp_path: Path) -> None:
         assert result["renewals"] >= 5 * 3  # 5 clients at 1 Hz over 4 s, with slack
         assert_latency(result["latency"], 5 * 3)
     assert len(figures["raftorch"]["replica_rss_mb"]) == 3
+    assert figures["raftorch"]["pod_lease_lapses"]["count"] == 0
     if with_etcd:
         assert figures["cpu_ratio_raftorch_over_etcd"] > 0
 
@@ -85,6 +90,8 @@ def test_scale_places_every_session(tmp_path: Path) -> None:
     assert figures["placing"]["heartbeats"]["non_200"] == 0
     assert_latency(holding["heartbeats"]["latency"], 5 * 3)
     assert figures["expired_pods"] == 0
+    assert figures["pod_lease_lapses"]["count"] == 0
+    assert holding["heartbeats"]["pod_lease_lapses"]["count"] == 0
     assert holding["replica_cpu_cores"] > 0
     assert len(figures["replica_peak_rss_mb"]) == 3
     assert all(rss > 0 for rss in figures["replica_peak_rss_mb"])
@@ -104,6 +111,7 @@ def test_mass_failover_moves_every_session(tmp_path: Path) -> None:
     assert figures["expiry_seen_to_all_active_seconds"] >= 0
     assert figures["kill_to_all_active_seconds"] >= figures["kill_to_expiry_seen_seconds"]
     assert figures["expired_other_pods"] == 0
+    assert figures["other_pods_lease_lapses"]["count"] == 0
 
 
 @pytest.mark.timeout(BENCH_SECONDS + 10)
@@ -124,5 +132,25 @@ def test_leader_failover_drops_nothing(tmp_path: Path) -> None:
     assert figures["sessions_dropped"] == 0
     assert figures["sessions_handed_off"] >= 0  # planned moves, reported apart from drops
     assert figures["expired_pods"] == 0
+    assert figures["pod_lease_lapses"]["count"] == 0
     assert figures["first_acknowledged_renewal_seconds"] is not None
     assert figures["first_acknowledged_renewal_seconds"] > 0
+
+
+def test_a_late_acknowledgement_counts_as_a_pod_side_lapse() -> None:
+    """The synthetic pod counts what the agent's watchdog would act on: an answer that
+    came after the lease of the last answered attempt (send + TTL - margin) had ended."""
+    fleet = SimpleNamespace(rec=Recorder())
+    pod = Pod(fleet, "pod-0")  # type: ignore[arg-type]
+    pod.ttl, pod.margin = 3.0, 0.5
+    pod.renewed(sent=10.0, answered=10.1)  # the first: nothing to lapse yet
+    pod.renewed(sent=11.0, answered=12.4)  # inside 12.5
+    assert fleet.rec.lapses == []
+    pod.renewed(sent=12.4, answered=14.0)  # the lease ended at 13.5
+    assert [round(late, 3) for _, late in fleet.rec.lapses] == [0.5]
+    pod.renewed(sent=11.5, answered=14.1)  # an older attempt answered late shortens nothing
+    assert pod.lease_end == 14.9
+    results = Results()
+    results.merge({"sent": [], "latency": [], "status": [], "registrations": 1, "expired": 0,
+                   "held": {}, "lapses": fleet.rec.lapses})  # fmt: skip
+    assert results.lapsed == {"count": 1, "max_late_ms": 500}
