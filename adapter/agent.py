@@ -397,20 +397,28 @@ class Agent:
             return
         await self.heartbeat()
 
+    def _next_wait(self, began: float) -> float:
+        """How long to wait before the next heartbeat, the last one having begun at `began`.
+
+        An interval after the last one *began*, not after its answer: the timing budget
+        counts one interval between two sends, and a slow answer (a busy leader) must
+        not push the next renewal back by its own length. An answer slower than the
+        interval is followed by the next heartbeat at once."""
+        if self.credential is None:
+            return REGISTER_RETRY_SECONDS
+        if not self.last_heartbeat_ok:  # the lease is ticking: try again soon
+            return self.retry
+        return max(0.0, began + self.interval - self._clock())
+
     async def _heartbeat_loop(self) -> None:
         while True:
             # Cleared before, not after: a session that changes state while a heartbeat
             # is in flight wakes the next one at once instead of an interval later.
             self._wake.clear()
+            began = self._clock()
             await self.run_once()
-            if self.credential is None:
-                wait = REGISTER_RETRY_SECONDS
-            elif self.last_heartbeat_ok:
-                wait = self.interval
-            else:  # the lease is ticking: try again soon
-                wait = self.retry
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
+                async with asyncio.timeout(self._next_wait(began)):
                     await self._wake.wait()
 
     async def _poll_loop(self) -> None:

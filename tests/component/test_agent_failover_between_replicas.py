@@ -10,10 +10,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import msgspec
+import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from adapter.agent import Agent
+from adapter.agent import REGISTER_RETRY_SECONDS, Agent
 from adapter.client import ATTEMPTS_PER_REPLICA, PodClient
 from adapter.config import AgentConfig
 from adapter.metrics import PodMetrics
@@ -247,3 +248,20 @@ async def test_the_watchdog_ends_when_cancelled_as_a_renewal_arrives() -> None:
     done, _ = await asyncio.wait({watchdog}, timeout=2.0)
     assert done, "the watchdog swallowed its cancellation and runs on"
     assert watchdog.cancelled()
+
+
+def test_a_slow_answer_does_not_push_the_next_heartbeat_back() -> None:
+    """The next heartbeat is due an interval after the last one began: the timing budget
+    counts one interval between sends, whatever the leader's answer took."""
+    now = [100.0]
+    agent = _offline_agent(clock=lambda: now[0])
+    agent.credential, agent.interval, agent.retry = "c", 1.0, 0.1
+    agent.last_heartbeat_ok = True
+    now[0] = 100.6  # answered 0.6 s after it was sent
+    assert agent._next_wait(100.0) == pytest.approx(0.4)
+    now[0] = 101.3  # answered after more than an interval: the next one goes at once
+    assert agent._next_wait(100.0) == 0.0
+    agent.last_heartbeat_ok = False  # unanswered: the lease is ticking
+    assert agent._next_wait(100.0) == 0.1
+    agent.credential = None
+    assert agent._next_wait(100.0) == REGISTER_RETRY_SECONDS  # registering again
