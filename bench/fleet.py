@@ -2,11 +2,14 @@
 
 Each pod does what `adapter.agent` does on the wire, without connectors: registers with
 the bootstrap token, heartbeats every `heartbeat_interval_seconds` with its incarnation
-credential (the complete session list every tenth time, else only what changed), keeps
+credential (the complete session list every tenth time, else only what changed), hedges
+a heartbeat not answered within the retry interval to the next replica (at most one
+attempt open per replica, the first answer wins, as `PodClient.hedged_post`), keeps
 an assignments long-poll open to the leader, starts every ACTIVE assignment at once
 (reporting it ACTIVE in an immediate heartbeat, as the agent reports a state change at
 once), stops what it is told to stop. Every heartbeat is recorded: wall send time,
-latency to the answer, HTTP status (0: no answer within the lease). So is every *lapse*:
+latency from the first attempt to the answer that won, HTTP status (0: no answer within
+the lease), and how many hedged attempts it took. So is every *lapse*:
 an acknowledgement that came after the pod's own lease had ended (the send time of the
 last acknowledged heartbeat + TTL - safety margin, as the agent counts it). The agent
 would have stopped every session at that moment, even though the leader never expired
@@ -54,13 +57,15 @@ class Recorder:
     status: array.array[int] = field(default_factory=lambda: array.array("i"))
     registrations: int = 0
     expired: int = 0
+    hedges: array.array[int] = field(default_factory=lambda: array.array("i"))
     stalls: list[tuple[float, float]] = field(default_factory=list)  # (wall start, seconds)
     lapses: list[tuple[float, float]] = field(default_factory=list)  # (wall time, seconds late)
 
-    def add(self, sent: float, latency: float, status: int) -> None:
+    def add(self, sent: float, latency: float, status: int, hedges: int = 0) -> None:
         self.sent.append(sent)
         self.latency.append(latency)
         self.status.append(status)
+        self.hedges.append(hedges)
 
 
 class Fleet:
@@ -104,11 +109,12 @@ class Fleet:
             self.urls.insert(0, url)
 
     async def post(
-        self, path: str, body: dict[str, Any], token: str, timeout: float
+        self, path: str, body: dict[str, Any], token: str, timeout: float, url: str | None = None
     ) -> tuple[int, Any]:
-        """POST to the preferred replica; (status, decoded body); (0, None) for no answer."""
+        """POST to `url` (the preferred replica by default); (status, decoded body); (0, None)
+        for no answer."""
         headers = {"Authorization": f"Bearer {token}", "Content-Type": MSGPACK, "Accept": MSGPACK}
-        url = self.urls[0]
+        url = url or self.urls[0]
         try:
             async with self.http.post(
                 url + path,
@@ -210,26 +216,26 @@ class Pod:
         return body, reports
 
     async def heartbeat(self) -> None:
-        """One heartbeat, retried (next replica) until answered or the lease is gone."""
+        """One heartbeat, hedged across replicas until answered or the lease is gone."""
         assert self.credential is not None
         body, reports = self.body()
         first = time.time()
         give_up = time.monotonic() + self.ttl
         while True:
             sent, started = time.time(), time.monotonic()
-            status, reply = await self.fleet.post(
-                "/pod/v1/heartbeat", body, self.credential, max(0.05, give_up - time.monotonic())
-            )
+            won, hedges = await self.hedged(body, give_up)
             answered = time.monotonic()
-            self.fleet.rec.add(sent, answered - started, status)
-            if status == 200:
-                self.renewed(started, answered)
+            status, reply = won[1] if won is not None else (0, {})
+            self.fleet.rec.add(sent, answered - started, status, hedges)
+            if status == 200 and won is not None:
+                self.renewed(won[0], answered)
+                sent = time.time() - (answered - won[0])  # the winning attempt's send
                 break
             if status in (403, 410):
                 self.fleet.rec.expired += 1
                 await self.register()
                 return
-            if status in (0, 503) or status >= 500:
+            if status == 0 or status >= 500:
                 self.fleet.rotate()
             if time.monotonic() >= give_up:
                 return
@@ -247,6 +253,54 @@ class Pod:
                 self.wake.set()
             else:  # fenced
                 del self.sessions[order["slot"]]
+
+    async def hedged(
+        self, body: dict[str, Any], give_up: float
+    ) -> tuple[tuple[float, tuple[int, Any]] | None, int]:
+        """The agent's hedging: the preferred replica first, then the next one every
+        RETRY_SECONDS while nothing answered, one attempt open per replica; the first
+        answer other than none or 503 wins, with its attempt's send time (monotonic).
+        Returns it (or None) and how many attempts beyond the first were made."""
+        assert self.credential is not None
+        Won = tuple[float, tuple[int, Any]] | None
+        urls, tasks = list(self.fleet.urls), dict[asyncio.Task[Won], str]()
+        credential, launched, turn = self.credential, 0, 0
+        next_launch = time.monotonic()
+
+        async def attempt(url: str) -> tuple[float, tuple[int, Any]] | None:
+            at = time.monotonic()
+            answer = await self.fleet.post(
+                "/pod/v1/heartbeat", body, credential, max(0.05, give_up - at), url
+            )
+            return None if answer[0] in (0, 503) else (at, answer)
+
+        try:
+            while (now := time.monotonic()) < give_up:
+                free = [u for u in urls[turn:] + urls[:turn] if u not in tasks.values()]
+                if now >= next_launch and free:
+                    tasks[asyncio.create_task(attempt(free[0]))] = free[0]
+                    launched, turn = launched + 1, urls.index(free[0]) + 1
+                    next_launch = now + RETRY_SECONDS
+                    free = free[1:]
+                until = min(next_launch if free else give_up, give_up)
+                if not tasks:
+                    await asyncio.sleep(max(0.0, until - time.monotonic()))
+                    continue
+                done, _ = await asyncio.wait(
+                    tasks, timeout=max(0.0, until - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )  # fmt: skip
+                for task in done:
+                    del tasks[task]
+                    if (won := task.result()) is not None:
+                        return won, launched - 1
+                if done and launched < len(urls):
+                    next_launch = time.monotonic()  # refused at once: the next one now
+            return None, max(0, launched - 1)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def renewed(self, sent: float, answered: float) -> None:
         """The lease now ends at the answered attempt's send time + TTL - margin; an answer
@@ -338,6 +392,7 @@ async def _main(spec: dict[str, Any]) -> dict[str, Any]:
         "status": rec.status.tolist(),
         "registrations": rec.registrations,
         "expired": rec.expired,
+        "hedges": rec.hedges.tolist(),
         "held": fleet.held,
         "stalls": rec.stalls,
         "lapses": rec.lapses,

@@ -26,6 +26,7 @@ class Results:
     sent: list[float] = field(default_factory=list)
     latency: list[float] = field(default_factory=list)
     status: list[int] = field(default_factory=list)
+    hedges: list[int] = field(default_factory=list)
     registrations: int = 0
     expired: int = 0
     held: dict[str, int] = field(default_factory=dict)
@@ -36,6 +37,7 @@ class Results:
         self.sent += data["sent"]
         self.latency += data["latency"]
         self.status += data["status"]
+        self.hedges += data.get("hedges") or [0] * len(data["status"])
         self.registrations += data["registrations"]
         self.expired += data["expired"]
         self.held.update(data["held"])
@@ -51,9 +53,13 @@ class Results:
         """Heartbeat figures for attempts sent in [start, end) (wall clock)."""
         ok: list[float] = []
         statuses: Counter[int] = Counter()
-        for sent, latency, status in zip(self.sent, self.latency, self.status, strict=True):
+        hedges = 0
+        for sent, latency, status, hedged in zip(
+            self.sent, self.latency, self.status, self.hedges, strict=True
+        ):
             if start <= sent < end:
                 statuses[status] += 1
+                hedges += hedged
                 if status == 200:
                     ok.append(latency)
         non_200 = sum(n for s, n in statuses.items() if s != 200)
@@ -65,6 +71,7 @@ class Results:
                 "max_ms": round(max(stalls, default=0) * 1000),
             },
             "heartbeats": sum(statuses.values()),
+            "hedged_attempts": hedges,
             "latency": latency_ms(ok),
             "non_200": non_200,
             "non_200_by_status": {str(s): n for s, n in sorted(statuses.items()) if s != 200},

@@ -9,17 +9,22 @@ none dropped).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
+import msgpack
 import pytest
+from aiohttp import web
 
-from bench.fleet import Pod, Recorder
+from bench.fleet import RETRY_SECONDS, Fleet, Pod, Recorder
 from bench.load import Results
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,3 +159,40 @@ def test_a_late_acknowledgement_counts_as_a_pod_side_lapse() -> None:
     results.merge({"sent": [], "latency": [], "status": [], "registrations": 1, "expired": 0,
                    "held": {}, "lapses": fleet.rec.lapses})  # fmt: skip
     assert results.lapsed == {"count": 1, "max_late_ms": 500}
+
+
+async def test_a_synthetic_pod_hedges_past_a_hung_replica_as_the_agent_does() -> None:
+    """The first replica never answers (a paused leader): one retry interval later the
+    heartbeat goes to the next replica too, and that answer wins."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    async def heartbeat(_request: web.Request) -> web.Response:
+        return web.Response(body=msgpack.packb({"term": 1}), content_type="application/msgpack")
+
+    hung = await asyncio.start_server(hold, "127.0.0.1", 0)
+    app = web.Application()
+    app.router.add_post("/pod/v1/heartbeat", heartbeat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    answering = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    fleet = Fleet({"urls": [f"http://127.0.0.1:{hung.sockets[0].getsockname()[1]}", answering],
+                   "pod_token": "t"})  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as fleet.http:
+            pod = Pod(fleet, "pod-0")
+            pod.credential = "c"
+            began = time.monotonic()
+            won, hedges = await pod.hedged({"pod_id": "pod-0"}, began + 3.0)
+        assert won is not None and won[1] == (200, {"term": 1})
+        assert hedges == 1
+        assert won[0] - began >= RETRY_SECONDS  # sent when the first had waited a retry
+    finally:
+        for writer in held:
+            writer.close()
+        hung.close()
+        await runner.cleanup()
