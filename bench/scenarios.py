@@ -195,6 +195,7 @@ def _renewal_figures(
         "server_cpu_cores": cores,
         "load_generator_cpu_cores": load,
         "renewals": window["heartbeats"],
+        "hedged_attempts": window["hedged_attempts"],
         "latency": window["latency"],
         "non_200": window["non_200"],
         "non_200_by_status": window["non_200_by_status"],
