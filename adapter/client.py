@@ -20,7 +20,7 @@ import msgpack
 import msgspec
 
 from protocol.codec import MSGPACK, ErrorBody
-from protocol.pod import LEADER_HEADER
+from protocol.pod import HEDGE_HEADER, LEADER_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ class PodClient:
         try:
             while (now := self._clock()) < give_up:
                 if now >= next_launch and (url := _next_free(urls, turn, tasks)) is not None:
-                    attempt = self.attempt("POST", url, path, request, give_up - now)
+                    sent = request if launched == 0 else _hedged(request)
+                    attempt = self.attempt("POST", url, path, sent, give_up - now)
                     tasks[asyncio.create_task(attempt)] = url
                     launched, turn = launched + 1, urls.index(url) + 1
                     next_launch = now + hedge
@@ -183,6 +184,12 @@ def _request(body: Any, token: str) -> Request:
         return None, headers
     headers["Content-Type"] = MSGPACK
     return msgpack.packb(body), headers
+
+
+def _hedged(request: Request) -> Request:
+    """The same call marked as a hedge (HEDGE_HEADER)."""
+    data, headers = request
+    return data, {**headers, HEDGE_HEADER: "1"}
 
 
 def _decode(payload: bytes, content_type: str) -> Any:

@@ -4,7 +4,8 @@ Each pod does what `adapter.agent` does on the wire, without connectors: registe
 the bootstrap token, heartbeats every `heartbeat_interval_seconds` with its incarnation
 credential (the complete session list every tenth time, else only what changed), hedges
 a heartbeat not answered within the retry interval to the next replica (at most one
-attempt open per replica, the first answer wins, as `PodClient.hedged_post`), keeps
+attempt open per replica, the copies marked as hedges, the first answer wins, as
+`PodClient.hedged_post`), keeps
 an assignments long-poll open to the leader, starts every ACTIVE assignment at once
 (reporting it ACTIVE in an immediate heartbeat, as the agent reports a state change at
 once), stops what it is told to stop. Every heartbeat is recorded: wall send time,
@@ -39,7 +40,7 @@ import msgpack
 from adapter.agent import FULL_REPORT_EVERY
 from bench.control import stop_on_stdin
 from protocol.codec import MSGPACK
-from protocol.pod import LEADER_HEADER
+from protocol.pod import HEDGE_HEADER, LEADER_HEADER
 
 REGISTER_CONCURRENCY = 32
 LONG_POLL_SECONDS = 20.0
@@ -109,11 +110,20 @@ class Fleet:
             self.urls.insert(0, url)
 
     async def post(
-        self, path: str, body: dict[str, Any], token: str, timeout: float, url: str | None = None
+        self,
+        path: str,
+        body: dict[str, Any],
+        token: str,
+        timeout: float,
+        *,
+        url: str | None = None,
+        hedge: bool = False,
     ) -> tuple[int, Any]:
         """POST to `url` (the preferred replica by default); (status, decoded body); (0, None)
         for no answer."""
         headers = {"Authorization": f"Bearer {token}", "Content-Type": MSGPACK, "Accept": MSGPACK}
+        if hedge:
+            headers[HEDGE_HEADER] = "1"
         url = url or self.urls[0]
         try:
             async with self.http.post(
@@ -267,10 +277,10 @@ class Pod:
         credential, launched, turn = self.credential, 0, 0
         next_launch = time.monotonic()
 
-        async def attempt(url: str) -> tuple[float, tuple[int, Any]] | None:
+        async def attempt(url: str, hedge: bool) -> tuple[float, tuple[int, Any]] | None:
             at = time.monotonic()
             answer = await self.fleet.post(
-                "/pod/v1/heartbeat", body, credential, max(0.05, give_up - at), url
+                "/pod/v1/heartbeat", body, credential, max(0.05, give_up - at), url=url, hedge=hedge
             )
             return None if answer[0] in (0, 503) else (at, answer)
 
@@ -278,7 +288,7 @@ class Pod:
             while (now := time.monotonic()) < give_up:
                 free = [u for u in urls[turn:] + urls[:turn] if u not in tasks.values()]
                 if now >= next_launch and free:
-                    tasks[asyncio.create_task(attempt(free[0]))] = free[0]
+                    tasks[asyncio.create_task(attempt(free[0], launched > 0))] = free[0]
                     launched, turn = launched + 1, urls.index(free[0]) + 1
                     next_launch = now + RETRY_SECONDS
                     free = free[1:]

@@ -17,6 +17,10 @@ LEADER_HEADER = "X-Raftorch-Leader"
 """On pod API answers: the leader's API URL, so a pod can go straight to it."""
 FORWARDED_HEADER = "X-Raftorch-Forwarded"
 """On a request a follower relays to the leader (a relayed request is never relayed again)."""
+HEDGE_HEADER = "X-Raftorch-Hedge"
+"""On a heartbeat a pod sent again to another replica while its first attempt is still
+unanswered: a follower that still hears from the leader holds it a while before relaying
+it (the first attempt is usually answered meanwhile, and the copy is then never sent)."""
 
 PodId = Annotated[str, msgspec.Meta(pattern=POD_ID_RE.pattern, max_length=63)]
 Slot = Annotated[str, msgspec.Meta(pattern=SLOT_RE.pattern, max_length=64)]

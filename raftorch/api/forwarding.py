@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
 
 from protocol.errors import UnavailableError
-from protocol.pod import FORWARDED_HEADER, LEADER_HEADER
+from protocol.pod import FORWARDED_HEADER, HEDGE_HEADER, LEADER_HEADER
 from raftorch.core.ownership import Snapshot
 from raftorch.raft.bridge import NotLeaderError
 from raftorch.raft.node import RaftStatus
@@ -96,3 +98,87 @@ class Forwarder:
                 )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UnavailableError(f"cannot reach the leader at {url}: {exc}") from exc
+
+
+HOLD_WATCH_SECONDS = 0.02
+"""How often a follower holding hedged heartbeats checks on the leader."""
+
+
+class HedgeHold:
+    """A follower holds a hedged heartbeat (HEDGE_HEADER) while the leader is alive.
+
+    A pod whose heartbeat is not answered within the retry interval sends it to another
+    replica as well; a follower relays that copy to the leader, which serves it in full.
+    When the leader is merely busy (placing 100,000 sessions), most heartbeats then reach
+    it two or three times, which makes it busier still (docs/performance.md, "Pods that
+    behave like the agent"). So while this follower still hears from the leader, it holds
+    a hedged heartbeat for up to `hold_seconds` before relaying it: the first attempt is
+    usually answered meanwhile, the pod closes the copy, and nothing is relayed. The hold
+    ends at once when the leader changes or falls silent for `fresh_seconds` (then a
+    relay may be what reaches the new leader, as fast as before), and after
+    `hold_seconds` in any case (a pod that cannot reach the leader itself still renews
+    through this follower, later by that much). Holding only delays a renewal; what a
+    renewal means is unchanged.
+    """
+
+    def __init__(
+        self,
+        *,
+        leader_now: Callable[[], str | None],
+        leader_contact: Callable[[], float],
+        fresh_seconds: float,
+        hold_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._leader_now = leader_now
+        self._contact = leader_contact
+        self._fresh = fresh_seconds
+        self._hold = hold_seconds
+        self._clock = clock
+        self._moved: asyncio.Event | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._held = 0
+        self.dropped = 0
+        """Hedges not relayed: the pod had closed them (its first attempt was answered)."""
+
+    def _alive(self) -> bool:
+        return self._clock() - self._contact() < self._fresh
+
+    async def relay(self, request: web.Request) -> bool:
+        """Whether to relay `request` now (after holding it if it is a hedge); False when
+        the pod closed it meanwhile."""
+        if not request.headers.get(HEDGE_HEADER) or self._hold <= 0:
+            return True
+        if self._leader_now() is None or not self._alive():
+            return True
+        if self._moved is None:
+            self._moved = asyncio.Event()
+        moved = self._moved
+        self._held += 1
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name="hedge-hold")
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._hold):
+                    await moved.wait()
+        finally:
+            self._held -= 1
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            self.dropped += 1
+            return False
+        return True
+
+    async def _watch(self) -> None:
+        """While anything is held: release it all when the leader changes or falls silent."""
+        leader = self._leader_now()
+        try:
+            while self._held > 0:
+                await asyncio.sleep(HOLD_WATCH_SECONDS)
+                now = self._leader_now()
+                if now != leader or not self._alive():
+                    assert self._moved is not None
+                    self._moved.set()
+                    self._moved, leader = asyncio.Event(), now
+        finally:
+            self._watcher = None

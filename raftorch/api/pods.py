@@ -50,7 +50,7 @@ from raftorch.api.edge import (
     query_str,
     read_body,
 )
-from raftorch.api.forwarding import Forwarder
+from raftorch.api.forwarding import Forwarder, HedgeHold
 from raftorch.api.openapi import QueryParam, RouteSpec
 from raftorch.config import Config
 from raftorch.config.cache import ConfigCache
@@ -131,6 +131,7 @@ class PodApi:
         tracker: LeaseTracker,
         cache: ConfigCache,
         forwarder: Forwarder,
+        hedges: HedgeHold,
         reporter: Reporter,
         metrics: ServiceMetrics,
         wake_leader: Callable[[], None],
@@ -146,6 +147,7 @@ class PodApi:
         self._cache = cache
         self._versions = assignments.Versions(cache)
         self._forwarder = forwarder
+        self._hedges = hedges
         self._reporter = reporter
         self._metrics = metrics
         self._wake_leader = wake_leader
@@ -321,7 +323,10 @@ class PodApi:
         started = self._clock()
         credential = bearer_token(request)  # 401 without one, before anything else
         if not self._node.is_leader():
-            forwarded = await self._leader_or_forward(request, await read_body(request))
+            body = await read_body(request)
+            if not await self._hedges.relay(request):  # the pod's first attempt won
+                return web.Response(status=503)
+            forwarded = await self._leader_or_forward(request, body)
             if forwarded is not None:
                 return forwarded
         try:

@@ -34,7 +34,7 @@ from protocol.values import SlotStatus
 from raftorch.api.app import build_app
 from raftorch.api.assignments import ConfigChanges
 from raftorch.api.context import Context, LeaderActions, Repositories
-from raftorch.api.forwarding import Forwarder
+from raftorch.api.forwarding import Forwarder, HedgeHold
 from raftorch.api.pods import PodApi
 from raftorch.config import Config
 from raftorch.config.cache import ConfigCache
@@ -252,9 +252,22 @@ class Orchestrator:
             timeout_seconds=config.lease.effective_heartbeat_interval_seconds,
             leader_now=self.node.leader_id,
         )
+        lease = config.lease
+        spare = (
+            lease.ttl_seconds
+            - lease.safety_margin_seconds
+            - lease.effective_heartbeat_interval_seconds
+        )
+        self.hedges = HedgeHold(  # a third of what a lease has to spare after an interval
+            leader_now=self.node.leader_id,
+            leader_contact=lambda: self.node.election.last_leader_contact,
+            fresh_seconds=config.raft_timers.election_timeout_min_seconds,
+            hold_seconds=max(0.0, spare / 3),
+        )
         self.pods = PodApi(config=config, node=self.node, bridge=self.bridge,
                            confirmer=self.confirmer, tracker=self.tracker, cache=self.cache,
-                           forwarder=self.forwarder, reporter=self.reporter,
+                           forwarder=self.forwarder, hedges=self.hedges,
+                           reporter=self.reporter,
                            metrics=self.metrics, wake_leader=self.loop.wake.set,
                            stamped=self.loop.stamped,
                            on_registered=self._remember_plugins)  # fmt: skip

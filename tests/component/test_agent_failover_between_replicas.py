@@ -19,7 +19,13 @@ from adapter.client import ATTEMPTS_PER_REPLICA, PodClient
 from adapter.config import AgentConfig
 from adapter.metrics import PodMetrics
 from protocol.codec import JSON
-from protocol.pod import Assignment, AssignmentsReply, HeartbeatReply, RegisterReply
+from protocol.pod import (
+    HEDGE_HEADER,
+    Assignment,
+    AssignmentsReply,
+    HeartbeatReply,
+    RegisterReply,
+)
 from protocol.secret import Secret
 
 TTL = 3.0
@@ -265,3 +271,35 @@ def test_a_slow_answer_does_not_push_the_next_heartbeat_back() -> None:
     assert agent._next_wait(100.0) == 0.1
     agent.credential = None
     assert agent._next_wait(100.0) == REGISTER_RETRY_SECONDS  # registering again
+
+
+async def test_only_the_copies_of_a_heartbeat_are_marked_as_hedges() -> None:
+    """The first attempt goes unmarked; the copy sent to the next replica carries
+    HEDGE_HEADER, which lets a follower hold it while the leader still answers."""
+    server, hanging_port, held = await _hanging_server()
+    marks: list[str | None] = []
+
+    async def heartbeat(request: web.Request) -> web.Response:
+        marks.append(request.headers.get(HEDGE_HEADER))
+        return web.Response(body=b"{}", content_type=JSON)
+
+    app = web.Application()
+    app.router.add_post("/pod/v1/heartbeat", heartbeat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    answering = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    client = PodClient((answering,), follow_leader=False)
+    hedging = PodClient((f"http://127.0.0.1:{hanging_port}", answering), follow_leader=False)
+    await client.start()
+    await hedging.start()
+    try:
+        assert await client.hedged_post("/pod/v1/heartbeat", {}, "c", budget=2.0, hedge=0.1)
+        assert await hedging.hedged_post("/pod/v1/heartbeat", {}, "c", budget=2.0, hedge=0.1)
+        assert marks == [None, "1"]  # answered at once: unmarked; after the hang: a hedge
+        assert len(held) == 1  # the hung replica got the unmarked first attempt
+    finally:
+        await client.close()
+        await hedging.close()
+        await runner.cleanup()
+        await _close([(server, hanging_port, held)])
