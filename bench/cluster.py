@@ -30,6 +30,7 @@ POLL_SECONDS = 0.05
 _GAUGE_RE = re.compile(
     r'^raftorch_(sessions|pods)\{(?:status|state)="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE
 )
+_HEDGES_RE = re.compile(r'^raftorch_pod_hedges_total\{outcome="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE)
 
 
 class BenchError(RuntimeError):
@@ -237,6 +238,20 @@ class Cluster:
             else:
                 counts[label] = int(float(value))
         return counts
+
+    async def hedges_held(self) -> dict[str, int]:
+        """Hedged heartbeats the live replicas held, by outcome (dropped, relayed)."""
+        held = {"dropped": 0, "relayed": 0}
+        for replica in self.replicas:
+            if not replica.alive():
+                continue
+            async with self.http.get(
+                replica.url + "/metrics", timeout=aiohttp.ClientTimeout(total=5)
+            ) as answer:
+                text = await answer.text()
+            for outcome, value in _HEDGES_RE.findall(text):
+                held[outcome] = held.get(outcome, 0) + int(float(value))
+        return held
 
     async def create_adapters(self, count: int, instances: int, port: int) -> list[str]:
         """`count` scale_out tcp-client adapters of `instances` slots each (DISABLED)."""

@@ -231,6 +231,7 @@ async def scale(
             await asyncio.sleep(hold)
             end = time.time()
             holding = {"replica_cpu_cores": cpu.cores(), "load_generator_cpu_cores": load.cores()}
+        held = await cluster.hedges_held()
         results = await stop_all(fleets)
     return {
         "time_to_place_seconds": round(took, 2),
@@ -239,6 +240,7 @@ async def scale(
         "holding": {**holding, "heartbeats": results.window(start, end), "seconds": hold},
         "expired_pods": results.expired,
         "pod_lease_lapses": results.lapsed,
+        "hedges_held_by_followers": held,
         "replica_peak_rss_mb": cpu.peak_rss_mb(),
     }
 

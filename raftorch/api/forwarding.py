@@ -128,9 +128,11 @@ class HedgeHold:
         leader_contact: Callable[[], float],
         fresh_seconds: float,
         hold_seconds: float,
+        counted: Callable[[str], None] = lambda _outcome: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._leader_now = leader_now
+        self._counted = counted
         self._contact = leader_contact
         self._fresh = fresh_seconds
         self._hold = hold_seconds
@@ -166,7 +168,9 @@ class HedgeHold:
         transport = request.transport
         if transport is None or transport.is_closing():
             self.dropped += 1
+            self._counted("dropped")
             return False
+        self._counted("relayed")
         return True
 
     async def _watch(self) -> None:

@@ -34,6 +34,13 @@ class ServiceMetrics:
             ["reason"],
             registry=registry,
         )
+        self.hedges = Counter(
+            "raftorch_pod_hedges_total",
+            "Hedged heartbeats a follower held while the leader answered: dropped (the pod's "
+            "first attempt was answered meanwhile) or relayed (the pod still waited)",
+            ["outcome"],
+            registry=registry,
+        )
         self.fenced_reports = Counter(
             "raftorch_fenced_reports_total",
             "Sessions pods reported running that they do not hold (each got a stop order)",

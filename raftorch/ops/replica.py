@@ -263,6 +263,7 @@ class Orchestrator:
             leader_contact=lambda: self.node.election.last_leader_contact,
             fresh_seconds=config.raft_timers.election_timeout_min_seconds,
             hold_seconds=max(0.0, spare / 3),
+            counted=lambda outcome: self.metrics.hedges.labels(outcome=outcome).inc(),
         )
         self.pods = PodApi(config=config, node=self.node, bridge=self.bridge,
                            confirmer=self.confirmer, tracker=self.tracker, cache=self.cache,

@@ -97,6 +97,7 @@ def test_scale_places_every_session(tmp_path: Path) -> None:
     assert figures["expired_pods"] == 0
     assert figures["pod_lease_lapses"]["count"] == 0
     assert holding["heartbeats"]["pod_lease_lapses"]["count"] == 0
+    assert set(figures["hedges_held_by_followers"]) >= {"dropped", "relayed"}
     assert holding["replica_cpu_cores"] > 0
     assert len(figures["replica_peak_rss_mb"]) == 3
     assert all(rss > 0 for rss in figures["replica_peak_rss_mb"])
