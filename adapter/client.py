@@ -110,7 +110,9 @@ class PodClient:
         try:
             while (now := self._clock()) < give_up:
                 if now >= next_launch and (url := _next_free(urls, turn, tasks)) is not None:
-                    sent = request if launched == 0 else _hedged(request)
+                    # A copy only while an earlier attempt is still open: one that was
+                    # refused (a dead leader, no leader known) left nothing to duplicate.
+                    sent = _hedged(request) if tasks else request
                     attempt = self.attempt("POST", url, path, sent, give_up - now)
                     tasks[asyncio.create_task(attempt)] = url
                     launched, turn = launched + 1, urls.index(url) + 1

@@ -288,7 +288,8 @@ class Pod:
             while (now := time.monotonic()) < give_up:
                 free = [u for u in urls[turn:] + urls[:turn] if u not in tasks.values()]
                 if now >= next_launch and free:
-                    tasks[asyncio.create_task(attempt(free[0], launched > 0))] = free[0]
+                    hedge = bool(tasks)  # a copy only while an earlier attempt is open
+                    tasks[asyncio.create_task(attempt(free[0], hedge))] = free[0]
                     launched, turn = launched + 1, urls.index(free[0]) + 1
                     next_launch = now + RETRY_SECONDS
                     free = free[1:]

@@ -303,3 +303,35 @@ async def test_only_the_copies_of_a_heartbeat_are_marked_as_hedges() -> None:
         await hedging.close()
         await runner.cleanup()
         await _close([(server, hanging_port, held)])
+
+
+async def test_an_attempt_after_a_refusal_is_not_marked_as_a_hedge() -> None:
+    """A replica that refused at once (a dead leader, no leader known) left no attempt
+    open: the next one is the pod's only live attempt, not a copy a follower may hold."""
+    marks: list[str | None] = []
+
+    async def refuse(_request: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    async def heartbeat(request: web.Request) -> web.Response:
+        marks.append(request.headers.get(HEDGE_HEADER))
+        return web.Response(body=b"{}", content_type=JSON)
+
+    runners = []
+    for handler in (refuse, heartbeat):
+        app = web.Application()
+        app.router.add_post("/pod/v1/heartbeat", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+    urls = tuple(f"http://127.0.0.1:{r.addresses[0][1]}" for r in runners)
+    client = PodClient(urls, follow_leader=False)
+    await client.start()
+    try:
+        assert await client.hedged_post("/pod/v1/heartbeat", {}, "c", budget=2.0, hedge=0.1)
+        assert marks == [None]
+    finally:
+        await client.close()
+        for runner in runners:
+            await runner.cleanup()
