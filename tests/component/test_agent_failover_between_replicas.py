@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -48,6 +48,18 @@ async def _close(hanging: list[tuple[asyncio.Server, int, list[asyncio.StreamWri
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def _serving(
+    heartbeat: Callable[[web.Request], Awaitable[web.Response]],
+) -> tuple[web.AppRunner, str]:
+    """A stand-in replica on loopback answering heartbeats with `heartbeat`; its URL."""
+    app = web.Application()
+    app.router.add_post("/pod/v1/heartbeat", heartbeat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
 def _offline_agent(clock: Callable[[], float] = time.monotonic) -> Agent:
@@ -163,13 +175,9 @@ async def test_replicas_that_hold_attempts_leave_room_for_the_one_that_answers()
             return web.Response(status=503)
         return web.Response(body=b"{}", content_type=JSON)
 
-    app = web.Application()
-    app.router.add_post("/pod/v1/heartbeat", heartbeat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    runner, answering = await _serving(heartbeat)
     urls = [f"http://127.0.0.1:{port}" for _, port, _ in hanging]
-    client = PodClient((*urls, f"http://127.0.0.1:{runner.addresses[0][1]}"), follow_leader=False)
+    client = PodClient((*urls, answering), follow_leader=False)
     await client.start()
     try:
         won = await client.hedged_post("/pod/v1/heartbeat", {}, "c", budget=2.5, hedge=0.1)
@@ -283,12 +291,7 @@ async def test_only_the_copies_of_a_heartbeat_are_marked_as_hedges() -> None:
         marks.append(request.headers.get(HEDGE_HEADER))
         return web.Response(body=b"{}", content_type=JSON)
 
-    app = web.Application()
-    app.router.add_post("/pod/v1/heartbeat", heartbeat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    answering = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, answering = await _serving(heartbeat)
     client = PodClient((answering,), follow_leader=False)
     hedging = PodClient((f"http://127.0.0.1:{hanging_port}", answering), follow_leader=False)
     await client.start()
@@ -317,16 +320,9 @@ async def test_an_attempt_after_a_refusal_is_not_marked_as_a_hedge() -> None:
         marks.append(request.headers.get(HEDGE_HEADER))
         return web.Response(body=b"{}", content_type=JSON)
 
-    runners = []
-    for handler in (refuse, heartbeat):
-        app = web.Application()
-        app.router.add_post("/pod/v1/heartbeat", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-    urls = tuple(f"http://127.0.0.1:{r.addresses[0][1]}" for r in runners)
-    client = PodClient(urls, follow_leader=False)
+    (refusing, first), (answering, second) = await _serving(refuse), await _serving(heartbeat)
+    runners = [refusing, answering]
+    client = PodClient((first, second), follow_leader=False)
     await client.start()
     try:
         assert await client.hedged_post("/pod/v1/heartbeat", {}, "c", budget=2.0, hedge=0.1)
