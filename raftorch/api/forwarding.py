@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -17,10 +18,63 @@ from raftorch.raft.bridge import NotLeaderError
 from raftorch.raft.node import RaftStatus
 
 _PASSED_HEADERS = ("Authorization", "Content-Type", "Accept")
+Hold = Callable[[web.Request], Awaitable[bool]]
+"""Awaited before a call is relayed: whether to relay it (`HedgeHold.relay`)."""
 
 
 LEADER_WATCH_SECONDS = 0.05
 """How often a forward in flight checks that its leader is still the leader."""
+CHANGE_WATCH_SECONDS = 0.02
+"""How often calls waiting on this replica for a leader (or held as hedges) check on it."""
+
+
+class LeaderUnreachableError(UnavailableError):
+    """The relay could not connect to the leader: the call never reached it."""
+
+
+class NodeView(Protocol):
+    def status(self) -> RaftStatus: ...
+    def snapshot(self) -> Snapshot: ...
+
+
+class Changes:
+    """Calls waiting for a polled value to change, all served by one watcher task (a
+    thousand pods waiting out an election must not mean a thousand pollers)."""
+
+    def __init__(self, value: Callable[[], Hashable], clock: Callable[[], float]) -> None:
+        self._value = value
+        self._clock = clock
+        self._changed = asyncio.Event()
+        self._waiting = 0
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def after(self, seen: Hashable, deadline: float) -> bool:
+        """Whether the value differs from `seen` before `deadline` (this clock's time)."""
+        while self._value() == seen:
+            left = deadline - self._clock()
+            if left <= 0:
+                return False
+            changed = self._changed
+            self._waiting += 1
+            if self._watcher is None:
+                self._watcher = asyncio.create_task(self._watch(seen), name="leader-changes")
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await changed.wait()
+            finally:
+                self._waiting -= 1
+        return True
+
+    async def _watch(self, last: Hashable) -> None:
+        try:
+            while self._waiting > 0:
+                await asyncio.sleep(CHANGE_WATCH_SECONDS)
+                if (now := self._value()) != last:
+                    self._changed.set()
+                    self._changed, last = asyncio.Event(), now
+        finally:
+            self._watcher = None
 
 
 class Forwarder:
@@ -28,13 +82,29 @@ class Forwarder:
 
     A forward ends as soon as this replica learns of another leader (or of none): a pod
     waiting on a relay to a deposed or cut-off leader gets a 503 and asks again, instead
-    of holding one of its few attempts until the timeout while a new leader is there."""
+    of holding one of its few attempts until the timeout while a new leader is there.
+
+    `route` waits for a leader first: while none is known, or the known one refuses
+    connections (it died, the others have not noticed yet), a pod's call stays here for
+    up to `awaiting_seconds` and goes to the new leader as soon as one is known, instead
+    of being refused at once. Refused at once, every pod would ask again every retry
+    interval, round all replicas, during the very election they wait for (docs/
+    performance.md, "The leader kill's second").
+    """
 
     def __init__(
-        self, timeout_seconds: float, leader_now: Callable[[], str | None] | None = None
+        self,
+        timeout_seconds: float,
+        leader_now: Callable[[], str | None] | None = None,
+        *,
+        awaiting_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._timeout = timeout_seconds
         self._leader_now = leader_now
+        self._awaiting = awaiting_seconds
+        self._clock = clock
+        self._changes = Changes(leader_now or (lambda: None), clock)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -51,6 +121,42 @@ class Forwarder:
             return None
         replica = snapshot.replicas.get(status.leader_id)
         return replica.api_url.rstrip("/") if replica and replica.api_url else None
+
+    async def route(
+        self,
+        request: web.Request,
+        body: bytes,
+        node: NodeView,
+        hold: Hold | None = None,
+    ) -> web.Response | None:
+        """None when this replica leads (serve the call here); else the leader's answer,
+        relayed once a leader is known and, first, once `hold(request)` said to (a 503
+        when it said not to: the pod is no longer waiting)."""
+        status = node.status()
+        if status.is_leader:
+            return None
+        if request.headers.get(FORWARDED_HEADER):
+            raise NotLeaderError("this replica is not the leader (request was forwarded here)")
+        deadline = self._clock() + self._awaiting
+        while True:
+            if status.is_leader:  # elected while the call waited: its body is read already
+                raise NotLeaderError("this replica has just become the leader; retry")
+            if status.leader_id is not None:
+                if hold is not None and not await hold(request):
+                    return web.Response(status=503)
+                hold = None
+                try:
+                    return await self.forward(request, body, node.snapshot(), status)
+                except LeaderUnreachableError:
+                    if not await self._awaited(request, status.leader_id, deadline):
+                        raise
+            elif not await self._awaited(request, None, deadline):
+                raise NotLeaderError("this replica is not the leader and no leader is known")
+            status = node.status()
+
+    async def _awaited(self, request: web.Request, leader: str | None, deadline: float) -> bool:
+        """Whether another leader than `leader` became known in time, the pod still waiting."""
+        return await self._changes.after(leader, deadline) and not _gone(request)
 
     async def forward(
         self, request: web.Request, body: bytes, snapshot: Snapshot, status: RaftStatus
@@ -96,12 +202,16 @@ class Forwarder:
                     body=data,
                     headers={"Content-Type": content_type, LEADER_HEADER: url},
                 )
+        except aiohttp.ClientConnectorError as exc:
+            raise LeaderUnreachableError(f"cannot reach the leader at {url}: {exc}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UnavailableError(f"cannot reach the leader at {url}: {exc}") from exc
 
 
-HOLD_WATCH_SECONDS = 0.02
-"""How often a follower holding hedged heartbeats checks on the leader."""
+def _gone(request: web.Request) -> bool:
+    """The pod closed the call (another attempt of its own was answered)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 class HedgeHold:
@@ -137,9 +247,7 @@ class HedgeHold:
         self._fresh = fresh_seconds
         self._hold = hold_seconds
         self._clock = clock
-        self._moved: asyncio.Event | None = None
-        self._watcher: asyncio.Task[None] | None = None
-        self._held = 0
+        self._changes = Changes(lambda: (leader_now(), self._alive()), clock)
         self.dropped = 0
         """Hedges not relayed: the pod had closed them (its first attempt was answered)."""
 
@@ -153,36 +261,10 @@ class HedgeHold:
             return True
         if self._leader_now() is None or not self._alive():
             return True
-        if self._moved is None:
-            self._moved = asyncio.Event()
-        moved = self._moved
-        self._held += 1
-        if self._watcher is None:
-            self._watcher = asyncio.create_task(self._watch(), name="hedge-hold")
-        try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._hold):
-                    await moved.wait()
-        finally:
-            self._held -= 1
-        transport = request.transport
-        if transport is None or transport.is_closing():
+        await self._changes.after((self._leader_now(), True), self._clock() + self._hold)
+        if _gone(request):
             self.dropped += 1
             self._counted("dropped")
             return False
         self._counted("relayed")
         return True
-
-    async def _watch(self) -> None:
-        """While anything is held: release it all when the leader changes or falls silent."""
-        leader = self._leader_now()
-        try:
-            while self._held > 0:
-                await asyncio.sleep(HOLD_WATCH_SECONDS)
-                now = self._leader_now()
-                if now != leader or not self._alive():
-                    assert self._moved is not None
-                    self._moved.set()
-                    self._moved, leader = asyncio.Event(), now
-        finally:
-            self._watcher = None

@@ -50,7 +50,7 @@ from raftorch.api.edge import (
     query_str,
     read_body,
 )
-from raftorch.api.forwarding import Forwarder, HedgeHold
+from raftorch.api.forwarding import Forwarder, HedgeHold, Hold
 from raftorch.api.openapi import QueryParam, RouteSpec
 from raftorch.config import Config
 from raftorch.config.cache import ConfigCache
@@ -245,11 +245,10 @@ class PodApi:
             )
         return convert(raw, kind)
 
-    async def _leader_or_forward(self, request: web.Request, body: bytes) -> web.Response | None:
-        status = self._node.status()
-        if status.is_leader:
-            return None
-        return await self._forwarder.forward(request, body, self._node.snapshot(), status)
+    async def _leader_or_forward(
+        self, request: web.Request, body: bytes, hold: Hold | None = None
+    ) -> web.Response | None:
+        return await self._forwarder.route(request, body, self._node, hold)
 
     def _leader_hint(self) -> str | None:
         leader_id = self._node.leader_id()
@@ -324,9 +323,8 @@ class PodApi:
         credential = bearer_token(request)  # 401 without one, before anything else
         if not self._node.is_leader():
             body = await read_body(request)
-            if not await self._hedges.relay(request):  # the pod's first attempt won
-                return web.Response(status=503)
-            forwarded = await self._leader_or_forward(request, body)
+            # A hedge may be held first (None back: the pod's first attempt won).
+            forwarded = await self._leader_or_forward(request, body, self._hedges.relay)
             if forwarded is not None:
                 return forwarded
         try:

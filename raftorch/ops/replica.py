@@ -248,9 +248,14 @@ class Orchestrator:
         config = self.config
         # A pod gives up an attempt after about a heartbeat interval and retries elsewhere;
         # a follower relaying it waits no longer for a leader that does not answer.
+        # A pod call that finds no leader waits here for as long as an election may take
+        # (two election timeouts: one split vote) and then goes to the new one.
+        timers = config.raft_timers
         self.forwarder = Forwarder(
             timeout_seconds=config.lease.effective_heartbeat_interval_seconds,
             leader_now=self.node.leader_id,
+            awaiting_seconds=2 * timers.election_timeout_max_seconds
+            + timers.append_entries_period_seconds,
         )
         lease = config.lease
         spare = (
