@@ -28,6 +28,11 @@ Reply = tuple[int, Any]  # HTTP status, decoded body
 Request = tuple[bytes | None, dict[str, str]]  # body, headers
 T = TypeVar("T")
 
+UNREACHABLE_BACKOFF_SECONDS = 1.0
+"""A replica that refused the connection (no process listening: it died or restarts) is
+not tried again for this long while another one may answer. Asking a dead leader again
+every retry interval gains nothing: a replica that just started cannot lead sooner."""
+
 ATTEMPTS_PER_REPLICA = 1
 """Heartbeat attempts one replica may hold open at once while the pod hedges. A second
 one to the same replica gains nothing (a hung replica holds it as well) and a slow
@@ -47,6 +52,7 @@ class PodClient:
         self.urls = list(urls)
         self._follow = follow_leader
         self._clock = clock
+        self._down: dict[str, float] = {}  # url -> until when it is not asked (refused)
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -87,6 +93,10 @@ class PodClient:
                 if answer.status == 503:
                     return None
                 return sent, (answer.status, _decode(payload, answer.content_type))
+        except aiohttp.ClientConnectorError as exc:
+            log.debug("orchestrator refused url=%s error=%s", url, exc)
+            self._down[url] = self._clock() + UNREACHABLE_BACKOFF_SECONDS
+            return None
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.debug("orchestrator unreachable url=%s error=%s", url, exc)
             return None
@@ -109,7 +119,8 @@ class PodClient:
         tasks: dict[asyncio.Task[tuple[float, Reply] | None], str] = {}
         try:
             while (now := self._clock()) < give_up:
-                if now >= next_launch and (url := _next_free(urls, turn, tasks)) is not None:
+                down = self._refusing(urls, now)
+                if now >= next_launch and (url := _next_free(urls, turn, tasks, down)):
                     # A copy only while an earlier attempt is still open: one that was
                     # refused (a dead leader, no leader known) left nothing to duplicate.
                     sent = _hedged(request) if tasks else request
@@ -117,8 +128,10 @@ class PodClient:
                     tasks[asyncio.create_task(attempt)] = url
                     launched, turn = launched + 1, urls.index(url) + 1
                     next_launch = now + hedge
-                # All replicas full: wait for an attempt to end, not in a tight loop.
-                until = next_launch if _next_free(urls, turn, tasks) is not None else give_up
+                # All replicas busy or refusing: wait for an attempt to end (or a refusing
+                # replica's back-off), not in a tight loop.
+                back = min((self._down[url] for url in down), default=give_up)
+                until = next_launch if _next_free(urls, turn, tasks, down) else back
                 wait = max(0.0, min(until, give_up) - self._clock())
                 if not tasks:
                     await asyncio.sleep(wait)
@@ -138,6 +151,12 @@ class PodClient:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _refusing(self, urls: list[str], now: float) -> frozenset[str]:
+        """The replicas not to ask now: those that refused a connection lately, unless
+        every one did (the pod's own network, most likely: any may be the first back)."""
+        down = frozenset(url for url in urls if self._down.get(url, 0.0) > now)
+        return down if len(down) < len(urls) else frozenset()
+
     def _prefer(self, leader: str | None, answered: str) -> None:
         preferred = leader.rstrip("/") if leader and self._follow else answered
         if preferred in self.urls:
@@ -145,14 +164,17 @@ class PodClient:
         self.urls.insert(0, preferred)
 
 
-def _next_free(urls: list[str], start: int, in_flight: Mapping[Any, str]) -> str | None:
-    """The next replica in round robin from `start` with fewer than ATTEMPTS_PER_REPLICA
-    attempts still open: one that holds requests (a leader cut off from the others keeps
-    them until it steps down) must not use up the attempts meant for the rest (bug 8)."""
+def _next_free(
+    urls: list[str], start: int, in_flight: Mapping[Any, str], down: frozenset[str] = frozenset()
+) -> str | None:
+    """The next replica in round robin from `start`, not `down`, with fewer than
+    ATTEMPTS_PER_REPLICA attempts still open: one that holds requests (a leader cut off
+    from the others keeps them until it steps down) must not use up the attempts meant
+    for the rest (bug 8)."""
     held = Counter(in_flight.values())
     for i in range(len(urls)):
         url = urls[(start + i) % len(urls)]
-        if held[url] < ATTEMPTS_PER_REPLICA:
+        if held[url] < ATTEMPTS_PER_REPLICA and url not in down:
             return url
     return None
 

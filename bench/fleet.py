@@ -38,6 +38,7 @@ import aiohttp
 import msgpack
 
 from adapter.agent import FULL_REPORT_EVERY
+from adapter.client import UNREACHABLE_BACKOFF_SECONDS
 from bench.control import stop_on_stdin
 from protocol.codec import MSGPACK
 from protocol.pod import HEDGE_HEADER, LEADER_HEADER
@@ -45,6 +46,7 @@ from protocol.pod import HEDGE_HEADER, LEADER_HEADER
 REGISTER_CONCURRENCY = 32
 LONG_POLL_SECONDS = 20.0
 RETRY_SECONDS = 0.1  # the shipped retry_interval_seconds
+REFUSED = -1  # `Fleet.post`'s status when the replica refused the connection
 LAG_PROBE_SECONDS = 0.05
 LAG_REPORT_SECONDS = 0.1
 
@@ -120,7 +122,7 @@ class Fleet:
         hedge: bool = False,
     ) -> tuple[int, Any]:
         """POST to `url` (the preferred replica by default); (status, decoded body); (0, None)
-        for no answer."""
+        for no answer, (REFUSED, None) when the connection was refused."""
         headers = {"Authorization": f"Bearer {token}", "Content-Type": MSGPACK, "Accept": MSGPACK}
         if hedge:
             headers[HEDGE_HEADER] = "1"
@@ -135,6 +137,8 @@ class Fleet:
                 payload = await answer.read()
                 self.prefer(answer.headers.get(LEADER_HEADER))
                 return answer.status, _decode(payload, answer.content_type)
+        except aiohttp.ClientConnectorError:
+            return REFUSED, None
         except (aiohttp.ClientError, TimeoutError):
             return 0, None
 
@@ -160,6 +164,7 @@ class Pod:
         self.version = ""
         self.revision = -1
         self.wake = asyncio.Event()
+        self.down: dict[str, float] = {}  # url -> monotonic end of its back-off (refused)
 
     async def register(self) -> None:
         spec = self.fleet.spec
@@ -282,18 +287,25 @@ class Pod:
             answer = await self.fleet.post(
                 "/pod/v1/heartbeat", body, credential, max(0.05, give_up - at), url=url, hedge=hedge
             )
-            return None if answer[0] in (0, 503) else (at, answer)
+            if answer[0] == REFUSED:
+                self.down[url] = time.monotonic() + UNREACHABLE_BACKOFF_SECONDS
+            return None if answer[0] in (REFUSED, 0, 503) else (at, answer)
 
         try:
             while (now := time.monotonic()) < give_up:
+                # Not a replica that refused the connection lately, unless every one did.
+                down = {u for u in urls if self.down.get(u, 0.0) > now}
+                down = down if len(down) < len(urls) else set()
                 free = [u for u in urls[turn:] + urls[:turn] if u not in tasks.values()]
+                free = [u for u in free if u not in down]
                 if now >= next_launch and free:
                     hedge = bool(tasks)  # a copy only while an earlier attempt is open
                     tasks[asyncio.create_task(attempt(free[0], hedge))] = free[0]
                     launched, turn = launched + 1, urls.index(free[0]) + 1
                     next_launch = now + RETRY_SECONDS
                     free = free[1:]
-                until = min(next_launch if free else give_up, give_up)
+                back = min((self.down[u] for u in down), default=give_up)
+                until = min(next_launch if free else back, give_up)
                 if not tasks:
                     await asyncio.sleep(max(0.0, until - time.monotonic()))
                     continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -331,3 +332,54 @@ async def test_an_attempt_after_a_refusal_is_not_marked_as_a_hedge() -> None:
         await client.close()
         for runner in runners:
             await runner.cleanup()
+
+
+def _refusing_url() -> str:
+    """A loopback URL nothing listens on: connections are refused (a killed replica)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+class CountingClient(PodClient):
+    """A PodClient that records which replica each attempt went to."""
+
+    asked: list[str]
+
+    async def attempt(self, method: str, url: str, path: str, request, timeout):  # type: ignore[no-untyped-def]
+        self.asked.append(url)
+        return await super().attempt(method, url, path, request, timeout)
+
+
+async def test_a_replica_that_refused_the_connection_is_not_asked_again_meanwhile() -> None:
+    """A killed leader refuses connections; asking it again every hedge interval while a
+    follower holds the pod's attempt (until a new leader is known) only adds load: a
+    thousand pods doing it kept the load generator busy for a second (docs/performance.md,
+    "The leader kill's second")."""
+    server, port, held = await _hanging_server()  # the follower, holding the attempt
+    follower, dead = f"http://127.0.0.1:{port}", _refusing_url()
+    client = CountingClient((dead, follower), follow_leader=False)
+    client.asked = []
+    await client.start()
+    try:
+        # A budget of several hedge intervals, shorter than the back-off.
+        assert await client.hedged_post("/pod/v1/heartbeat", {}, "c", budget=0.6, hedge=0.1) is None
+        assert client.asked == [dead, follower]  # not: dead, follower, dead, dead, ...
+    finally:
+        await client.close()
+        await _close([(server, port, held)])
+
+
+async def test_when_every_replica_refuses_the_connection_each_is_still_tried() -> None:
+    """Every replica refusing is most likely the pod's own network: no back-off then,
+    any replica may be the first one back."""
+    dead = (_refusing_url(), _refusing_url())
+    client = CountingClient(dead, follow_leader=False)
+    client.asked = []
+    await client.start()
+    try:
+        assert await client.hedged_post("/pod/v1/heartbeat", {}, "c", budget=0.6, hedge=0.1) is None
+        assert set(client.asked) == set(dead)
+        assert len(client.asked) >= 4  # about one per hedge interval, not one per replica
+    finally:
+        await client.close()
