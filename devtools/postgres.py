@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -125,16 +126,42 @@ def _server_user() -> pwd.struct_passwd | None:
         ) from None
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+BELOW_EPHEMERAL = 16384
+"""Ports are picked from this many below the kernel's ephemeral range."""
+
+
 def free_ports(count: int) -> list[int]:
-    """`count` distinct free TCP ports on 127.0.0.1, from the OS (all bound at once)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    """`count` distinct free TCP ports on 127.0.0.1 (all bound at once to check), below the
+    kernel's ephemeral range when it can: a port from that range can be taken as the
+    source port of some outgoing connection between being picked and being listened on
+    (a chaos mix's replica once failed to start so: "address already in use")."""
+    low = _ephemeral_low()
+    wanted = random.sample(range(max(1024, low - BELOW_EPHEMERAL), low), k=4 * count)
+    sockets: list[socket.socket] = []
     try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
+        for port in [*wanted, *([0] * count)]:  # the OS's pick only if those were taken
+            if len(sockets) == count:
+                break
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            sockets.append(sock)
         return [int(sock.getsockname()[1]) for sock in sockets]
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out as a source port (Linux; 32768 elsewhere)."""
+    try:
+        return max(1024 + BELOW_EPHEMERAL, int(EPHEMERAL_RANGE.read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _free_port() -> int:
