@@ -2,11 +2,12 @@
 
 Each pod does what `adapter.agent` does on the wire, without connectors: registers with
 the bootstrap token, heartbeats every `heartbeat_interval_seconds` with its incarnation
-credential (the complete session list every tenth time, else only what changed), hedges
-a heartbeat not answered within the retry interval to the next replica (at most one
-attempt open per replica, the copies marked as hedges, the first answer wins, as
-`PodClient.hedged_post`), keeps
-an assignments long-poll open to the leader, starts every ACTIVE assignment at once
+credential (the complete session list every tenth time and after a leader change, else
+only what changed), hedges a heartbeat not answered within the retry interval to the next
+replica (at most one attempt open per replica, skipping for 1 s one that refused the
+connection, the copies marked as hedges, the first answer wins, as
+`PodClient.hedged_post`), keeps an assignments long-poll open (the leader first, then each
+replica in turn, backing off as the agent does), starts every ACTIVE assignment at once
 (reporting it ACTIVE in an immediate heartbeat, as the agent reports a state change at
 once), stops what it is told to stop. Every heartbeat is recorded: wall send time,
 latency from the first attempt to the answer that won, HTTP status (0: no answer within
@@ -37,7 +38,7 @@ from typing import Any
 import aiohttp
 import msgpack
 
-from adapter.agent import FULL_REPORT_EVERY
+from adapter.agent import FULL_REPORT_EVERY, POLL_BACKOFF_SECONDS
 from adapter.client import UNREACHABLE_BACKOFF_SECONDS
 from bench.control import stop_on_stdin
 from protocol.codec import MSGPACK
@@ -161,6 +162,7 @@ class Pod:
         self.sessions: dict[str, tuple[int, str]] = {}  # slot -> (epoch, ACTIVE | STOPPED)
         self.acked: dict[str, tuple[int, str]] = {}
         self.since_full = FULL_REPORT_EVERY
+        self.acked_term = -1
         self.version = ""
         self.revision = -1
         self.wake = asyncio.Event()
@@ -257,7 +259,7 @@ class Pod:
             await asyncio.sleep(RETRY_SECONDS)
         if self.fleet.report_acks:
             _say(f"ack {self.pod_id} {sent:.3f} {first:.3f}")
-        self.acknowledged(body["complete"], reports)
+        self.acknowledged(reply.get("term", -1), body["complete"], reports)
         self.apply(reply)
         for order in reply.get("stop", ()):
             current = self.sessions.get(order["slot"])
@@ -332,25 +334,30 @@ class Pod:
             self.fleet.rec.lapses.append((time.time(), answered - self.lease_end))
         self.lease_end = max(self.lease_end or sent, sent + self.ttl - self.margin)
 
-    def acknowledged(self, complete: bool, reports: dict[str, tuple[int, str]]) -> None:
+    def acknowledged(self, term: int, complete: bool, reports: dict[str, tuple[int, str]]) -> None:
+        for slot, value in reports.items():  # a stop the leader has heard of is done
+            if value[1] == "STOPPED" and self.sessions.get(slot) == value:
+                del self.sessions[slot]
+        if term != self.acked_term:  # another leader: tell it everything next time (agent)
+            self.acked, self.acked_term, self.since_full = {}, term, FULL_REPORT_EVERY
+            return
         self.since_full = 0 if complete else self.since_full + 1
         if complete:
             self.acked = {}
         for slot, value in reports.items():
             if value[1] == "STOPPED":
                 self.acked.pop(slot, None)
-                if self.sessions.get(slot) == value:
-                    del self.sessions[slot]
             else:
                 self.acked[slot] = value
 
-    def apply(self, reply: dict[str, Any]) -> None:
-        """Start every ACTIVE assignment not running here (then report it at once)."""
+    def apply(self, reply: dict[str, Any]) -> bool:
+        """Start every ACTIVE assignment not running here (then report it at once); False
+        when the answer was read from older state than what was applied."""
         if reply["revision"] < self.revision:
-            return
+            return False
         self.revision = reply["revision"]
         if reply.get("unchanged"):
-            return
+            return True
         self.version = reply["version"]
         wanted = {a["slot"]: a["epoch"] for a in reply["assignments"] if a["role"] == "ACTIVE"}
         changed = False
@@ -365,29 +372,38 @@ class Pod:
             changed = True
         if changed:
             self.wake.set()
+        return True
 
     async def poll(self) -> None:
-        """The assignments long-poll (leader first), as the agent keeps it."""
-        http = self.fleet.http
+        """The assignments long-poll as the agent keeps it: each replica in turn, the leader
+        first (any replica answers it); after a round with no answer, a back-off from 0.1
+        to 2 s (POLL_BACKOFF_SECONDS)."""
+        backoff = POLL_BACKOFF_SECONDS[0]
         while True:
-            url = self.fleet.urls[0]
-            query = (
-                f"?pod_id={self.pod_id}&version={self.version}&wait_seconds={LONG_POLL_SECONDS:g}"
-            )
-            headers = {"Authorization": f"Bearer {self.credential}", "Accept": MSGPACK}
-            try:
-                async with http.get(
-                    url + "/pod/v1/assignments" + query,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=LONG_POLL_SECONDS + 5),
-                ) as answer:
-                    payload = await answer.read()
-                    if answer.status == 200:
-                        self.apply(_decode(payload, answer.content_type))
-                        continue
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            await asyncio.sleep(0.5)
+            for url in list(self.fleet.urls):
+                if await self.poll_once(url):
+                    backoff = POLL_BACKOFF_SECONDS[0]
+                    break
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(POLL_BACKOFF_SECONDS[1], backoff * 2)
+
+    async def poll_once(self, url: str) -> bool:
+        query = f"?pod_id={self.pod_id}&version={self.version}&wait_seconds={LONG_POLL_SECONDS:g}"
+        headers = {"Authorization": f"Bearer {self.credential}", "Accept": MSGPACK}
+        try:
+            async with self.fleet.http.get(
+                url + "/pod/v1/assignments" + query,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=LONG_POLL_SECONDS + 5),
+            ) as answer:
+                payload = await answer.read()
+                if answer.status == 200:
+                    # Older than applied (a lagging replica answers at once): back off.
+                    return self.apply(_decode(payload, answer.content_type))
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        return False
 
 
 def _decode(payload: bytes, content_type: str) -> Any:
