@@ -59,6 +59,12 @@ def parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds after the kill before sessions are compared",
     )
+    p.add_argument(
+        "--held",
+        type=float,
+        default=10.0,
+        help="seconds every session is held (ACTIVE) before the kill",
+    )
     common(p)
     return top
 
@@ -82,7 +88,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if args.bench == "mass-failover":
         return await scenarios.mass_failover(opts, args.sessions, args.pods, args.instances)
     return await scenarios.leader_failover(
-        opts, args.pods, args.sessions, args.instances, args.settle
+        opts, args.pods, args.sessions, args.instances, settle=args.settle, held=args.held
     )
 
 

@@ -133,8 +133,11 @@ def test_leader_failover_drops_nothing(tmp_path: Path) -> None:
         "10",
         "--settle",
         "5",
+        "--held",
+        "2",
     )["figures"]
     assert figures["sessions"] == 50
+    assert figures["heartbeats_while_held"]["heartbeats"] > 0
     assert figures["sessions_dropped"] == 0
     assert figures["sessions_handed_off"] >= 0  # planned moves, reported apart from drops
     assert figures["expired_pods"] == 0
