@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -22,10 +22,9 @@ Hold = Callable[[web.Request], Awaitable[bool]]
 """Awaited before a call is relayed: whether to relay it (`HedgeHold.relay`)."""
 
 
-LEADER_WATCH_SECONDS = 0.05
-"""How often a forward in flight checks that its leader is still the leader."""
 CHANGE_WATCH_SECONDS = 0.02
-"""How often calls waiting on this replica for a leader (or held as hedges) check on it."""
+"""How often calls waiting on this replica for a leader, relayed to one (in case it is
+deposed) or held as hedges check on it."""
 
 
 class LeaderUnreachableError(UnavailableError):
@@ -169,17 +168,19 @@ class Forwarder:
         headers = {h: request.headers[h] for h in _PASSED_HEADERS if h in request.headers}
         headers[FORWARDED_HEADER] = "1"
         relay = asyncio.ensure_future(self._relay(self._session, request, url, body, headers))
+        watched: set[asyncio.Future[Any]] = {relay}
+        if self._leader_now is not None:  # the relay times out by itself meanwhile
+            deadline = self._clock() + self._timeout + 1.0
+            watched.add(asyncio.ensure_future(self._changes.after(status.leader_id, deadline)))
         try:
-            while not relay.done():
-                await asyncio.wait({relay}, timeout=LEADER_WATCH_SECONDS)
-                moved = self._leader_now is not None and self._leader_now() != status.leader_id
-                if moved and not relay.done():
-                    raise UnavailableError(f"the leader changed while forwarding to {url}")
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            if not relay.done():
+                raise UnavailableError(f"the leader changed while forwarding to {url}")
             return relay.result()
         finally:
-            if not relay.done():
-                relay.cancel()
-                await asyncio.gather(relay, return_exceptions=True)
+            for task in watched:
+                task.cancel()
+            await asyncio.gather(*watched, return_exceptions=True)
 
     async def _relay(
         self,
