@@ -3,9 +3,10 @@
 Renewals never go through the Raft log. The leader keeps each pod's last renewal
 receipt on its monotonic clock (`LeaseTracker`) and expires a pod at receipt + TTL.
 It acknowledges a heartbeat only after a Raft commit that *began after the
-heartbeat arrived* (`RenewalConfirmer`): one small barrier entry per batching
-window, shared by every heartbeat of that window. A leader that has been deposed
-or cut off cannot get that commit, so it can never extend a lease.
+heartbeat arrived* (`RenewalConfirmer`): at most one small barrier entry per
+batching window, shared by every heartbeat that arrived before it began. A leader
+that has been deposed or cut off cannot get that commit, so it can never extend a
+lease.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -119,6 +121,12 @@ class _Group:
     commands: list[Command] = field(default_factory=list)
 
 
+def _refuse(groups: Iterable[_Group], why: str) -> None:
+    for group in groups:
+        if not group.future.done():
+            group.future.set_exception(NotLeaderError(why))
+
+
 class RenewalConfirmer:
     """Batches heartbeats into barrier commits (see the module docstring).
 
@@ -159,8 +167,8 @@ class RenewalConfirmer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._group is not None and not self._group.future.done():
-            self._group.future.set_exception(NotLeaderError("replica is shutting down"))
+        _refuse(self._pending, "replica is shutting down")
+        self._pending, self._group = [], None
 
     async def confirm(self, commands: Sequence[Command] = ()) -> Confirmed:
         """Wait for the next barrier (carrying `commands`, which need the leader's stamp)."""
@@ -190,18 +198,17 @@ class RenewalConfirmer:
         return Confirmed(term, rejected, result.error)
 
     async def run_once(self) -> None:
-        """Commit one barrier for everyone waiting now (the waiters all arrived before it)."""
-        while self._pending:
-            group = self._pending.pop(0)
-            if group is self._group:
-                self._group = None
-            try:
-                group.future.set_result(await self._barrier(group.commands))
-            except Exception as exc:  # every failure means "not confirmed"
-                group.future.set_exception(exc)
-            finally:  # cancelled mid-barrier (shutdown): release the waiters
-                if not group.future.done():
-                    group.future.set_exception(NotLeaderError("replica is shutting down"))
+        """Commit a barrier for everyone waiting now (the waiters all arrived before it):
+        one, or one per full group. Later callers wait for the next call."""
+        groups, self._pending, self._group = self._pending, [], None
+        try:
+            for group in groups:
+                try:
+                    group.future.set_result(await self._barrier(group.commands))
+                except Exception as exc:  # every failure means "not confirmed"
+                    group.future.set_exception(exc)
+        finally:  # cancelled mid-barrier (shutdown): release the waiters
+            _refuse(groups, "replica is shutting down")
 
     async def _barrier(self, commands: list[Command]) -> tuple[int, ApplyResult | None]:
         before = self._status()
@@ -223,11 +230,21 @@ class RenewalConfirmer:
         return before.term, (result if commands else None)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = -math.inf
         while True:
             await self._wake.wait()
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):  # the batching window, cut short if full
-                async with asyncio.timeout(self._window):
-                    await self._full.wait()
+            if not self._pending:
+                continue  # woken by callers whom the last barrier already took
+            # At most one barrier per window, counted from the last one's start: the first
+            # heartbeat after a quiet spell is confirmed at once, and under load every
+            # window's heartbeats share one entry. A full group goes out at once.
+            wait = started + self._window - loop.time()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._full.wait()
             self._full.clear()
+            started = loop.time()
             await self.run_once()

@@ -194,3 +194,27 @@ async def test_a_full_window_goes_out_at_once_and_the_rest_waits_for_the_next() 
     await confirmer.run_once()
     await asyncio.gather(*waiters)
     assert [len(entry) - 1 for _, entry in node.submitted] == [2, 2, 2]  # never above 3
+
+
+async def test_a_heartbeat_after_a_quiet_spell_is_confirmed_without_waiting_a_window() -> None:
+    node = FakeNode()
+    bridge = RaftBridge(node, timeout_seconds=5.0, max_in_flight=4)
+    # A window far longer than the test's deadlines: waiting for it would be seen.
+    confirmer = RenewalConfirmer(bridge, lambda: _status(True), window_seconds=60.0,
+                                 stamp=lambda commands: (LeaderStamp("n1", 3), *commands),
+                                 max_commands=2)  # fmt: skip
+    confirmer.start()
+    try:
+        first = await asyncio.wait_for(confirmer.confirm(), timeout=5.0)
+        assert first.term == 3 and len(node.submitted) == 1
+        # The next barrier waits for the window, counted from the first one's start...
+        second = asyncio.create_task(confirmer.confirm([Revoke("a", "x"), Revoke("b", "x")]))
+        done, _ = await asyncio.wait({second}, timeout=0.3)
+        assert not done and len(node.submitted) == 1
+        # ...unless its group is full: then it goes out at once, with the one begun after.
+        third = asyncio.create_task(confirmer.confirm([Revoke("c", "x")]))
+        assert (await asyncio.wait_for(second, timeout=5.0)).term == 3
+        assert (await asyncio.wait_for(third, timeout=5.0)).term == 3
+        assert [len(entry) for _, entry in node.submitted] == [0, 3, 2]
+    finally:
+        await confirmer.stop()
