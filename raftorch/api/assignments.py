@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal, Protocol
 
 from persistence.adapters import AdapterRecord
@@ -96,18 +96,24 @@ class ConfigChanges:
 
     A pod's assignments (and their version) depend on the configuration of the adapters
     it serves and no other, so a changed adapter wakes the pods holding a slot of it;
-    a resync (anything may have changed) wakes every pod. Waking every long-poll on every
-    change cost about a million wake-ups per replica when 1,000 pods were connected and
-    1,000 adapters were created one by one (docs/performance.md)."""
+    a resync wakes the pods of the adapters it found changed (`resynced()`), or every pod
+    when it cannot tell (the cache's first load). Waking every long-poll on every change
+    cost about a million wake-ups per replica when 1,000 pods were connected and 1,000
+    adapters were created one by one (docs/performance.md)."""
 
-    def __init__(self) -> None:
+    def __init__(self, resynced: Callable[[], frozenset[str] | None] = lambda: None) -> None:
+        self._resynced = resynced
         self._adapters: set[str] = set()
         self._all = False
 
     def note(self, change: Change) -> None:
         """A cache listener: called for every change the cache applied."""
         if change == RESYNC:
-            self._all = True
+            found = self._resynced()
+            if found is None:
+                self._all = True
+            else:
+                self._adapters |= found
         elif change.table == "adapters":
             self._adapters.add(change.key)
 

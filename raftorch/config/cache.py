@@ -47,6 +47,8 @@ class ConfigCache:
         self.loaded = False
         self.changed = asyncio.Event()
         self.version = 0
+        self.resynced: frozenset[str] | None = None
+        """The adapters the last full load found changed (None: it was the first)."""
         self.listeners: list[Callable[[Change], None]] = []
         """Called on the event loop with every change applied (RESYNC after each full load,
         and rows of other tables: tokens, events, artifacts); they must not raise."""
@@ -82,12 +84,30 @@ class ConfigCache:
             self._bump()
 
     async def resync(self) -> None:
-        records = await self._repo.list_all()
-        self._records = {r.id: r for r in records}
-        self._specs = {r.id: _spec(r) for r in records}
-        self._changed = None
+        """Load every adapter. After the first load only the adapters that differ count
+        as changed (`resynced`): the reload is the backstop for a lost notification, run
+        every `resync_interval_seconds`, and taking it for "everything changed" made the
+        leader plan over every slot and every replica wake every pod's long-poll each
+        time (docs/performance.md, "The resync every 30 s")."""
+        records = {r.id: r for r in await self._repo.list_all()}
+        old, specs = self._records, self._specs
+        differs = None
+        if self.loaded:
+            differs = frozenset(i for i in old.keys() | records.keys()
+                                if old.get(i) != records.get(i))  # fmt: skip
+        self._records = records
+        self._specs = {
+            i: specs[i] if differs is not None and i not in differs else _spec(r)
+            for i, r in records.items()
+        }
+        self.resynced = differs
+        if differs is None:
+            self._changed = None
+        elif self._changed is not None:
+            self._changed |= differs
         self.loaded = True
-        self._bump()
+        if differs is None or differs:
+            self._bump()
 
     async def apply(self, change: Change) -> None:
         if change == RESYNC:

@@ -190,7 +190,7 @@ class Orchestrator:
             pool_settings(config),
             resync_interval_seconds=config.database.resync_interval_seconds,
         )
-        self._config_changes = ConfigChanges()
+        self._config_changes = ConfigChanges(lambda: self.cache.resynced)
         self.cache.listeners.append(self._config_changes.note)
         self.events: WriteBehind[NewEvent] = WriteBehind("event log", self.repos.events.append)
         self._history_repo = LeaseHistoryRepository(self.db)

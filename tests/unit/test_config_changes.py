@@ -87,3 +87,13 @@ def test_a_remembered_version_moves_with_roles_state_and_configuration() -> None
     after_grant = versions.of(state.snapshot(), "owner")
     assert after_grant not in (before, after_config)
     assert after_grant == version(state.snapshot(), "owner", records)
+
+
+def test_a_resync_wakes_the_pods_of_the_adapters_it_found_changed() -> None:
+    found: frozenset[str] | None = frozenset({"b"})
+    changes = ConfigChanges(lambda: found)
+    changes.note(RESYNC)
+    assert changes.take(_state().snapshot()) == {"bystander"}
+    found = frozenset()  # the periodic reload found nothing new: nobody is woken
+    changes.note(RESYNC)
+    assert changes.take(_state().snapshot()) == set()
