@@ -182,12 +182,17 @@ async def test_the_heartbeats_of_one_window_share_one_entry_with_their_commands(
     assert two.rejected == ((0, "no"),)
 
 
+def _stamping(node: FakeNode, *, window_seconds: float, max_commands: int) -> RenewalConfirmer:
+    """A leader's confirmer whose barriers carry commands (stamped by term 3)."""
+    bridge = RaftBridge(node, timeout_seconds=5.0, max_in_flight=4)
+    return RenewalConfirmer(bridge, lambda: _status(True), window_seconds=window_seconds,
+                            stamp=lambda commands: (LeaderStamp("n1", 3), *commands),
+                            max_commands=max_commands)  # fmt: skip
+
+
 async def test_a_full_window_goes_out_at_once_and_the_rest_waits_for_the_next() -> None:
     node = FakeNode()
-    bridge = RaftBridge(node, timeout_seconds=5.0, max_in_flight=4)
-    confirmer = RenewalConfirmer(bridge, lambda: _status(True), window_seconds=0.01,
-                                 stamp=lambda commands: (LeaderStamp("n1", 3), *commands),
-                                 max_commands=3)  # fmt: skip
+    confirmer = _stamping(node, window_seconds=0.01, max_commands=3)
     batches = [[Revoke(f"{i}-{j}", "x") for j in range(2)] for i in range(3)]
     waiters = [asyncio.create_task(confirmer.confirm(b)) for b in batches]
     await asyncio.sleep(0)
@@ -198,11 +203,8 @@ async def test_a_full_window_goes_out_at_once_and_the_rest_waits_for_the_next() 
 
 async def test_a_heartbeat_after_a_quiet_spell_is_confirmed_without_waiting_a_window() -> None:
     node = FakeNode()
-    bridge = RaftBridge(node, timeout_seconds=5.0, max_in_flight=4)
     # A window far longer than the test's deadlines: waiting for it would be seen.
-    confirmer = RenewalConfirmer(bridge, lambda: _status(True), window_seconds=60.0,
-                                 stamp=lambda commands: (LeaderStamp("n1", 3), *commands),
-                                 max_commands=2)  # fmt: skip
+    confirmer = _stamping(node, window_seconds=60.0, max_commands=2)
     confirmer.start()
     try:
         first = await asyncio.wait_for(confirmer.confirm(), timeout=5.0)
