@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 import msgspec
-from immutables import Map
 
 from protocol.values import PodState, SlotStatus
+from raftorch.core.cowmap import CowMap
 from raftorch.core.model import ApplyResult, PodInfo, ReplicaInfo, SlotState
 from raftorch.core.snapshot import rebuild_indexes
 
@@ -67,7 +67,7 @@ def load_state(payload: bytes) -> tuple[Snapshot, dict[str, ApplyResult]]:
                         PodState(p[6]), p[7]) for p in data["pods"]]  # fmt: skip
         slots = [SlotState(s[0], s[1], s[2], s[3], tuple(s[4]), SlotStatus(s[5]), s[6], s[7],
                            s[8]) for s in data["slots"]]  # fmt: skip
-        replicas = Map({r[1]: ReplicaInfo(r[0], r[1], r[2]) for r in data["replicas"]})
+        replicas = CowMap({r[1]: ReplicaInfo(r[0], r[1], r[2]) for r in data["replicas"]})
         snapshot = rebuild_indexes(
             pods, slots, replicas=replicas, epoch_counter=data["epoch_counter"],
             epoch_floor=data["epoch_floor"], applied_entries=data["applied_entries"],

@@ -16,10 +16,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from immutables import Map
-
 from protocol.values import SlotStatus
 from raftorch.core.appliers import APPLIERS, StaleLeader
+from raftorch.core.cowmap import CowMap
 from raftorch.core.dump import UnreadableDumpError, dump_state, load_state
 from raftorch.core.model import ApplyResult, Command, PodInfo, SlotState
 from raftorch.core.snapshot import Batch, Rejected, Snapshot
@@ -93,11 +92,11 @@ class OwnershipState:
 
     # Read-only views kept for tests and tools that inspect the live state.
     @property
-    def pods(self) -> Map[str, PodInfo]:
+    def pods(self) -> CowMap[str, PodInfo]:
         return self._current.pods
 
     @property
-    def slots(self) -> Map[str, SlotState]:
+    def slots(self) -> CowMap[str, SlotState]:
         return self._current.slots
 
     @property

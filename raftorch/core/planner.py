@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from protocol.values import PodState, SlotStatus
+from raftorch.core.cowmap import EMPTY
 from raftorch.core.model import (
     AdapterSpec,
     Command,
@@ -32,7 +33,7 @@ from raftorch.core.model import (
 )
 from raftorch.core.placement import Placer
 from raftorch.core.rebalance import plan_moves
-from raftorch.core.snapshot import EMPTY, rebuild_indexes
+from raftorch.core.snapshot import rebuild_indexes
 from raftorch.core.standbys import add_standbys, drop_standbys
 from raftorch.core.unowned import Unowned
 

@@ -1,8 +1,9 @@
 """The replicated state's immutable snapshot, and the working copy one entry changes.
 
-Persistent maps (`immutables.Map`, a hash array mapped trie): a snapshot is a handful of
-references, never a copy; an entry works on mutation views of the maps and costs
-O(its changes x log n); an entry that changes nothing copies nothing. Every slot change
+Persistent maps (`raftorch.core.cowmap`, copy-on-write buckets of plain dicts, which
+the garbage collector does not track): a snapshot is a handful of references, never a
+copy; an entry works on mutation views of the maps and costs O(its changes); an entry
+that changes nothing copies nothing. Every slot change
 goes through `Batch.put`, which keeps the indexes: slots by pod and by adapter, the
 unassigned slots, a version per pod (bumped whenever what its assignments show changes)
 and the count of slots per status, so no reader has to scan.
@@ -14,16 +15,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from immutables import Map
 from msgspec import structs
 
 from protocol.values import SlotStatus
+from raftorch.core.cowmap import EMPTY, CowMap, CowMutation
 from raftorch.core.model import PodInfo, ReplicaInfo, SlotState, slot_adapter
 from raftorch.core.transitions import SLOT_TRANSITIONS
 
-EMPTY: Map[Any, Any] = Map()
-
-Roles = Map[str, str]  # slot -> "ACTIVE" or "STANDBY"
+Roles = CowMap[str, str]  # slot -> "ACTIVE" or "STANDBY"
 
 STOPPING = frozenset({SlotStatus.REVOKING, SlotStatus.HANDING_OFF})
 """Statuses in which the owner must stop the session: its assignments leave the slot out.
@@ -40,23 +39,23 @@ class Rejected(Exception):
 class Snapshot:
     """A consistent, immutable view of the replicated state for readers on any thread."""
 
-    pods: Map[str, PodInfo] = EMPTY
-    slots: Map[str, SlotState] = EMPTY
+    pods: CowMap[str, PodInfo] = EMPTY
+    slots: CowMap[str, SlotState] = EMPTY
     epoch_counter: int = 0
     epoch_floor: int = 0
     applied_entries: int = 0
-    replicas: Map[str, ReplicaInfo] = EMPTY
+    replicas: CowMap[str, ReplicaInfo] = EMPTY
     leader_marker: tuple[str, int] = ("", 0)
     floor_confirmed: bool = False
-    pod_slots: Map[str, Roles] = EMPTY
+    pod_slots: CowMap[str, Roles] = EMPTY
     """pod -> the slots it owns (ACTIVE) or stands by for (STANDBY)."""
-    adapter_slots: Map[str, Map[str, bool]] = EMPTY
+    adapter_slots: CowMap[str, CowMap[str, bool]] = EMPTY
     """adapter -> its slots in the state."""
-    unassigned: Map[str, bool] = EMPTY
+    unassigned: CowMap[str, bool] = EMPTY
     """Slots without an owner that may be granted (UNASSIGNED)."""
-    pod_versions: Map[str, int] = EMPTY
+    pod_versions: CowMap[str, int] = EMPTY
     """pod -> the number of the last entry that changed its assignments (only grows)."""
-    status_counts: Map[SlotStatus, int] = EMPTY
+    status_counts: CowMap[SlotStatus, int] = EMPTY
     changes: int = 0
     """Entries that changed something a reader can see (barriers do not count)."""
     pods_revision: int = 0
@@ -82,6 +81,10 @@ class Batch:
     unassigned: Any = None
     pod_versions: Any = None
     replicas: Any = None
+    roles: dict[str, CowMutation[str, str]] = field(default_factory=dict)
+    """pod -> its slots as this entry changes them (folded into pod_slots by finish)."""
+    members: dict[str, CowMutation[str, bool]] = field(default_factory=dict)
+    """adapter -> its slots as this entry changes them (folded into adapter_slots)."""
     counts: dict[SlotStatus, int] = field(default_factory=dict)
     marker: tuple[str, int] = ("", 0)
     floor_confirmed: bool = False
@@ -105,6 +108,8 @@ class Batch:
     def finish(self, applied_entries: int) -> Snapshot:
         if not self.changed:  # a barrier, a no-op: the maps stay the very same objects
             return replace(self.base, applied_entries=applied_entries)
+        _fold(self.roles, self.pod_slots)
+        _fold(self.members, self.adapter_slots)
         for pod_id in self.touched:  # the entry's own number: it only ever grows
             if pod_id in self.pods:
                 self.pod_versions[pod_id] = applied_entries
@@ -115,7 +120,7 @@ class Batch:
             leader_marker=self.marker, floor_confirmed=self.floor_confirmed,
             pod_slots=self.pod_slots.finish(), adapter_slots=self.adapter_slots.finish(),
             unassigned=self.unassigned.finish(), pod_versions=self.pod_versions.finish(),
-            status_counts=Map({k: v for k, v in self.counts.items() if v}),
+            status_counts=CowMap({k: v for k, v in self.counts.items() if v}),
             changes=self.base.changes + (1 if self.changed else 0),
             pods_revision=self.base.pods_revision + (1 if self.pods_changed else 0),
         )  # fmt: skip
@@ -170,28 +175,27 @@ class Batch:
         else:
             self.unassigned.pop(key, None)
 
+    def roles_of(self, pod_id: str) -> CowMutation[str, str]:
+        """The pod's slots (slot -> role) as this entry has changed them so far."""
+        roles = self.roles.get(pod_id)
+        if roles is None:
+            roles = self.roles[pod_id] = self.pod_slots.get(pod_id, EMPTY).mutate()
+        return roles
+
     def _link(self, pod_id: str, slot: str, role: str) -> None:
-        self.pod_slots[pod_id] = self.pod_slots.get(pod_id, EMPTY).set(slot, role)
+        self.roles_of(pod_id)[slot] = role
 
     def _unlink(self, pod_id: str, slot: str) -> None:
-        roles: Roles = self.pod_slots.get(pod_id, EMPTY)
-        if slot in roles:
-            remaining = roles.delete(slot)
-            if remaining:
-                self.pod_slots[pod_id] = remaining
-            else:
-                del self.pod_slots[pod_id]
+        self.roles_of(pod_id).pop(slot, None)
 
     def _index_adapter(self, adapter: str, slot: str, *, present: bool) -> None:
-        slots: Map[str, bool] = self.adapter_slots.get(adapter, EMPTY)
+        members = self.members.get(adapter)
+        if members is None:
+            members = self.members[adapter] = self.adapter_slots.get(adapter, EMPTY).mutate()
         if present:
-            self.adapter_slots[adapter] = slots.set(slot, True)
-        elif slot in slots:
-            remaining = slots.delete(slot)
-            if remaining:
-                self.adapter_slots[adapter] = remaining
-            else:
-                del self.adapter_slots[adapter]
+            members[slot] = True
+        else:
+            members.pop(slot, None)
 
     def set_status(self, current: SlotState, status: SlotStatus, **changes: Any) -> SlotState:
         if current.status is not status:
@@ -209,13 +213,26 @@ class Batch:
 
     def forget_pod(self, pod_id: str) -> None:
         """Every slot the pod owns is vacated, every standby role of it dropped."""
-        for slot, role in list(self.pod_slots.get(pod_id, EMPTY).items()):
+        for slot, role in list(self.roles_of(pod_id).items()):
             current: SlotState = self.slots[slot]
             if role == "ACTIVE":
                 self.vacate(current)
             else:
                 standbys = tuple(p for p in current.standbys if p != pod_id)
                 self.put(current, structs.replace(current, standbys=standbys))
+
+
+def _fold(changed: dict[str, CowMutation[str, Any]], index: Any) -> None:
+    """Put an entry's changed inner maps into their index; an emptied one leaves it."""
+    for key, mutation in changed.items():
+        if not mutation.changed:
+            continue
+        inner = mutation.finish()
+        if inner:
+            index[key] = inner
+        else:
+            index.pop(key, None)
+    changed.clear()
 
 
 def _members(state: SlotState | None) -> dict[str, str]:
@@ -232,10 +249,10 @@ def rebuild_indexes(
     pods: Iterable[PodInfo], slots: Iterable[SlotState], **scalars: Any
 ) -> Snapshot:
     """A snapshot with every index built from `pods` and `slots` (used by the dump)."""
-    base = Snapshot(pods=Map({p.pod_id: p for p in pods}), **scalars)
+    base = Snapshot(pods=CowMap({p.pod_id: p for p in pods}), **scalars)
     batch = Batch(base, 0.0)
     for state in slots:
         batch.put(None, state)
     rebuilt = batch.finish(base.applied_entries)
-    versions = Map(dict.fromkeys(rebuilt.pods, base.applied_entries))
+    versions = CowMap(dict.fromkeys(rebuilt.pods, base.applied_entries))
     return replace(rebuilt, pod_versions=versions, changes=base.changes)

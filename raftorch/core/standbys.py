@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from protocol.values import DeploymentMode, SlotStatus
+from raftorch.core.cowmap import EMPTY
 from raftorch.core.model import AdapterSpec, AddStandby, DropStandby
-from raftorch.core.snapshot import EMPTY
 
 if TYPE_CHECKING:
     from raftorch.core.planner import _Work

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from protocol.values import SlotStatus
+from raftorch.core.cowmap import EMPTY
 from raftorch.core.model import AdapterSpec, SlotState, slot_index, wanted_count
-from raftorch.core.snapshot import EMPTY
 
 if TYPE_CHECKING:
     from raftorch.core.planner import _Slot, _Work
