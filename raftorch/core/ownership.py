@@ -56,6 +56,14 @@ class OwnershipState:
     def snapshot(self) -> Snapshot:
         return self._current
 
+    def frozen(self) -> OwnershipState:
+        """A copy that later entries do not change, for writing the full dump elsewhere
+        (raftorch.raft.dumps): the snapshot is immutable and shared, the table of applied
+        request ids is copied."""
+        copy = OwnershipState()
+        copy._current, copy.applied = self._current, dict(self.applied)
+        return copy
+
     def apply(self, request_id: str, at: float, commands: Sequence[Command]) -> ApplyResult:
         """Apply one committed entry; never raises, idempotent on `request_id`."""
         previous = self.applied.get(request_id)

@@ -22,10 +22,10 @@ Hardening over pysyncobj's defaults, each for a reason:
   unpickled length), so a follower would receive it truncated;
 - the journal and full dump live on disk, so a restarted replica rejoins with its
   state; `useFork=False` because forking a threaded asyncio process is unsafe;
-- so the full dump (log compaction, every 5 minutes) is written on the tick thread,
-  which sends nothing meanwhile: it is gzipped at level 1 (pysyncobj: 9; 0.12 s
-  instead of 1.25 s at 100,000 slots, for a file 10% larger), and the replicas take
-  turns (`logCompactionSplit`) so that at most one of them is busy with it at a time;
+- so the full dump (log compaction, every 5 minutes) is written by
+  `raftorch.raft.dumps.ThreadedDumpWriter` on a thread of its own, not on the tick
+  thread (which would send nothing meanwhile), gzipped at level 1, and the replicas
+  take turns (`logCompactionSplit`) so that at most one of them is busy with it;
 - ticks run on a thread this module owns (`autoTick=False`), started by `start()`,
   so no entry is applied before the replicated state exists;
 - peer names are resolved again every `PEER_DNS_CACHE_SECONDS` (pysyncobj caches them
@@ -35,8 +35,6 @@ Hardening over pysyncobj's defaults, each for a reason:
 from __future__ import annotations
 
 import collections
-import functools
-import gzip
 import logging
 import sys
 import threading
@@ -44,10 +42,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import pysyncobj.serializer as dump_serializer
 from pysyncobj import SyncObj, SyncObjConf, SyncObjException, replicated
 from pysyncobj.dns_resolver import globalDnsResolver
 from pysyncobj.transport import TCPTransport
@@ -59,6 +55,7 @@ from raftorch.config.timing import RaftTimers
 from raftorch.core.entry import UndecodableEntryError, decode_entry, encode_entry
 from raftorch.core.model import ApplyResult, Command, LeaderStamp
 from raftorch.core.ownership import OwnershipState, Snapshot
+from raftorch.raft.dumps import ThreadedDumpWriter
 from raftorch.raft.election import ElectionGuard, RaftInternals
 from raftorch.raft.transport import GuardedTransport, VoteGuard
 
@@ -75,20 +72,6 @@ GIL_SWITCH_SECONDS = 0.001
 """The interpreter's thread switch interval in a replica (see LeaseNode.start)."""
 PEER_DNS_CACHE_SECONDS = 2.0
 """How long a resolved peer address is used before its name is looked up again."""
-DUMP_COMPRESSION_LEVEL = 1
-"""gzip level of pysyncobj's full dump (its own: 9). Level 9 took 1.25 s for the 16 MB
-of 100,000 slots on the tick thread, long past an election timeout: the leader of a
-scale bench's hold went unheard, and the followers elected another."""
-
-
-def fast_dump_compression() -> None:
-    """Make pysyncobj write its full dump at DUMP_COMPRESSION_LEVEL (it reads any level).
-
-    Process-wide and idempotent: pysyncobj's serializer opens every dump through its
-    module's `gzip.GzipFile`, which this replaces with one of a lower default level."""
-    if not isinstance(dump_serializer.gzip, SimpleNamespace):
-        opener = functools.partial(gzip.GzipFile, compresslevel=DUMP_COMPRESSION_LEVEL)
-        dump_serializer.gzip = SimpleNamespace(GzipFile=opener)
 
 
 def build_conf(
@@ -101,7 +84,6 @@ def build_conf(
     """pysyncobj settings from raftorch's; refuses to run without a secret unless allowed."""
     secret = raft.require_secret()
     data_dir.mkdir(parents=True, exist_ok=True)
-    fast_dump_compression()
     # Process-wide in pysyncobj; a failed lookup keeps the last address and retries sooner.
     globalDnsResolver().setTimeouts(PEER_DNS_CACHE_SECONDS, PEER_DNS_CACHE_SECONDS / 2)
     return SyncObjConf(
@@ -196,6 +178,11 @@ class LeaseNode(SyncObj):
                 f"raft.bind {self_address}: cannot listen on the Raft port ({exc.errorCode})"
             ) from exc
         self._ownership = OwnershipState()  # the replicated state
+        # Dumps are read as pysyncobj reads them (above, in its __init__) but written on
+        # a thread (raftorch.raft.dumps).
+        self._SyncObj__serializer = ThreadedDumpWriter(
+            conf.fullDumpFile, conf.logCompactionBatchSize
+        )
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
         # Before pysyncobj looks at its election timer: a pre-vote first (see election.py).

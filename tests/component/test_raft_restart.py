@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,11 @@ from persistence.db import Database
 from persistence.lease_history import LeaseGrant, LeaseHistoryRepository
 from protocol.values import DeploymentMode
 from raftorch.core.model import AdapterSpec, Grant, Policy, RegisterPod, Release
+from raftorch.raft.dumps import ThreadedDumpWriter
 from tests.component.raftcluster import (
     Cluster,
     FixedFloor,
+    Replica,
     StaticAdapters,
     first_plan,
     one_leader,
@@ -70,6 +73,53 @@ async def test_follower_restart_rejoins_with_the_state(tmp_path: Path, wipe: boo
             lambda: "late/0" in restarted.node.snapshot().slots, 10.0, "the restarted follower"
         )
         await _all_equal(cluster)
+    finally:
+        cluster.close()
+
+
+def _holds_late(replica: Replica) -> Callable[[], bool]:
+    return lambda: "late/0" in replica.node.snapshot().slots
+
+
+def _log_start(replica: Replica) -> int:
+    """Index of the first entry the replica's Raft log (and journal) still holds."""
+    return int(replica.node._SyncObj__raftLog[0][1])
+
+
+async def _compact(replica: Replica) -> None:
+    """Log compaction on `replica` now, up to its last applied entry: its dump written on
+    the dump thread, its journal cut to the entries after it. pysyncobj gives each
+    replica a turn of 30 s in every 300 (logCompactionSplit); the test lifts the turns
+    instead of waiting up to five minutes for one."""
+    writer = replica.node._SyncObj__serializer
+    assert isinstance(writer, ThreadedDumpWriter)
+    written, start = writer.written, _log_start(replica)
+    replica.node.conf.logCompactionSplit = False  # type: ignore[attr-defined]
+    replica.node.forceLogCompaction()
+    await wait_for(lambda: writer.written > written, 10.0, "the dump written")
+    await wait_for(lambda: _log_start(replica) > start, 10.0, "the journal cut after it")
+
+
+async def test_replicas_restart_from_their_dumps(tmp_path: Path) -> None:
+    """A follower restarts from its own dump plus the journal after it; a wiped one gets
+    the leader's dump, because the leader's log no longer starts at the first entry."""
+    cluster = Cluster(3, tmp_path)
+    try:
+        leader = await one_leader(cluster)
+        first, second = (r for r in cluster.live() if r is not leader)
+        await _grant_churn(cluster, 20)
+        await _all_equal(cluster)
+        await _compact(first)
+        await _compact(leader)
+        assert (first.data_dir / "raft.dump").stat().st_size > 0
+        await leader.bridge.submit([Grant("late/0", "late", "p1", expected_epoch=0)])
+        await _all_equal(cluster)
+        for replica, wipe in ((first, False), (second, True)):
+            cluster.kill(replica.index)
+            restarted = cluster.start(replica.index, wipe=wipe)
+            await wait_for(_holds_late(restarted), 10.0, "the restart")
+            await _all_equal(cluster)
+            assert _log_start(restarted) > 1  # its state came from a dump, not entry 1 on
     finally:
         cluster.close()
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
-import pickle
 from pathlib import Path
 
-import pysyncobj.serializer as dump_serializer
 import pytest
 
 from protocol.errors import ConfigError
@@ -51,25 +48,6 @@ def test_hardened_settings(tmp_path: Path) -> None:
     assert conf.fullDumpFile == str(tmp_path / "data" / "raft.dump")
     assert (tmp_path / "data").is_dir()
     conf.validate()  # pysyncobj's own consistency checks pass
-
-
-def test_full_dumps_are_written_quickly_and_old_ones_still_read(tmp_path: Path) -> None:
-    """pysyncobj opens its dump files through its serializer module's gzip: after a conf
-    is built, a dump is written at level 1, and one written at pysyncobj's level 9 (by
-    an earlier version) still reads."""
-    build_conf(RaftConfig(insecure_dev_mode=True), Config().raft_timers, tmp_path)
-    payload = pickle.dumps({"dump": bytes(range(256)) * 4096})
-    with (
-        open(tmp_path / "new", "wb") as f,
-        dump_serializer.gzip.GzipFile(fileobj=f, mode="wb") as g,
-    ):
-        g.write(payload)
-    assert gzip.decompress((tmp_path / "new").read_bytes()) == payload
-    header = (tmp_path / "new").read_bytes()[:10]
-    assert header[8] == 4  # gzip's XFL: 4 = the fastest compression, 2 = the best
-    (tmp_path / "old").write_bytes(gzip.compress(payload, compresslevel=9))
-    with open(tmp_path / "old", "rb") as old, dump_serializer.gzip.GzipFile(fileobj=old) as g:
-        assert g.read() == payload
 
 
 def test_vote_guard_holds_votes_for_one_election_timeout() -> None:

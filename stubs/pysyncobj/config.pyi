@@ -1,0 +1,5 @@
+class SERIALIZER_STATE:
+    NOT_SERIALIZING: int
+    SERIALIZING: int
+    SUCCESS: int
+    FAILED: int
