@@ -53,24 +53,13 @@ def _spread(items: Iterable[tuple[Any, Any]], size: int) -> tuple[dict[Any, Any]
     return tuple(buckets)
 
 
-class CowMap(Mapping[K, V], Generic[K, V]):
-    """An immutable mapping; `set`, `delete` and `mutate` make new ones sharing buckets."""
+class _Buckets(Mapping[K, V]):
+    """Reading, shared by the map and its mutation: a key lives in bucket hash & mask."""
 
-    __slots__ = ("_buckets", "_len", "_mask")
-
-    def __init__(self, items: Mapping[K, V] | Iterable[tuple[K, V]] = ()) -> None:
-        entries = dict(items)
-        self._buckets = _spread(entries.items(), len(entries))
-        self._mask = len(self._buckets) - 1
-        self._len = len(entries)
-
-    @classmethod
-    def _of(cls, buckets: tuple[dict[Any, Any], ...], size: int) -> CowMap[K, V]:
-        made: CowMap[K, V] = cls.__new__(cls)
-        made._buckets, made._mask, made._len = buckets, len(buckets) - 1, size
-        return made
-
-    # -- reading ------------------------------------------------------------------
+    __slots__ = ()
+    _buckets: Sequence[dict[Any, Any]]
+    _mask: int
+    _len: int
 
     def __getitem__(self, key: K) -> V:
         value: V = self._buckets[hash(key) & self._mask][key]
@@ -91,6 +80,26 @@ class CowMap(Mapping[K, V], Generic[K, V]):
 
     def __iter__(self) -> Iterator[K]:
         return chain.from_iterable(self._buckets)
+
+
+class CowMap(_Buckets[K, V], Generic[K, V]):
+    """An immutable mapping; `set`, `delete` and `mutate` make new ones sharing buckets."""
+
+    __slots__ = ("_buckets", "_len", "_mask")
+
+    def __init__(self, items: Mapping[K, V] | Iterable[tuple[K, V]] = ()) -> None:
+        entries = dict(items)
+        self._buckets = _spread(entries.items(), len(entries))
+        self._mask = len(self._buckets) - 1
+        self._len = len(entries)
+
+    @classmethod
+    def _of(cls, buckets: tuple[dict[Any, Any], ...], size: int) -> CowMap[K, V]:
+        made: CowMap[K, V] = cls.__new__(cls)
+        made._buckets, made._mask, made._len = buckets, len(buckets) - 1, size
+        return made
+
+    # -- reading (and _Buckets') --------------------------------------------------
 
     def keys(self) -> KeysView[K]:
         return KeysView(self)
@@ -147,7 +156,7 @@ class _Items(ItemsView[K, V]):
         return chain.from_iterable(map(dict.items, self._mapping._buckets))
 
 
-class CowMutation(Mapping[K, V], Generic[K, V]):
+class CowMutation(_Buckets[K, V], Generic[K, V]):
     """A working copy of a `CowMap` for one entry; `finish` freezes it into a new map.
 
     Buckets are copied on their first change and shared until then; after `finish` the
@@ -177,26 +186,6 @@ class CowMutation(Mapping[K, V], Generic[K, V]):
         self._owned.add(index)
         self._changed = True
         return bucket
-
-    def __getitem__(self, key: K) -> V:
-        value: V = self._buckets[hash(key) & self._mask][key]
-        return value
-
-    @overload
-    def get(self, key: K, /) -> V | None: ...
-    @overload
-    def get(self, key: K, default: D, /) -> V | D: ...
-    def get(self, key: K, default: Any = None, /) -> Any:
-        return self._buckets[hash(key) & self._mask].get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._buckets[hash(key) & self._mask]
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __iter__(self) -> Iterator[K]:
-        return chain.from_iterable(self._buckets)
 
     def __setitem__(self, key: K, value: V) -> None:
         bucket = self._own(hash(key) & self._mask)
