@@ -77,6 +77,9 @@ class ThreadedDumpWriter(Serializer):
         self._level = level
         self.written = 0
         """Dumps written since start."""
+        self.idle = threading.Event()
+        """Set while no dump is being written."""
+        self.idle.set()
 
     # pysyncobj's name-mangled state, in one place
     @property
@@ -97,6 +100,7 @@ class ThreadedDumpWriter(Serializer):
         self._Serializer__currentID = id
         captured = self._capture(data)
         self._state = _WRITING
+        self.idle.clear()
         threading.Thread(
             target=self._write, args=(captured,), name="raft-dump", daemon=True
         ).start()
@@ -113,9 +117,10 @@ class ThreadedDumpWriter(Serializer):
         except Exception:  # pysyncobj logs the failure and tries again at the next turn
             log.exception("writing the full Raft dump failed file=%s", self._file_name)
             self._state = -2
-            return
-        self.written += 1
-        self._state = -1
+        else:
+            self.written += 1
+            self._state = -1
+        self.idle.set()
 
     def checkSerializing(self) -> tuple[Any, Any]:
         if self._state == _WRITING:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import pickle
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +36,11 @@ class Broken:
 
 
 def _until(writer: ThreadedDumpWriter, state: int, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found, entry = writer.checkSerializing()
-        if found == state:
-            return entry
-        time.sleep(0.005)  # polling the writer's state, bounded by the deadline
-    raise AssertionError(f"the writer never reached state {state}")
+    """The dump id once the write has ended in `state` (what pysyncobj's tick sees)."""
+    assert writer.idle.wait(timeout), "the dump was never finished"
+    found, entry = writer.checkSerializing()
+    assert found == state, f"the write ended in state {found}, not {state}"
+    return entry
 
 
 def _writer(tmp_path: Path, **kwargs: Any) -> ThreadedDumpWriter:
