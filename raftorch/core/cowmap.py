@@ -83,7 +83,7 @@ class _Buckets(Mapping[K, V]):
 
 
 class CowMap(_Buckets[K, V], Generic[K, V]):
-    """An immutable mapping; `set`, `delete` and `mutate` make new ones sharing buckets."""
+    """An immutable mapping; `set` and `mutate` make new ones sharing buckets."""
 
     __slots__ = ("_buckets", "_len", "_mask")
 
@@ -132,13 +132,9 @@ class CowMap(_Buckets[K, V], Generic[K, V]):
         return CowMutation(self)
 
     def set(self, key: K, value: V) -> CowMap[K, V]:
+        """This map with one entry set (an entry of many changes uses `mutate`)."""
         mutation = self.mutate()
         mutation[key] = value
-        return mutation.finish()
-
-    def delete(self, key: K) -> CowMap[K, V]:
-        mutation = self.mutate()
-        del mutation[key]
         return mutation.finish()
 
 

@@ -90,10 +90,6 @@ class ThreadedDumpWriter(Serializer):
     def _state(self, value: int) -> None:
         self._Serializer__pid = value
 
-    @property
-    def writing(self) -> bool:
-        return self._state == _WRITING
-
     def serialize(self, data: Any, id: Any) -> None:  # pysyncobj's signature
         if self._state != 0:
             return
