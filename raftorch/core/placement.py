@@ -28,6 +28,9 @@ from raftorch.core.model import PodInfo
 PROBES = 32
 """Candidates examined per choice before the best fallback is taken."""
 
+ZONES_BOUNDED = 16
+"""Up to this many zones, `quietest` finds the least crowded one; beyond, it says 0."""
+
 
 class Placer:
     """Pods by load, per connector; `load` is shared with the caller (roles per pod)."""
@@ -37,6 +40,7 @@ class Placer:
         self.load = load
         self._heaps: dict[str, list[tuple[int, str]]] = {}
         self._zones = {pod_id: pod.zone for pod_id, pod in pods.items()}
+        self._zone_names = frozenset(self._zones.values())  # pods forgotten later keep theirs
         self._within: frozenset[str] | None = None  # see `restrict`
         self._cap = 0
         self._open: set[str] = set()
@@ -86,6 +90,16 @@ class Placer:
         pods = self._zones if self._within is None else self._within & self._zones.keys()
         return min((roles.get(p, 0) for p in pods if self.able(p, connector)), default=0)
 
+    def quietest(self, zone_crowd: Callable[[str | None], int]) -> int:
+        """A lower bound of `zone_crowd` over the candidates: the count of the least
+        crowded zone any pod was in (0 with a pod in no zone, or too many zones to look
+        at). Without it a choice could stop early only at an empty zone, so once every
+        zone held a role of the adapter each choice probed `PROBES` candidates."""
+        names = self._zone_names
+        if None in names or len(names) > ZONES_BOUNDED:
+            return 0
+        return min((zone_crowd(zone) for zone in names), default=0)
+
     def offered(self, connector: str) -> bool:
         return any(self.able(p, connector) for p in self._zones)
 
@@ -105,15 +119,17 @@ class Placer:
         exclude: Collection[str],
         adapter_members: Callable[[str], int],
         zone_crowd: Callable[[str | None], int],
+        *,
         fewest: int = 0,
+        quiet: int = 0,
     ) -> str | None:
         """The best pod for a new role, or None; its load goes up by one.
 
-        `fewest` is a lower bound of `adapter_members` over the candidates: the first
-        candidate (in load order) that has that few and an empty zone is the best one.
-        With 0, a candidate must hold no role of the adapter for that; once every pod
-        holds one (100 instances over 20 pods), a caller that knows better saves the
-        probes."""
+        `fewest` and `quiet` are lower bounds of `adapter_members` and `zone_crowd` over
+        the candidates: the first candidate (in load order) that reaches both is the best
+        one. With 0, a candidate must hold no role of the adapter, in an empty zone, for
+        that; once every pod holds one (100 instances over 20 pods), or every zone
+        does, a caller that knows better (`fewest`, `quietest`) saves the probes."""
         heap = self._heap(connector)
         aside: list[tuple[int, str]] = []
         best: tuple[int, int, int, str] | None = None
@@ -133,7 +149,7 @@ class Placer:
             rank = (adapter_members(pod_id), zone_crowd(self.zone(pod_id)), load, pod_id)
             if best is None or rank < best:
                 best = rank
-            if rank[:2] == (fewest, 0):
+            if rank[:2] == (fewest, quiet):
                 break  # breaks no preference, and nothing later is less loaded
         chosen = best[3] if best is not None else None
         for entry in aside:

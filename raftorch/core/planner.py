@@ -254,9 +254,13 @@ class _Work:
     def choose(self, spec: AdapterSpec, exclude: Iterable[str]) -> str | None:
         members, crowd = self.members(spec.adapter_id), self.zone_crowd(spec.adapter_id)
         fewest = self._fewest.get(spec.adapter_id, 0)
+
+        def zone_crowd(zone: str | None) -> int:
+            return crowd[zone] if zone is not None else 0
+
         chosen = self.placer.choose(
-            spec.connector, set(exclude), lambda p: members[p],
-            lambda zone: crowd[zone] if zone is not None else 0, fewest,
+            spec.connector, set(exclude), lambda p: members[p], zone_crowd,
+            fewest=fewest, quiet=self.placer.quietest(zone_crowd),
         )  # fmt: skip
         if chosen is not None:
             if members[chosen] > fewest:  # the bound is low by now: every pod holds more
