@@ -118,12 +118,12 @@ def free_closed_transports() -> bool:
     Python 3.11's socket transport keeps a bound method of itself (`_read_ready_cb`), so
     every closed connection left a reference cycle of about six objects (the transport,
     its socket, their dicts) that only the cyclic collector could free. Where pods hedge
-    heartbeats, connections close by the thousand: placing 100,000 sessions, each young
-    collection on a follower freed 400-8,700 of them, and what survived a young
-    collection made the middle ones long (up to 0.77 s of CPU at 340,000 objects freed),
-    each holding the GIL the Raft thread needs (docs/performance.md). CPython 3.12 drops
-    the bound method when the transport closes (gh-100348); this does the same, once the
-    protocol has been told of the loss. False where there is nothing to do."""
+    heartbeats, connections close by the thousand: placing 100,000 sessions, a
+    follower's collections freed 400-8,700 of them each, and in such runs collections
+    of the middle generation took up to 0.77 s of CPU, holding the GIL the Raft thread
+    needs (docs/performance.md). CPython 3.12 drops the bound method when the transport
+    closes (gh-100348); this does the same, once the protocol has been told of the
+    loss. False where there is nothing to do."""
     transport: Any = vars(selector_events)["_SelectorSocketTransport"]  # private, 3.11
     if sys.version_info >= (3, 12) or getattr(transport, "_raftorch_frees_cycle", False):
         return False
