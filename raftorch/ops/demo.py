@@ -400,20 +400,26 @@ class Demo:
             await conn.close()
 
     async def down(self) -> None:
-        """SIGTERM every child, wait, kill what is left, stop PostgreSQL."""
+        """SIGTERM the pods, then the replicas, waiting for each group and killing what is
+        left of it; stop PostgreSQL. Pods go first: on SIGTERM each hands its sessions
+        back, which needs the replicas up (stopped together, the releases of the pods
+        that were slower than the replicas failed with "no commit within 2.0s")."""
         self.say("[demo] stopping ...")
-        for child in self.children:
-            if child.alive() and child.process is not None:
-                child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for child in self.children:
-            if child.process is None:
-                continue
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(child.process.wait, max(0.1, deadline - time.monotonic()))
-            if child.alive():
-                child.process.kill()
-                await asyncio.to_thread(child.process.wait, 5)
+        for kind in ("pod", "replica"):
+            group = [c for c in self.children if c.kind == kind and c.process is not None]
+            for child in group:
+                if child.alive() and child.process is not None:
+                    child.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            for child in group:
+                assert child.process is not None
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    await asyncio.to_thread(
+                        child.process.wait, max(0.1, deadline - time.monotonic())
+                    )
+                if child.alive():
+                    child.process.kill()
+                    await asyncio.to_thread(child.process.wait, 5)
         if getattr(self, "_tcp", None) is not None:
             self._tcp.close()
             await self._tcp.wait_closed()
