@@ -141,6 +141,8 @@ def test_demo_comes_up_survives_a_pod_kill_and_stops_cleanly(tmp_path: Path) -> 
         victim = info["pods"][index]
         others = {s["slot"]: (s["owner_pod"], s["epoch"]) for a in items for s in a["slots"]
                   if s["owner_pod"] != busiest}  # fmt: skip
+        victim_log = data_dir / f"{busiest}.log"
+        registrations = victim_log.read_text().count("registered pod=")
         killed_at = time.time()
         os.kill(victim["pid"], signal.SIGKILL)
 
@@ -156,7 +158,11 @@ def test_demo_comes_up_survives_a_pod_kill_and_stops_cleanly(tmp_path: Path) -> 
             30.0,
             "demo.json to show the restarted pod",
         )
-        wait_until(lambda: busiest in _pod_ids(info), 30.0, "the restarted pod registered")
+        # The pod id alone stays registered until the killed process's lease runs out: the
+        # restarted process must say it registered (it is refused until then).
+        wait_until(lambda: victim_log.read_text().count("registered pod=") > registrations,
+                   30.0, "the restarted pod registered")  # fmt: skip
+        assert busiest in _pod_ids(info)
         back = time.monotonic()
         ttl = info["lease_ttl_seconds"]
         wait_until(lambda: recovered() and not spread_problems(_adapters(info), len(info["pods"])),
