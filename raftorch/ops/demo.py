@@ -406,20 +406,17 @@ class Demo:
         that were slower than the replicas failed with "no commit within 2.0s")."""
         self.say("[demo] stopping ...")
         for kind in ("pod", "replica"):
-            group = [c for c in self.children if c.kind == kind and c.process is not None]
-            for child in group:
-                if child.alive() and child.process is not None:
-                    child.process.send_signal(signal.SIGTERM)
+            group = [c.process for c in self.children if c.kind == kind and c.process]
+            for process in group:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 20
-            for child in group:
-                assert child.process is not None
+            for process in group:
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    await asyncio.to_thread(
-                        child.process.wait, max(0.1, deadline - time.monotonic())
-                    )
-                if child.alive():
-                    child.process.kill()
-                    await asyncio.to_thread(child.process.wait, 5)
+                    await asyncio.to_thread(process.wait, max(0.1, deadline - time.monotonic()))
+                if process.poll() is None:
+                    process.kill()
+                    await asyncio.to_thread(process.wait, 5)
         if getattr(self, "_tcp", None) is not None:
             self._tcp.close()
             await self._tcp.wait_closed()
