@@ -429,9 +429,14 @@ class Agent:
                 f"/pod/v1/assignments?pod_id={self.config.pod_id}&version={self.version}"
                 f"&wait_seconds={self.config.long_poll_seconds:g}"
             )
+            # A poll that broke off (its replica died or restarts) asks the next replica
+            # after a random pause of up to a heartbeat interval, so that a thousand pods
+            # do not all reconnect in the same millisecond to a replica that may be taking
+            # office. Nothing waits on it: the next heartbeat's answer carries any change.
             reply: Reply | None = await self.client.call(
-                "GET", path, None, self.credential or "", self.config.long_poll_seconds + 5
-            )
+                "GET", path, None, self.credential or "", self.config.long_poll_seconds + 5,
+                spread=self.interval,
+            )  # fmt: skip
             answer = typed(reply, 200, AssignmentsReply)
             if answer is not None and self._apply_newer(answer, may_stop=False):
                 backoff = POLL_BACKOFF_SECONDS[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -65,11 +66,18 @@ class PodClient:
             self._http = None
 
     async def call(
-        self, method: str, path: str, body: Any, token: str, timeout: float
+        self, method: str, path: str, body: Any, token: str, timeout: float, *, spread: float = 0.0
     ) -> Reply | None:
-        """Try each replica in turn, the last known leader first; None when none answered."""
+        """Try each replica in turn, the last known leader first; None when none answered.
+
+        With `spread`, each replica after the first is asked only after a random pause of
+        up to `spread` seconds: when a replica dies, every pod's call to it ends at the
+        same instant, and without the pause they would all reach the next replica in the
+        same few milliseconds (while it may be electing or taking office)."""
         request = _request(body, token)
-        for url in list(self.urls):
+        for i, url in enumerate(list(self.urls)):
+            if i and spread > 0:
+                await asyncio.sleep(random.uniform(0.0, spread))
             won = await self.attempt(method, url, path, request, timeout)
             if won is not None:
                 return won[1]

@@ -7,15 +7,15 @@ only what changed), hedges a heartbeat not answered within the retry interval to
 replica (at most one attempt open per replica, skipping for 1 s one that refused the
 connection, the copies marked as hedges, the first answer wins, as
 `PodClient.hedged_post`), keeps an assignments long-poll open (the leader first, then each
-replica in turn, backing off as the agent does), starts every ACTIVE assignment at once
-(reporting it ACTIVE in an immediate heartbeat, as the agent reports a state change at
-once), stops what it is told to stop. Every heartbeat is recorded: wall send time,
-latency from the first attempt to the answer that won, HTTP status (0: no answer within
-the lease), and how many hedged attempts it took. So is every *lapse*:
-an acknowledgement that came after the pod's own lease had ended (the send time of the
-last acknowledged heartbeat + TTL - safety margin, as the agent counts it). The agent
-would have stopped every session at that moment, even though the leader never expired
-the pod.
+replica in turn after a random pause, backing off as the agent does), starts every
+ACTIVE assignment at once (reporting it ACTIVE in an immediate heartbeat, as the agent
+reports a state change at once), stops what it is told to stop. Every heartbeat is
+recorded: wall send time, latency from the first attempt to the answer that won, HTTP
+status (0: no answer within the lease), and how many hedged attempts it took. So is
+every *lapse*: an acknowledgement that came after the pod's own lease had ended (the
+send time of the last acknowledged heartbeat + TTL - safety margin, as the agent counts
+it). The agent would have stopped every session at that moment, even though the leader
+never expired the pod.
 
 Run as `python -m bench.fleet SPEC.json`; stdin `stop` ends it, after which the results
 are written to the spec's `results` path. stdout carries `registered N`, and with
@@ -379,11 +379,14 @@ class Pod:
 
     async def poll(self) -> None:
         """The assignments long-poll as the agent keeps it: each replica in turn, the leader
-        first (any replica answers it); after a round with no answer, a back-off from 0.1
-        to 2 s (POLL_BACKOFF_SECONDS)."""
+        first (any replica answers it), the next one after a random pause of up to a
+        heartbeat interval; after a round with no answer, a back-off from 0.1 to 2 s
+        (POLL_BACKOFF_SECONDS)."""
         backoff = POLL_BACKOFF_SECONDS[0]
         while True:
-            for url in list(self.fleet.urls):
+            for i, url in enumerate(list(self.fleet.urls)):
+                if i:
+                    await asyncio.sleep(random.uniform(0.0, self.interval))
                 if await self.poll_once(url):
                     backoff = POLL_BACKOFF_SECONDS[0]
                     break

@@ -383,3 +383,44 @@ async def test_when_every_replica_refuses_the_connection_each_is_still_tried() -
         assert len(client.asked) >= 4  # about one per hedge interval, not one per replica
     finally:
         await client.close()
+
+
+async def test_a_call_that_found_its_replica_gone_asks_the_next_one_after_a_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When a replica dies, every pod's long-poll to it ends at the same instant. A
+    thousand of them reconnecting to the next replica in the same milliseconds delayed
+    the first renewals after a leader kill by about half a second (docs/performance.md,
+    "The long-polls' reconnection after a leader kill"), so with `spread` the next replica is
+    asked only after a random pause of up to that long; without it, at once."""
+    pauses: list[tuple[float, float]] = []
+
+    def longest(low: float, high: float) -> float:
+        pauses.append((low, high))
+        return high
+
+    monkeypatch.setattr("adapter.client.random.uniform", longest)
+    arrivals: list[float] = []
+
+    async def assignments(_request: web.Request) -> web.Response:
+        arrivals.append(time.monotonic())
+        return web.Response(body=b"{}", content_type=JSON)
+
+    app = web.Application()
+    app.router.add_get("/pod/v1/assignments", assignments)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    alive = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    client = PodClient((_refusing_url(), alive), follow_leader=False)
+    await client.start()
+    try:
+        began = time.monotonic()
+        assert await client.call("GET", "/pod/v1/assignments", None, "c", 2.0, spread=0.4)
+        assert pauses == [(0.0, 0.4)]
+        assert arrivals[0] - began >= 0.4
+        assert await client.call("GET", "/pod/v1/assignments", None, "c", 2.0)  # register
+        assert pauses == [(0.0, 0.4)]  # no pause asked for
+    finally:
+        await client.close()
+        await runner.cleanup()
