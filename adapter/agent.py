@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
@@ -45,6 +46,12 @@ REGISTER_RETRY_SECONDS = 0.5
 """Between registration attempts."""
 POLL_BACKOFF_SECONDS = (0.1, 2.0)
 """The long-poll's back-off after a failure or an answer older than what was applied."""
+POLL_WAIT_SPREAD = 0.25
+"""Each long-poll asks to wait a random 75-100 % of `long_poll_seconds`. Pods whose polls
+began together (after a leader change, or all woken at once) would otherwise all time out
+together, every `long_poll_seconds`, for as long as they run: at 1,000 pods of 100
+sessions that was 100,000 assignments answered in the same instant every 20 s, and the
+heartbeats of those seconds waited behind them (docs/performance.md)."""
 GRACEFUL_STOPS = {
     "revoked": "revoked: the adapter was disabled or deleted",
     "handoff": "handoff: the session moves to another pod",
@@ -425,17 +432,17 @@ class Agent:
         backoff = POLL_BACKOFF_SECONDS[0]
         while True:
             await self._registered.wait()
+            wait = self.config.long_poll_seconds * random.uniform(1.0 - POLL_WAIT_SPREAD, 1.0)
             path = (
                 f"/pod/v1/assignments?pod_id={self.config.pod_id}&version={self.version}"
-                f"&wait_seconds={self.config.long_poll_seconds:g}"
+                f"&wait_seconds={wait:.3f}"
             )
             # A poll that broke off (its replica died or restarts) asks the next replica
             # after a random pause of up to a heartbeat interval, so that a thousand pods
             # do not all reconnect in the same millisecond to a replica that may be taking
             # office. Nothing waits on it: the next heartbeat's answer carries any change.
             reply: Reply | None = await self.client.call(
-                "GET", path, None, self.credential or "", self.config.long_poll_seconds + 5,
-                spread=self.interval,
+                "GET", path, None, self.credential or "", wait + 5, spread=self.interval,
             )  # fmt: skip
             answer = typed(reply, 200, AssignmentsReply)
             if answer is not None and self._apply_newer(answer, may_stop=False):

@@ -39,7 +39,7 @@ from typing import Any
 import aiohttp
 import msgpack
 
-from adapter.agent import FULL_REPORT_EVERY, POLL_BACKOFF_SECONDS
+from adapter.agent import FULL_REPORT_EVERY, POLL_BACKOFF_SECONDS, POLL_WAIT_SPREAD
 from adapter.client import UNREACHABLE_BACKOFF_SECONDS
 from bench.control import stop_on_stdin
 from protocol.codec import MSGPACK
@@ -395,13 +395,14 @@ class Pod:
                 backoff = min(POLL_BACKOFF_SECONDS[1], backoff * 2)
 
     async def poll_once(self, url: str) -> bool:
-        query = f"?pod_id={self.pod_id}&version={self.version}&wait_seconds={LONG_POLL_SECONDS:g}"
+        wait = LONG_POLL_SECONDS * random.uniform(1.0 - POLL_WAIT_SPREAD, 1.0)
+        query = f"?pod_id={self.pod_id}&version={self.version}&wait_seconds={wait:.3f}"
         headers = {"Authorization": f"Bearer {self.credential}", "Accept": MSGPACK}
         try:
             async with self.fleet.http.get(
                 url + "/pod/v1/assignments" + query,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=LONG_POLL_SECONDS + 5),
+                timeout=aiohttp.ClientTimeout(total=wait + 5),
             ) as answer:
                 payload = await answer.read()
                 if answer.status == 200:
