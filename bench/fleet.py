@@ -380,21 +380,25 @@ class Pod:
     async def poll(self) -> None:
         """The assignments long-poll as the agent keeps it: each replica in turn, the leader
         first (any replica answers it), the next one after a random pause of up to a
-        heartbeat interval; after a round with no answer, a back-off from 0.1 to 2 s
-        (POLL_BACKOFF_SECONDS)."""
+        heartbeat interval when the last gave no answer; after a round with none applied,
+        a back-off from 0.1 to 2 s (POLL_BACKOFF_SECONDS)."""
         backoff = POLL_BACKOFF_SECONDS[0]
         while True:
-            for i, url in enumerate(list(self.fleet.urls)):
-                if i:
+            answered = True
+            for url in list(self.fleet.urls):
+                if not answered:  # the last replica gave no answer: as the agent, a pause
                     await asyncio.sleep(random.uniform(0.0, self.interval))
-                if await self.poll_once(url):
+                applied = await self.poll_once(url)
+                if applied:
                     backoff = POLL_BACKOFF_SECONDS[0]
                     break
+                answered = applied is not None
             else:
                 await asyncio.sleep(backoff)
                 backoff = min(POLL_BACKOFF_SECONDS[1], backoff * 2)
 
-    async def poll_once(self, url: str) -> bool:
+    async def poll_once(self, url: str) -> bool | None:
+        """Whether the answer was applied (False: read from older state); None: no answer."""
         wait = LONG_POLL_SECONDS * random.uniform(1.0 - POLL_WAIT_SPREAD, 1.0)
         query = f"?pod_id={self.pod_id}&version={self.version}&wait_seconds={wait:.3f}"
         headers = {"Authorization": f"Bearer {self.credential}", "Accept": MSGPACK}
@@ -410,7 +414,7 @@ class Pod:
                     return self.apply(_decode(payload, answer.content_type))
         except (aiohttp.ClientError, TimeoutError):
             pass
-        return False
+        return None
 
 
 def _decode(payload: bytes, content_type: str) -> Any:
