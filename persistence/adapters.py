@@ -126,6 +126,16 @@ class AdapterRepository:
             raise NotFoundError(f"adapter {adapter_id!r} does not exist")
         return _record(row)
 
+    async def get_many(self, adapter_ids: list[str]) -> list[AdapterRecord]:
+        """The adapters of `adapter_ids` that exist (in no particular order), one query."""
+        wanted = [found for i in adapter_ids if (found := canonical_id(i)) is not None]
+        if not wanted:
+            return []
+        rows = await self._db.fetch(
+            f"SELECT {_COLUMNS} FROM adapters WHERE id = ANY($1::uuid[])", wanted
+        )
+        return [_record(r) for r in rows]
+
     async def get_by_name(self, name: str) -> AdapterRecord:
         row = await self._db.fetchrow(f"SELECT {_COLUMNS} FROM adapters WHERE name = $1", name)
         if row is None:

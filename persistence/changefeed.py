@@ -89,6 +89,13 @@ class ChangeFeed:
             raise UnavailableError("change feed is stopped")
         return await self._queue.get()
 
+    def pending(self, limit: int) -> list[Change]:
+        """Up to `limit` changes already waiting, without waiting for more."""
+        found: list[Change] = []
+        while len(found) < limit and not self._queue.empty():
+            found.append(self._queue.get_nowait())
+        return found
+
     async def __aiter__(self) -> AsyncIterator[Change]:
         while True:
             yield await self.get()
