@@ -47,11 +47,9 @@ REGISTER_RETRY_SECONDS = 0.5
 POLL_BACKOFF_SECONDS = (0.1, 2.0)
 """The long-poll's back-off after a failure or an answer older than what was applied."""
 POLL_WAIT_SPREAD = 0.25
-"""Each long-poll asks to wait a random 75-100 % of `long_poll_seconds`. Pods whose polls
-began together (after a leader change, or all woken at once) would otherwise all time out
-together, every `long_poll_seconds`, for as long as they run: at 1,000 pods of 100
-sessions that was 100,000 assignments answered in the same instant every 20 s, and the
-heartbeats of those seconds waited behind them (docs/performance.md)."""
+"""Each long-poll asks to wait a random 75-100 % of `long_poll_seconds`: polls that began
+together would otherwise all time out together every time, each answered with the pod's
+whole list (docs/performance.md, "The long-polls' timeouts in step")."""
 GRACEFUL_STOPS = {
     "revoked": "revoked: the adapter was disabled or deleted",
     "handoff": "handoff: the session moves to another pod",
@@ -437,10 +435,8 @@ class Agent:
                 f"/pod/v1/assignments?pod_id={self.config.pod_id}&version={self.version}"
                 f"&wait_seconds={wait:.3f}"
             )
-            # A poll that broke off (its replica died or restarts) asks the next replica
-            # after a random pause of up to a heartbeat interval, so that a thousand pods
-            # do not all reconnect in the same millisecond to a replica that may be taking
-            # office. Nothing waits on it: the next heartbeat's answer carries any change.
+            # After a poll that broke off, the next replica is asked after a random pause (not
+            # by every pod at once); the next heartbeat's answer carries any change anyway.
             reply: Reply | None = await self.client.call(
                 "GET", path, None, self.credential or "", wait + 5, spread=self.interval,
             )  # fmt: skip
