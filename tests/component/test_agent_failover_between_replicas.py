@@ -389,11 +389,11 @@ async def test_when_every_replica_refuses_the_connection_each_is_still_tried() -
 async def test_a_call_that_found_its_replica_gone_asks_the_next_one_after_a_pause(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """When a replica dies, every pod's long-poll to it ends at the same instant. A
-    thousand of them reconnecting to the next replica in the same milliseconds delayed
-    the first renewals after a leader kill by about half a second (docs/performance.md,
-    "The long-polls' reconnection after a leader kill"), so with `spread` the next replica is
-    asked only after a random pause of up to that long; without it, at once."""
+    """When a replica dies, every pod's long-poll to it ends at the same instant, and a
+    thousand of them reached the next replica in the same milliseconds, while it may be
+    electing (docs/performance.md, "The long-polls' reconnection after a leader kill").
+    With `spread` the next replica is asked after a random pause of up to that long;
+    without it, at once."""
     pauses: list[tuple[float, float]] = []
 
     def longest(low: float, high: float) -> float:
