@@ -360,12 +360,13 @@ MAX_REASONS = 20  # Plan.reasons never has more lines than this
 MAX_DETAIL_LINES = 6  # per group (expired pods, unplaceable slots) before summarising
 
 
-def summarise(lines: list[str], more: str) -> list[str]:
-    """The first few lines of a group, then one line counting the rest."""
-    if len(lines) <= MAX_DETAIL_LINES:
+def summarise(lines: list[str], more: str, unlisted: int = 0) -> list[str]:
+    """The first few lines of a group, then one line counting the rest (and `unlisted`
+    more members of the group that have no line of their own)."""
+    if not unlisted and len(lines) <= MAX_DETAIL_LINES:
         return lines
-    rest = len(lines) - (MAX_DETAIL_LINES - 1)
-    return [*lines[: MAX_DETAIL_LINES - 1], more.format(rest)]
+    shown = lines[: MAX_DETAIL_LINES - 1]
+    return [*shown, more.format(len(lines) - len(shown) + unlisted)]
 
 
 def bounded_reasons(reasons: list[str]) -> tuple[str, ...]:

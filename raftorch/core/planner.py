@@ -373,7 +373,8 @@ def _grant_unowned(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
             deferred += 1 + rest
             work.pending.update({adapter_id} | adapters)
             break
-        outcome = _grant(work, key, desired[adapter_id], work.slot(key))
+        spec, current = desired[adapter_id], work.slot(key)
+        outcome = _grant(work, key, spec, current)
         if outcome in (PROMOTED, PLACED):
             done[outcome] += 1
         elif outcome == WAIT:  # for a pod this plan may not give work to any more
@@ -381,6 +382,8 @@ def _grant_unowned(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
             work.pending.add(adapter_id)
         else:
             unplaced.append(f"slot {key}: {outcome}")
+            if current is None or not current.members:
+                todo.stick(spec.connector)
         work.close_if_full(lambda: todo.rest()[0])
     if done:
         granted, promoted = done.total(), done[PROMOTED]
@@ -388,7 +391,7 @@ def _grant_unowned(work: _Work, desired: Mapping[str, AdapterSpec]) -> None:
     if deferred:
         bound = f"of {budget}" if work.grants >= budget else f"for {len(work.given)} pods"
         work.reasons.append(f"grant budget {bound} reached: {deferred} slot(s) wait")
-    work.reasons.extend(summarise(unplaced, "{} more slots cannot be placed"))
+    work.reasons.extend(summarise(unplaced, "{} more slots cannot be placed", todo.skipped))
 
 
 PROMOTED, PLACED, WAIT = "promoted", "placed", "wait"

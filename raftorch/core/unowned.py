@@ -36,6 +36,8 @@ class Unowned:
         self._failovers = deque(self._find_failovers(desired))
         self._next = 0  # the next adapter to look at for new slots
         self._keys: deque[str] = deque()  # new slots of the adapter before it, not taken
+        self._stuck: set[str] = set()  # connectors no new slot can be placed on (`stick`)
+        self.skipped = 0  # new slots of those connectors, counted and not taken
         if not work.view.place_new:  # pods are still joining: new work waits for them
             settling = 0
             for spec in self._specs:
@@ -53,9 +55,24 @@ class Unowned:
         while not self._keys:
             if self._next >= len(self._specs):
                 return None
-            self._keys = deque(self._new_of(self._specs[self._next]))
+            spec = self._specs[self._next]
             self._next += 1
+            if spec.connector in self._stuck:
+                self.skipped += self._count_new(spec)
+            else:
+                self._keys = deque(self._new_of(spec))
         return self._specs[self._next - 1].adapter_id, self._keys.popleft()
+
+    def stick(self, connector: str) -> None:
+        """A new slot of `connector` could not be placed: nor can any other in this plan
+        (the choice for a slot with no members depends only on the connector, and the
+        pods' load only grows while a plan grants). The rest of them are counted in
+        `skipped`, not taken: 100,000 slots of a connector no pod offers cost a full
+        pass 0.5 s on this replica's event loop when each was looked at."""
+        self._stuck.add(connector)
+        if self._keys and self._specs[self._next - 1].connector == connector:
+            self.skipped += len(self._keys)
+            self._keys.clear()
 
     def rest(self) -> tuple[int, set[str]]:
         """How many slots are left to take, and of which adapters."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 import pytest
 
 from protocol.values import DeploymentMode, PodState, SlotStatus
+from raftorch.core import planner
 from raftorch.core.model import (
     MAX_REASONS,
     AdapterSpec,
@@ -205,9 +207,80 @@ def test_capacity_is_never_exceeded() -> None:
     decided = c.tick()
 
     assert c.owners() == {"a/0": "p1", "b/0": "p2", "c/0": "p2"}
+    # One slot is named; the others of the same connector are counted (see below).
     assert "slot d/0: no capacity for connector fix" in decided.reasons
-    assert "slot e/0: no capacity for connector fix" in decided.reasons
+    assert "1 more slots cannot be placed" in decided.reasons
     assert c.tick().commands == ()
+
+
+def _count_choices(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Placement choices the planner makes, by connector."""
+    made: Counter[str] = Counter()
+    real = planner._Work.choose
+
+    def counted(work: planner._Work, one: AdapterSpec, exclude: Iterable[str]) -> str | None:
+        made[one.connector] += 1
+        return real(work, one, exclude)
+
+    monkeypatch.setattr(planner._Work, "choose", counted)
+    return made
+
+
+def test_a_connector_no_pod_offers_is_looked_at_once_per_plan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """100,000 slots of a connector nobody offered cost every full pass 0.5 s of the
+    leader's event loop, one placement choice each; the first answer holds for all."""
+    c = Cluster(Policy(ttl_seconds=TTL, max_grants_per_tick=1000))
+    c.join("p1", connectors=["fix"], capacity=100)
+    # Sorted by id, the adapters of the two connectors alternate.
+    c.add(*(spec(f"a{i:02d}", "amqp" if i % 2 else "fix", SCALE, 20) for i in range(40)))
+    made = _count_choices(monkeypatch)
+
+    decided = c.tick()
+
+    assert made == {"amqp": 1, "fix": 101}  # fix: p1 is full after 100
+    assert sum(isinstance(one, Grant) for one in decided.commands) == 100
+    assert decided.reasons[1:] == (
+        "slot a01/0: no pod offers connector amqp",
+        "slot a10/0: no capacity for connector fix",
+        "698 more slots cannot be placed",  # 399 of amqp, 299 of fix
+    )
+
+
+def test_pods_filled_within_an_adapter_end_its_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = Cluster(Policy(ttl_seconds=TTL, max_grants_per_tick=1000))
+    c.join("p1", capacity=3)
+    c.join("p2", capacity=2)
+    c.add(spec("a", instances=20, mode=SCALE), spec("b", instances=10, mode=SCALE))
+    made = _count_choices(monkeypatch)
+
+    decided = c.tick()
+
+    assert made["fix"] == 6  # five placed, the sixth found no room
+    assert sorted(o for o in c.owners().values() if o) == ["p1", "p1", "p1", "p2", "p2"]
+    assert decided.reasons[-2:] == (
+        "slot a/5: no capacity for connector fix",
+        "24 more slots cannot be placed",
+    )
+
+
+def test_a_failover_is_promoted_after_its_connector_ran_out_of_room() -> None:
+    """Failovers come first, new slots after: a full connector stops only new slots."""
+    c = Cluster()
+    c.join("p1", capacity=2)
+    c.join("p2", capacity=2)
+    c.add(spec("a", mode=AP))
+    c.tick()
+    c.tick()  # a/0 owned with a standby
+    owner = c.slot("a/0").owner
+    assert owner is not None and c.slot("a/0").standbys
+    c.add(spec("b"), spec("c"), spec("d"))
+    c.advance(TTL + 1, silent=[owner])
+
+    c.tick()  # the owner expires; its standby takes over, new slots get what room is left
+
+    assert c.slot("a/0").owner not in (None, owner)
 
 
 def test_zero_capacity_pod_gets_nothing() -> None:
