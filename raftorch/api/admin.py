@@ -51,6 +51,7 @@ from raftorch.api.openapi import QueryParam, RouteSpec
 from raftorch.api.placement import PLACEMENT_TABLE
 from raftorch.api.tokens import TOKEN_TABLE, follow_revocations
 from raftorch.api.views import adapter_json, pod_json
+from raftorch.core.adapter_status import able_pods
 from raftorch.core.model import slot_id
 from raftorch.core.ownership import Snapshot
 
@@ -61,10 +62,17 @@ def _adapter(
     record: AdapterRecord,
     snapshot: Snapshot,
     check_ins: Mapping[str, float],
+    able: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    data = adapter_json(record, snapshot, check_ins)
+    data = adapter_json(record, snapshot, check_ins, able)
     data["last_check_in"] = iso_time(data["last_check_in"])
     return data
+
+
+def _adapters(ctx: Context, records: list[AdapterRecord]) -> list[dict[str, Any]]:
+    snapshot, check_ins = ctx.node.snapshot(), ctx.last_check_in()
+    able = able_pods(snapshot.pods)
+    return [_adapter(r, snapshot, check_ins, able) for r in records]
 
 
 def _render(ctx: Context, record: AdapterRecord) -> dict[str, Any]:
@@ -100,8 +108,7 @@ async def list_adapters(request: web.Request, ctx: Context, _p: Principal) -> we
     records = ctx.cache.records()
     start = 0 if cursor is None else bisect.bisect_right([r.name for r in records], cursor)
     page = records[start : start + limit]
-    snapshot, check_ins = ctx.node.snapshot(), ctx.last_check_in()
-    items = [_adapter(r, snapshot, check_ins) for r in page]
+    items = _adapters(ctx, page)
     if configs == "false":
         for item in items:
             item["config"] = None
@@ -217,9 +224,7 @@ async def bulk_action(request: web.Request, ctx: Context, who: Principal) -> web
             ctx, record.id, f"{verb} by {who.name}", who, admin_state=state.value, bulk=True
         )
     ctx.wake_leader()
-    snapshot, check_ins = ctx.node.snapshot(), ctx.last_check_in()
-    items = [_adapter(r, snapshot, check_ins) for r in records]
-    return json_response({"items": items}, 202)
+    return json_response({"items": _adapters(ctx, records)}, 202)
 
 
 async def list_events(request: web.Request, ctx: Context, _p: Principal) -> web.Response:

@@ -12,11 +12,15 @@ from raftorch.core.ownership import Snapshot
 
 
 def adapter_json(
-    record: AdapterRecord, snapshot: Snapshot, last_check_in: Mapping[str, float]
+    record: AdapterRecord,
+    snapshot: Snapshot,
+    last_check_in: Mapping[str, float],
+    able: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The public adapter object (contract fields first, then details); O(its slots)."""
+    """The public adapter object (contract fields first, then details); O(its slots)
+    given `able` (`able_pods(snapshot.pods)`, shared by a page of adapters)."""
     slots = sorted(snapshot.slots_of_adapter(record.id), key=lambda s: slot_index(s.slot))
-    status, detail = adapter_status(record, slots, snapshot.pods)
+    status, detail = adapter_status(record, slots, snapshot.pods, able)
     first = slots[0] if slots else None
     owner = first.owner if first else None
     return {

@@ -6,6 +6,7 @@ JSON views of the API (`raftorch.api.views`) call them.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 
 from persistence.adapters import AdapterRecord
@@ -26,10 +27,18 @@ def slots_by_adapter(slots: Mapping[str, SlotState]) -> dict[str, list[SlotState
     return grouped
 
 
-def _why_waiting(record: AdapterRecord, slots: list[SlotState], pods: Mapping[str, PodInfo]) -> str:
-    able = [
-        p for p in pods.values() if p.state is PodState.ACTIVE and record.connector in p.connectors
-    ]
+def able_pods(pods: Mapping[str, PodInfo]) -> Counter[str]:
+    """Live ACTIVE pods by connector they offer: counted once for a page of adapters,
+    not once per adapter (1,000 adapters waiting on 1,000 pods took 0.44 s of the
+    serving replica's event loop to render)."""
+    able: Counter[str] = Counter()
+    for pod in pods.values():
+        if pod.state is PodState.ACTIVE:
+            able.update(pod.connectors)
+    return able
+
+
+def _why_waiting(record: AdapterRecord, slots: list[SlotState], able: int) -> str:
     if not able:
         return f"no live pod offers connector {record.connector}"
     moving = [s for s in slots if s.owner and s.handoff_to and s.status is SlotStatus.HANDING_OFF]
@@ -38,15 +47,19 @@ def _why_waiting(record: AdapterRecord, slots: list[SlotState], pods: Mapping[st
     if any(s.owner is not None and s.status is SlotStatus.CLAIMING for s in slots):
         owners = sorted({s.owner for s in slots if s.owner and s.status is SlotStatus.CLAIMING})
         return f"starting on {', '.join(owners)}"
-    if record.mode is DeploymentMode.ACTIVE_PASSIVE and len(able) < 2:
+    if record.mode is DeploymentMode.ACTIVE_PASSIVE and able < 2:
         return "waiting for placement (active_passive wants a standby on a second pod)"
     return "waiting for placement"
 
 
 def adapter_status(
-    record: AdapterRecord, slots: list[SlotState], pods: Mapping[str, PodInfo]
+    record: AdapterRecord,
+    slots: list[SlotState],
+    pods: Mapping[str, PodInfo],
+    able: Mapping[str, int] | None = None,
 ) -> tuple[AdapterStatus, str]:
-    """The adapter's status and a one-line detail (why CLAIMING, what the ERROR is)."""
+    """The adapter's status and a one-line detail (why CLAIMING, what the ERROR is);
+    `able` is `able_pods(pods)`, made here if not given."""
     if record.admin_state is AdminState.DISABLED:
         if any(s.owner is not None for s in slots):
             return AdapterStatus.ACTIVE, "stopping: waiting for the owner to close the session"
@@ -57,4 +70,5 @@ def adapter_status(
     running = [s for s in slots if s.owner is not None and s.status is SlotStatus.ACTIVE]
     if len(running) >= desired_slots(record):
         return AdapterStatus.ACTIVE, ""
-    return AdapterStatus.CLAIMING, _why_waiting(record, slots, pods)
+    able = able_pods(pods) if able is None else able
+    return AdapterStatus.CLAIMING, _why_waiting(record, slots, able.get(record.connector, 0))
