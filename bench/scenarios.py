@@ -20,6 +20,9 @@ from bench.measure import ProcessGroup
 
 VENUE_PORT = 9  # the tcp-client config of the bench's adapters; synthetic pods never dial it
 REGISTER_SECONDS = 600.0
+ENABLING_SECONDS = 2.0
+"""`scale` reports the heartbeats sent this soon after the bulk enable on their own: the
+moment every replica learns of all the adapters and the leader's first plans go out."""
 
 
 @dataclass
@@ -237,6 +240,7 @@ async def scale(
         "time_to_place_seconds": round(took, 2),
         "placed": check,
         "placing": {**placing, "heartbeats": results.window(enabled_at, placed_at)},
+        "enabling": {"heartbeats": results.window(enabled_at, enabled_at + ENABLING_SECONDS)},
         "holding": {**holding, "heartbeats": results.window(start, end), "seconds": hold},
         "expired_pods": results.expired,
         "pod_lease_lapses": results.lapsed,

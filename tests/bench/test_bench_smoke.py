@@ -93,6 +93,8 @@ def test_scale_places_every_session(tmp_path: Path) -> None:
     holding = figures["holding"]
     assert holding["heartbeats"]["non_200"] == 0, holding
     assert figures["placing"]["heartbeats"]["non_200"] == 0
+    enabling = figures["enabling"]["heartbeats"]
+    assert enabling["heartbeats"] > 0 and enabling["non_200"] == 0, enabling
     assert_latency(holding["heartbeats"]["latency"], 5 * 3)
     assert figures["expired_pods"] == 0
     assert figures["pod_lease_lapses"]["count"] == 0
