@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import etcd, scenarios
+from bench.cluster import BenchError
 from bench.load import kill_leftovers
 from bench.measure import write_report
 
@@ -105,10 +106,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         figures = asyncio.run(run(args, workdir))
+    except BenchError as exc:  # the system under test did not do what the bench needs
+        print(f"bench {args.bench} failed: {exc}; logs are in {workdir}", file=sys.stderr)
+        return 1
     except Exception:
         print(f"bench {args.bench} failed; logs are in {workdir}", file=sys.stderr)
         raise
     write_report(args.bench, params, figures, args.json)
+    if "failed" in figures:  # reported with what the run saw up to then
+        print(f"bench {args.bench} failed: {figures['failed']}; logs are in {workdir}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     if temporary:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

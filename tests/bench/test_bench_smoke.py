@@ -24,8 +24,10 @@ import msgpack
 import pytest
 from aiohttp import web
 
+from bench.cluster import Cluster, Replica
 from bench.fleet import RETRY_SECONDS, Fleet, Pod, Recorder
 from bench.load import Results
+from bench.scenarios import PlacingFailed, place
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_SECONDS = 110  # one bench at the smoke size takes ~15-25 s on a loaded 2-core machine
@@ -165,6 +167,45 @@ def test_a_late_acknowledgement_counts_as_a_pod_side_lapse() -> None:
     results.merge({"sent": [], "latency": [], "status": [], "registrations": 1, "expired": 0,
                    "held": {}, "lapses": fleet.rec.lapses})  # fmt: skip
     assert results.lapsed == {"count": 1, "max_late_ms": 500}
+
+
+async def test_placing_gives_up_when_the_pods_are_expiring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster that expires its pods faster than they register again (as on this
+    machine some nights, docs/performance.md) fails the bench at once, saying so, rather
+    than after PLACE_SECONDS. The admin and metrics answers are stood in for: the rule is
+    the bench's own, and a real cluster cannot be made to collapse on demand."""
+    cluster = Cluster(tmp_path)
+    counts = iter([{"pods": 10, "ACTIVE": 0}, {"pods": 6, "ACTIVE": 40}, {"pods": 4, "ACTIVE": 50}])
+
+    async def created(count: int, _instances: int, _port: int) -> list[str]:
+        return [f"a{i}" for i in range(count)]
+
+    async def enabled(_ids: list[str]) -> None:
+        return None
+
+    async def counted(_replica: Replica) -> dict[str, int]:
+        return next(counts)
+
+    monkeypatch.setattr(cluster, "create_adapters", created)
+    monkeypatch.setattr(cluster, "enable", enabled)
+    monkeypatch.setattr(cluster, "session_counts", counted)
+    monkeypatch.setattr(cluster, "check_alive", lambda: None)
+    monkeypatch.setattr("bench.cluster.POLL_SECONDS", 0.0)
+    watch = Replica("r1", 1, 2, tmp_path / "r1.log")
+    started = time.time()
+
+    with pytest.raises(PlacingFailed) as failed:
+        await place(cluster, 100, 10, watch, pods=10)
+
+    message = str(failed.value)
+    assert message.startswith(
+        "placing failed: pods are expiring faster than they register again: 4 of 10 "
+        "registered, 50 of 100 sessions ACTIVE, "
+    ), message
+    assert message.endswith("s after enabling"), message
+    assert started <= failed.value.enabled_at <= time.time()
 
 
 async def test_a_synthetic_pod_hedges_past_a_hung_replica_as_the_agent_does() -> None:
