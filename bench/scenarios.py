@@ -260,8 +260,9 @@ async def scale(
             try:
                 _, enabled_at, took = await place(cluster, sessions, instances, watch, pods=pods)
             except PlacingFailed as failed:
+                cores = {"replica_cpu_cores": cpu.cores(), "load_generator_cpu_cores": load.cores()}
                 results = await stop_all(fleets)
-                return _failed_placing(failed, results, cpu, load)
+                return _failed_placing(failed, results, cores, cpu.peak_rss_mb())
             placing = {"replica_cpu_cores": cpu.cores(), "load_generator_cpu_cores": load.cores()}
             placed_at = time.time()
             opts.say(f"[scale] every session ACTIVE {took:.1f}s after enabling; holding {hold:g}s")
@@ -288,22 +289,19 @@ async def scale(
 
 
 def _failed_placing(
-    failed: PlacingFailed, results: Results, cpu: ProcessGroup, load: ProcessGroup
+    failed: PlacingFailed, results: Results, cores: dict[str, float | None], rss: list[float]
 ) -> dict[str, Any]:
-    """What the run saw up to the failure (the bench then exits non-zero)."""
+    """What the run saw up to the failure (the bench then exits non-zero); `cores` were
+    measured before the load generator stopped."""
     start, end = failed.enabled_at, time.time()
     return {
         "failed": str(failed),
         "time_to_place_seconds": None,
-        "placing": {
-            "replica_cpu_cores": cpu.cores(),
-            "load_generator_cpu_cores": load.cores(),
-            "heartbeats": results.window(start, end),
-        },
+        "placing": {**cores, "heartbeats": results.window(start, end)},
         "enabling": {"heartbeats": results.window(start, start + ENABLING_SECONDS)},
         "expired_pods": results.expired,
         "pod_lease_lapses": results.lapsed,
-        "replica_peak_rss_mb": cpu.peak_rss_mb(),
+        "replica_peak_rss_mb": rss,
     }
 
 
