@@ -360,7 +360,7 @@ class PodApi:
             raise RegistrationExpiredError(f"pod {pod_id} was removed: register again")
         if commands:
             result = ApplyResult("", rejected=confirmed.rejected, error=confirmed.error)
-            self._reporter.committed(snapshot, commands, result, self._tracker.renewals())
+            self._reporter.committed(snapshot, commands, result, self._tracker.received())
             if any(isinstance(c, Release) for c in commands):
                 self._wake_leader()
         stop = _stop_orders(latest, req.pod_id, req.sessions)
@@ -426,7 +426,7 @@ class PodApi:
         result = await self._bridge.submit(entry)
         if result.error:
             raise UnavailableError(f"release not applied: {result.error}")
-        self._reporter.committed(snapshot, entry, result, self._tracker.renewals())
+        self._reporter.committed(snapshot, entry, result, self._tracker.received())
         self._wake_leader()
         rejected = {i for i, _ in result.rejected}
         released = [c.slot for i, c in enumerate(entry)

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 
 MAX_COMMANDS_PER_BARRIER = 5000
 """A window's commands beyond this go in the next barrier entry (bounded entries)."""
+STALL_PROBE_SECONDS = 0.05
+STALL_SECONDS = 0.25
+"""A leader whose event loop ran this much later than a probe's sleep was deaf for that
+long: the renewals that arrived meanwhile wait unread (`StallMeter`)."""
 
 
 class LeaseTracker:
@@ -41,16 +46,44 @@ class LeaseTracker:
         self._ttl = ttl_seconds
         self._renewals: dict[str, float] = {}
         self._doomed: set[str] = set()
+        self._deaf: deque[tuple[float, float]] = deque()  # (when a stall ended, its length)
 
     def become_leader(self, term: int, now: float, pod_ids: Iterable[str]) -> None:
         self.term = term
         self._renewals = dict.fromkeys(pod_ids, now)
         self._doomed.clear()
+        self._deaf.clear()
 
     def step_down(self) -> None:
         self.term = None
         self._renewals.clear()
         self._doomed.clear()
+        self._deaf.clear()
+
+    def stalled(self, seconds: float, now: float) -> float:
+        """This leader could not read renewals for `seconds` up to `now` (its event loop
+        stalled): every lease counts that time as not passed. Returns the time credited.
+
+        A leader that stalls (a long collection, the GIL held elsewhere, the process
+        stopped) and then ticks before reading the heartbeats queued meanwhile would
+        expire pods that renewed on time. Expiring later is always safe: the pod's own
+        deadline does not move, and its slots are granted elsewhere only after the
+        expiry. Bounded so that a pod that went silent is still expired: at most one
+        TTL credited over any two TTLs, so no later than receipt + 2 TTL in all."""
+        if self.term is None or seconds <= 0:
+            return 0.0
+        while self._deaf and self._deaf[0][0] < now - 3 * self._ttl:
+            self._deaf.popleft()
+        recent = sum(length for end, length in self._deaf if end > now - 2 * self._ttl)
+        credit = min(seconds, self._ttl - recent)
+        if credit <= 0:
+            return 0.0
+        self._deaf.append((now, credit))
+        return credit
+
+    def _since(self, last: float) -> float:
+        """`last` moved on by the stalls that ended after it (see `stalled`)."""
+        return last + sum(length for end, length in self._deaf if end > last)
 
     def doom(self, pod_ids: Iterable[str]) -> None:
         """The planner decided to expire these pods: no renewal may save them now.
@@ -81,7 +114,7 @@ class LeaseTracker:
         last = self._renewals.get(pod_id)
         if term != self.term or last is None or pod_id in self._doomed:
             return False
-        if receipt - last > self._ttl:
+        if receipt - self._since(last) > self._ttl:
             return False
         self._renewals[pod_id] = max(last, receipt)
         return True
@@ -89,9 +122,20 @@ class LeaseTracker:
     def live(self, pod_id: str, now: float) -> bool:
         """True while the pod's lease (in this leader's view) has not run out."""
         last = self._renewals.get(pod_id)
-        return last is not None and now - last <= self._ttl and pod_id not in self._doomed
+        return (
+            last is not None and now - self._since(last) <= self._ttl
+            and pod_id not in self._doomed
+        )  # fmt: skip
 
     def renewals(self) -> Mapping[str, float]:
+        """Each pod's lease start as expiry counts it: its last receipt, moved on by
+        this leader's stalls since (`stalled`). A lease runs out at this + TTL."""
+        if not self._deaf:
+            return dict(self._renewals)
+        return {pod_id: self._since(last) for pod_id, last in self._renewals.items()}
+
+    def received(self) -> Mapping[str, float]:
+        """Each pod's last confirmed renewal receipt, as it happened (for display)."""
         return dict(self._renewals)
 
     def last_renewal(self, pod_id: str) -> float | None:
@@ -99,8 +143,36 @@ class LeaseTracker:
         return self._renewals.get(pod_id)
 
     def earliest_renewal(self) -> float | None:
-        """The oldest renewal tracked (its lease runs out first), or None without pods."""
-        return min(self._renewals.values(), default=None)
+        """The lease start that runs out first (see `renewals`), or None without pods."""
+        if not self._deaf:
+            return min(self._renewals.values(), default=None)
+        return min(self.renewals().values(), default=None)
+
+
+class StallMeter:
+    """Tells the tracker when this replica's event loop stalled (`LeaseTracker.stalled`):
+    a probe that sleeps STALL_PROBE_SECONDS, and `check()` before the leader plans, so a
+    tick that runs first after a stall does not act on the stale receipts."""
+
+    def __init__(self, tracker: LeaseTracker, clock: Callable[[], float]) -> None:
+        self._tracker = tracker
+        self._clock = clock
+        self._heard = clock()
+
+    def check(self) -> None:
+        now = self._clock()
+        deaf = now - self._heard - STALL_PROBE_SECONDS
+        if deaf >= STALL_SECONDS:
+            self._heard = now
+            if credit := self._tracker.stalled(deaf, now):
+                log.warning("event loop stalled %.2fs: leases run out %.2fs later", deaf, credit)
+
+    async def run(self) -> None:
+        self._heard = self._clock()
+        while True:
+            await asyncio.sleep(STALL_PROBE_SECONDS)
+            self.check()
+            self._heard = self._clock()
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ from raftorch.core.model import (
 from raftorch.core.ownership import Snapshot
 from raftorch.core.planner import plan
 from raftorch.leader.cadence import Cadence, Sweep
-from raftorch.leader.leases import LeaseTracker
+from raftorch.leader.leases import LeaseTracker, StallMeter
 from raftorch.leader.reporting import Reporter
 from raftorch.raft.bridge import NotLeaderError, RaftBridge
 from raftorch.raft.metrics import RaftMetrics
@@ -133,8 +133,10 @@ class LeaderLoop:
         audit: AuditTrail = DISABLED,
         clock: Clock = time.monotonic,
         placement: PlacementConfig | None = None,
+        stalls: StallMeter | None = None,
     ) -> None:
         self._node = node
+        self._stalls = stalls  # None: stalls of the event loop are not credited (tests)
         self._placement = placement or PlacementConfig()
         self._bridge = bridge
         self._adapters = adapters
@@ -175,6 +177,8 @@ class LeaderLoop:
         if self._stamp is None or self._stamp.term != status.term:
             await self._take_office(status)
         snapshot = self._node.snapshot()
+        if self._stalls is not None:
+            self._stalls.check()  # a stall just ended: credit it before reading renewals
         now = self._clock()
         self.tracker.admit(snapshot.pods, now)
         renewals = self.tracker.renewals()
@@ -198,7 +202,7 @@ class LeaderLoop:
         self.tracker.doom(c.pod_id for c in decided.commands if isinstance(c, RemovePod))
         if not decided:
             return TickOutcome(leader=True, plan=decided)
-        result = await self._commit(snapshot, decided.commands, renewals)
+        result = await self._commit(snapshot, decided.commands, self.tracker.received())
         if decided.pending and result.ok:
             # The budget cut this plan short and it went through: go on at once (paced,
             # see `_pace`). Not after a plan that changed nothing (slots waiting for
@@ -312,28 +316,37 @@ class LeaderLoop:
         """Tick at a fixed cadence (no drift), and at the moment a lease runs out;
         `wake.set()` ticks early. Repeated failures make the leader hand over."""
         cadence = Cadence(self._tick, time.monotonic())
-        while True:
-            if self._must_pace():
-                await self._pace()
-            # Cleared before the tick, not after: a wake during it (more work carried
-            # over, a change the tick's snapshot may have missed) ticks again at once.
-            self.wake.clear()
-            try:
-                await self.run_once()
-                self._failures = 0
-            except RaftorchError as exc:  # not leader any more, outcome unknown
-                self._failed(f"code={exc.code} error={exc.message}")
-            except Exception as exc:  # a bug in one tick must not end the loop for good
-                log.exception("leader tick crashed")
-                self._failed(f"{type(exc).__name__}: {exc}")
-            now = time.monotonic()
-            wake_at = cadence.after_tick(now)
-            expiry = self.next_expiry() if self.established else None
-            if expiry is not None:
-                wake_at = min(wake_at, max(now, expiry + 0.001))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, wake_at - now)):
-                    await self.wake.wait()
+        meter = self._stalls
+        stalls = None if meter is None else asyncio.create_task(meter.run(), name="stalls")
+        try:
+            while True:
+                await self._tick_once(cadence)
+        finally:
+            if stalls is not None:
+                stalls.cancel()
+
+    async def _tick_once(self, cadence: Cadence) -> None:
+        if self._must_pace():
+            await self._pace()
+        # Cleared before the tick, not after: a wake during it (more work carried
+        # over, a change the tick's snapshot may have missed) ticks again at once.
+        self.wake.clear()
+        try:
+            await self.run_once()
+            self._failures = 0
+        except RaftorchError as exc:  # not leader any more, outcome unknown
+            self._failed(f"code={exc.code} error={exc.message}")
+        except Exception as exc:  # a bug in one tick must not end the loop for good
+            log.exception("leader tick crashed")
+            self._failed(f"{type(exc).__name__}: {exc}")
+        now = time.monotonic()
+        wake_at = cadence.after_tick(now)
+        expiry = self.next_expiry() if self.established else None
+        if expiry is not None:
+            wake_at = min(wake_at, max(now, expiry + 0.001))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, wake_at - now)):
+                await self.wake.wait()
 
     def _must_pace(self) -> bool:
         """Whether the next tick first waits for the pods given work (`_pace`): after a

@@ -39,7 +39,7 @@ from raftorch.api.pods import PodApi
 from raftorch.config import Config
 from raftorch.config.cache import ConfigCache
 from raftorch.core.model import MAX_EPOCH, AnnounceReplica, ApplyResult, Command, Policy
-from raftorch.leader.leases import LeaseTracker, RenewalConfirmer
+from raftorch.leader.leases import LeaseTracker, RenewalConfirmer, StallMeter
 from raftorch.leader.loop import LeaderLoop
 from raftorch.leader.metrics import ServiceMetrics
 from raftorch.leader.reporting import HistoryItem, Reporter, write_history
@@ -238,7 +238,8 @@ class Orchestrator:
                                tick_seconds=config.lease.tick_interval_seconds,
                                tracker=self.tracker, metrics=self.raft_metrics,
                                reporter=self.reporter, audit=self.audit,
-                               placement=config.placement)  # fmt: skip
+                               placement=config.placement,
+                               stalls=StallMeter(self.tracker, time.monotonic))  # fmt: skip
         self.confirmer = RenewalConfirmer(
             self.bridge, self.node.status, window_seconds=config.lease.renewal_batch_seconds,
             stamp=self.loop.stamped,
@@ -310,7 +311,7 @@ class Orchestrator:
     def last_check_in(self) -> Mapping[str, float]:
         """Wall-clock time of each pod's last confirmed renewal (leader only)."""
         offset = self._wall_offset  # fixed at start, so a time renders the same every call
-        return {pod: at + offset for pod, at in self.tracker.renewals().items()}
+        return {pod: at + offset for pod, at in self.tracker.received().items()}
 
     async def start(self) -> None:
         self._build()
