@@ -377,7 +377,7 @@ class LeaderLoop:
         the last ones: heartbeats took 1-2.4 s for the whole placing, pods' own leases
         lapsed 6,000-12,000 times a run, and in about half the runs the leader expired
         hundreds of live pods and the cluster did not recover (docs/performance.md,
-        "Waiting for the pods given work")."""
+        "Waiting for the pods given work, and the leader's own stalls")."""
         deadline = self._clock() + self._policy.ttl_seconds
         loop = asyncio.get_running_loop()
         while True:
