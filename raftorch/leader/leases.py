@@ -171,11 +171,11 @@ class StallMeter:
 
     async def run(self) -> None:
         while True:
+            self.check()  # first: a stall since the last look (or since made) counts
             leading = self._tracker.term is not None
             interval = STALL_PROBE_SECONDS if leading else 10 * STALL_PROBE_SECONDS
             self._due = self._clock() + interval
             await asyncio.sleep(interval)
-            self.check()
 
 
 @dataclass(frozen=True, slots=True)
