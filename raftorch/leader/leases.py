@@ -49,15 +49,18 @@ class LeaseTracker:
         self._renewals: dict[str, float] = {}
         self._doomed: set[str] = set()
         self._deaf: deque[tuple[float, float]] = deque()  # (when a stall ended, its length)
+        self._heard: set[str] = set()  # pods renewed or registered in this term
 
     def become_leader(self, term: int, now: float, pod_ids: Iterable[str]) -> None:
         self.term = term
         self._renewals = dict.fromkeys(pod_ids, now)
+        self._heard.clear()
         self._doomed.clear()
         self._deaf.clear()
 
     def step_down(self) -> None:
         self.term = None
+        self._heard.clear()
         self._renewals.clear()
         self._doomed.clear()
         self._deaf.clear()
@@ -103,11 +106,18 @@ class LeaseTracker:
         for pod_id in self._renewals.keys() - present:
             del self._renewals[pod_id]
         self._doomed &= present
+        self._heard &= present
+
+    def unheard_in_term(self) -> int:
+        """Pods with no renewal (or registration) confirmed since this leader took office."""
+        heard = self._heard
+        return sum(1 for pod_id in self._renewals if pod_id not in heard)
 
     def registered(self, pod_id: str, now: float, term: int) -> None:
         """A pod whose registration just committed starts with a full TTL."""
         if term == self.term:
             self._renewals[pod_id] = now
+            self._heard.add(pod_id)
             self._doomed.discard(pod_id)
 
     def renew(self, pod_id: str, receipt: float, term: int) -> bool:
@@ -119,6 +129,7 @@ class LeaseTracker:
         if receipt - self._since(last) > self._ttl:
             return False
         self._renewals[pod_id] = max(last, receipt)
+        self._heard.add(pod_id)
         return True
 
     def live(self, pod_id: str, now: float) -> bool:

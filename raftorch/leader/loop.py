@@ -5,9 +5,8 @@ from that commit on every pod counts as renewed and renewals are acknowledged), 
 snapshot, ask the pure planner, and commit the plan as one entry. Nothing here waits
 for PostgreSQL: the epoch floor (needed before the first grant only, and only when the
 Raft state has never seen it) is read by a task of its own with a short timeout, and a
-leader whose configuration cache never loaded still expires pods. Followers only keep
-their lease tracker empty. Nothing here acts on an uncommitted decision.
-"""
+leader whose configuration cache never loaded still expires pods. Followers keep their
+lease tracker empty. Nothing here acts on an uncommitted decision."""
 
 from __future__ import annotations
 
@@ -65,6 +64,8 @@ a slice of them each tick (`raftorch.leader.cadence.Sweep`)."""
 UNHEARD_PODS = 100
 """A plan after one the grant budget cut short waits until all but this many of the pods
 given work by earlier plans have been heard from since (`LeaderLoop._pace`)."""
+OPENING_TTLS = 1 / 3
+"""The longest a new term's first plan waits for the pods to renew (`_open_term`)."""
 PACE_PROBE_SECONDS = 0.02
 PACE_LAG_SECONDS = 0.05
 """Pacing waits while a probe's sleep of PACE_PROBE_SECONDS overruns by more than this."""
@@ -302,10 +303,9 @@ class LeaderLoop:
 
     def stamped(self, commands: Sequence[Command]) -> tuple[Command, ...]:
         """`commands` as an entry of this leader's term (refused if a newer leader claimed)."""
-        status = self._node.status()
-        if self._stamp is None or not status.is_leader or self._stamp.term != status.term:
+        if (stamp := self._stamp) is None or not self.established:
             raise NotLeaderError("this replica is not (yet) the established leader")
-        return (self._stamp, *commands)
+        return (stamp, *commands)
 
     def next_expiry(self) -> float | None:
         """When the earliest lease this leader tracks runs out (its monotonic clock)."""
@@ -332,6 +332,7 @@ class LeaderLoop:
         # over, a change the tick's snapshot may have missed) ticks again at once.
         self.wake.clear()
         try:
+            await self._open_term()
             await self.run_once()
             self._failures = 0
         except RaftorchError as exc:  # not leader any more, outcome unknown
@@ -348,11 +349,24 @@ class LeaderLoop:
             async with asyncio.timeout(max(0.0, wake_at - now)):
                 await self.wake.wait()
 
+    async def _open_term(self) -> None:
+        """On winning an election (`run()` only): claim the term, then let every pod renew
+        (for at most OPENING_TTLS of a TTL) before the term's first plan, a full pass that
+        holds the event loop 0.2-0.4 s at 100,000 slots (docs/performance.md, "The first
+        plan of a new term"). No lease runs out meanwhile: taking office renewed them."""
+        status = self._node.status()
+        if status.is_leader and not self.established and self._node.blocked is None:
+            await self._take_office(status)
+            until = self._clock() + OPENING_TTLS * self._policy.ttl_seconds
+            while self.established and self._clock() < until:
+                if not self.tracker.unheard_in_term():
+                    break
+                await asyncio.sleep(PACE_PROBE_SECONDS)
+
     def _must_pace(self) -> bool:
         """Whether the next tick first waits for the pods given work (`_pace`): after a
         plan the budget cut short, and whenever more than UNHEARD_PODS of them have not
-        been heard from since, however many plans gave them work (100 adapters enabled
-        one after the other are 100 plans within the budget)."""
+        been heard from since, however many plans (each within the budget) gave them work."""
         paced, self._paced = self._paced, False
         return paced or (len(self._granted) > UNHEARD_PODS and self._unheard() > UNHEARD_PODS)
 
@@ -362,22 +376,12 @@ class LeaderLoop:
         expired within a TTL, so the wait ends by then (and at once when any lease runs
         out: the tick that expires it waits for nobody).
 
-        A pod given work answers its long-poll, polls again and reports the session in an
-        extra heartbeat, so each pod a plan touches costs this leader a few requests. At
-        1,000 pods, plans of 500 grants back to back left heartbeats waiting 1-2.4 s and
-        expired 176-195 live pods in 3 of 9 runs that placed 10,000 sessions
-        (docs/performance.md). Waiting for the pods' answers lets the next plan go only
-        as fast as the pods and this leader keep up; a failover to a few pods (20 pods,
-        10,000 sessions) never waits. It also waits while this replica's event loop is
-        late (a probe's sleep overran by PACE_LAG_SECONDS): heartbeats queued behind the
-        last plan's answers come first.
-
-        It used to give up after a heartbeat interval and place more anyway. Placing
-        100,000 sessions on 1,000 pods, that piled plans on pods that had not absorbed
-        the last ones: heartbeats took 1-2.4 s for the whole placing, pods' own leases
-        lapsed 6,000-12,000 times a run, and in about half the runs the leader expired
-        hundreds of live pods and the cluster did not recover (docs/performance.md,
-        "Waiting for the pods given work, and the leader's own stalls")."""
+        Each pod a plan touches costs this leader a few requests (a long-poll answer, a
+        new poll, a report): the next plan goes only as fast as the pods and this leader
+        keep up; a failover to a few pods never waits. It also waits while this event
+        loop is late (a probe overran by PACE_LAG_SECONDS). Plans back to back, or after
+        a heartbeat interval, expired live pods (docs/performance.md, "Waiting for the
+        pods given work, and the leader's own stalls")."""
         deadline = self._clock() + self._policy.ttl_seconds
         loop = asyncio.get_running_loop()
         while True:
@@ -429,11 +433,9 @@ class LeaderLoop:
             self._floor_task = None
 
     async def _take_office(self, status: RaftStatus) -> None:
-        """A new term: claim it in one small entry, then count every pod as renewed.
-
-        Only after that commit are renewals acknowledged (later is safer: no lease expires
-        sooner than an earlier leader could have promised). PostgreSQL is not asked.
-        """
+        """A new term: claim it in one small entry, then count every pod as renewed. Only
+        after that commit are renewals acknowledged (later is safer: no lease expires
+        sooner than an earlier leader could have promised). PostgreSQL is not asked."""
         self._step_down_locally()
         claim = ClaimLeadership(status.self_id, status.term)
         result = await self._bridge.submit([claim])
@@ -456,10 +458,8 @@ class LeaderLoop:
 
     async def _raise_floor(self, term: int) -> None:
         """Read PostgreSQL's highest epoch and commit it as the floor (before any grant).
-
         Needed only while the Raft state has never seen it (a fresh cluster, a rebuilt
-        one): afterwards every epoch ever issued went through the Raft counter.
-        """
+        one): afterwards every epoch ever issued went through the Raft counter."""
         while self.established and not self._node.snapshot().floor_confirmed:
             try:
                 async with asyncio.timeout(FLOOR_TIMEOUT_SECONDS):
