@@ -17,7 +17,8 @@ from protocol.values import DeploymentMode, SlotStatus
 from raftorch.core.model import AdapterSpec, Grant, Policy, RegisterPod, RemovePod
 from raftorch.leader import loop as loop_module
 from raftorch.leader.cadence import Cadence, Sweep
-from raftorch.leader.loop import UNHEARD_PODS, LeaderLoop, TickOutcome
+from raftorch.leader.leases import LeaseTracker
+from raftorch.leader.loop import OPENING_TTLS, UNHEARD_PODS, LeaderLoop, TickOutcome
 from raftorch.raft.bridge import RaftBridge
 from tests.unit.test_rebalance_leader import TERM, TTL, Adapters, FakeRaft, Floor
 
@@ -316,3 +317,106 @@ def test_placing_never_holds_back_the_tick_that_expires_a_pod() -> None:
             await loop._pace()  # at once: the clock does not move here, only expiry ends it
 
     asyncio.run(scenario())
+
+
+class Looked(LeaseTracker):
+    """Sets `looked` once the new term's wait has asked three times who is unheard."""
+
+    looks = 0
+    looked: asyncio.Event
+
+    def unheard_in_term(self) -> int:
+        self.looks += 1
+        if self.looks >= 3:
+            self.looked.set()
+        return super().unheard_in_term()
+
+
+class Ticked(LeaderLoop):
+    """Sets `ticked` when a tick (`run_once`) has run."""
+
+    ticked: asyncio.Event
+
+    async def run_once(self) -> TickOutcome:
+        outcome = await super().run_once()
+        self.ticked.set()
+        return outcome
+
+
+def opening_leader(pods: int) -> tuple[Leader, Ticked, Looked]:
+    """A replica that has just won an election, with `pods` registered pods."""
+    leader = Leader()
+    for i in range(pods):
+        leader.join(f"p{i}")
+    leader.loop.__class__ = Ticked
+    leader.loop.tracker.__class__ = Looked
+    return leader, cast(Ticked, leader.loop), cast(Looked, leader.loop.tracker)
+
+
+async def looked_again(tracker: Looked) -> None:
+    tracker.looks, tracker.looked = 0, asyncio.Event()
+    async with asyncio.timeout(30.0):
+        await tracker.looked.wait()
+
+
+def test_a_new_term_plans_once_every_pod_has_renewed_with_it() -> None:
+    """The term's first plan, a full pass that holds the event loop, does not stand in
+    the way of the heartbeats that waited out the election (docs/performance.md)."""
+    leader, loop, tracker = opening_leader(3)
+
+    async def scenario() -> None:
+        loop.ticked = asyncio.Event()
+        ticking = asyncio.create_task(loop._tick_once(Cadence(0.25, time.monotonic())))
+        try:
+            await looked_again(tracker)
+            assert loop.established and tracker.unheard_in_term() == 3  # claimed, waiting
+            assert tracker.renew("p0", leader.now + 0.1, TERM)
+            assert tracker.renew("p1", leader.now + 0.2, TERM)
+            await looked_again(tracker)
+            assert not loop.ticked.is_set()  # p2 has not renewed yet: no plan
+            assert tracker.renew("p2", leader.now + 0.3, TERM)
+            async with asyncio.timeout(30.0):
+                await loop.ticked.wait()  # every pod heard from: the plan goes
+        finally:
+            ticking.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_new_term_waits_for_a_silent_pod_a_third_of_a_ttl_at_most() -> None:
+    leader, loop, tracker = opening_leader(2)
+
+    async def scenario() -> None:
+        loop.ticked = asyncio.Event()
+        ticking = asyncio.create_task(loop._tick_once(Cadence(0.25, time.monotonic())))
+        try:
+            await looked_again(tracker)
+            assert tracker.renew("p0", leader.now + 0.1, TERM)
+            leader.now += OPENING_TTLS * TTL * 0.9
+            await looked_again(tracker)
+            assert not loop.ticked.is_set()  # p1 silent, the bound not reached yet
+            leader.now += OPENING_TTLS * TTL * 0.1
+            async with asyncio.timeout(30.0):
+                await loop.ticked.wait()
+            assert tracker.unheard_in_term() == 1 and loop.established
+            assert tracker.live("p1", leader.now)  # its lease, renewed on taking office, runs
+        finally:
+            ticking.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_tracker_counts_the_pods_unheard_in_its_term() -> None:
+    tracker = LeaseTracker(TTL)
+    tracker.become_leader(TERM, 100.0, ["a", "b", "c"])
+    assert tracker.unheard_in_term() == 3
+    assert tracker.renew("a", 100.5, TERM)
+    tracker.registered("d", 100.6, TERM)  # a registration is heard from too
+    assert not tracker.renew("b", 100.7, TERM + 1)  # confirmed in another term: not heard
+    assert tracker.unheard_in_term() == 2
+    tracker.admit(["a", "d"], 100.8)  # b and c gone from the state
+    assert tracker.unheard_in_term() == 0
+    tracker.become_leader(TERM + 2, 200.0, ["a", "d"])  # another term: heard afresh
+    assert tracker.unheard_in_term() == 2
+    tracker.step_down()
+    assert tracker.unheard_in_term() == 0
