@@ -32,6 +32,7 @@ class Results:
     held: dict[str, int] = field(default_factory=dict)
     stalls: list[tuple[float, float]] = field(default_factory=list)
     lapses: list[tuple[float, float]] = field(default_factory=list)
+    rss_mb: float = 0.0  # the largest load generator process's peak
 
     def merge(self, data: dict[str, Any]) -> None:
         self.sent += data["sent"]
@@ -43,6 +44,7 @@ class Results:
         self.held.update(data["held"])
         self.stalls += [(float(s[0]), float(s[1])) for s in data.get("stalls", ())]
         self.lapses += [(float(s[0]), float(s[1])) for s in data.get("lapses", ())]
+        self.rss_mb = max(self.rss_mb, round(float(data.get("rss_mb", 0.0))))
 
     @property
     def lapsed(self) -> dict[str, Any]:

@@ -199,6 +199,7 @@ async def renewals(opts: Options, pods: int, seconds: float, with_etcd: bool) ->
             )
             figures["raftorch"]["replica_rss_mb"] = raft_cpu.peak_rss_mb()
             figures["raftorch"]["pod_lease_lapses"] = raft.lapsed
+            figures["raftorch"]["load_generator_rss_mb"] = raft.rss_mb
             if members is not None:
                 kept = await stop_all([keeper])
                 figures["etcd"] = _renewal_figures(
@@ -283,6 +284,7 @@ async def scale(
         "holding": {**holding, "heartbeats": results.window(start, end), "seconds": hold},
         "expired_pods": results.expired,
         "pod_lease_lapses": results.lapsed,
+        "load_generator_rss_mb": results.rss_mb,
         "hedges_held_by_followers": held,
         "replica_peak_rss_mb": cpu.peak_rss_mb(),
     }
@@ -301,6 +303,7 @@ def _failed_placing(
         "enabling": {"heartbeats": results.window(start, start + ENABLING_SECONDS)},
         "expired_pods": results.expired,
         "pod_lease_lapses": results.lapsed,
+        "load_generator_rss_mb": results.rss_mb,
         "replica_peak_rss_mb": rss,
     }
 
@@ -347,6 +350,7 @@ async def mass_failover(opts: Options, sessions: int, pods: int, instances: int)
         "other_pods_heartbeats": results.window(killed_at, active_at),
         "expired_other_pods": results.expired,
         "other_pods_lease_lapses": results.lapsed,
+        "load_generator_rss_mb": results.rss_mb,
     }
 
 
@@ -434,6 +438,7 @@ async def leader_failover(
         "sessions_handed_off": len(handed_off),
         "expired_pods": results.expired,
         "pod_lease_lapses": results.lapsed,
+        "load_generator_rss_mb": results.rss_mb,
         "heartbeats_while_held": results.window(placed_at, killed_at),
         "heartbeats_after_kill": results.window(killed_at, killed_at + settle),
     }
