@@ -353,10 +353,13 @@ def opening_leader(pods: int) -> tuple[Leader, Ticked, Looked]:
     return leader, cast(Ticked, leader.loop), cast(Looked, leader.loop.tracker)
 
 
-async def looked_again(tracker: Looked) -> None:
+async def looked_again(tracker: Looked, loop: Ticked) -> None:
+    """Until the wait asked three more times who is unheard, or the loop ticked."""
     tracker.looks, tracker.looked = 0, asyncio.Event()
-    async with asyncio.timeout(30.0):
-        await tracker.looked.wait()
+    waits = {asyncio.create_task(tracker.looked.wait()), asyncio.create_task(loop.ticked.wait())}
+    await asyncio.wait(waits, timeout=30.0, return_when=asyncio.FIRST_COMPLETED)
+    for task in waits:
+        task.cancel()
 
 
 def test_a_new_term_plans_once_every_pod_has_renewed_with_it() -> None:
@@ -368,11 +371,12 @@ def test_a_new_term_plans_once_every_pod_has_renewed_with_it() -> None:
         loop.ticked = asyncio.Event()
         ticking = asyncio.create_task(loop._tick_once(Cadence(0.25, time.monotonic())))
         try:
-            await looked_again(tracker)
-            assert loop.established and tracker.unheard_in_term() == 3  # claimed, waiting
+            await looked_again(tracker, loop)
+            assert not loop.ticked.is_set()  # claimed, and waiting
+            assert loop.established and tracker.unheard_in_term() == 3
             assert tracker.renew("p0", leader.now + 0.1, TERM)
             assert tracker.renew("p1", leader.now + 0.2, TERM)
-            await looked_again(tracker)
+            await looked_again(tracker, loop)
             assert not loop.ticked.is_set()  # p2 has not renewed yet: no plan
             assert tracker.renew("p2", leader.now + 0.3, TERM)
             async with asyncio.timeout(30.0):
@@ -390,10 +394,11 @@ def test_a_new_term_waits_for_a_silent_pod_a_third_of_a_ttl_at_most() -> None:
         loop.ticked = asyncio.Event()
         ticking = asyncio.create_task(loop._tick_once(Cadence(0.25, time.monotonic())))
         try:
-            await looked_again(tracker)
+            await looked_again(tracker, loop)
+            assert not loop.ticked.is_set()
             assert tracker.renew("p0", leader.now + 0.1, TERM)
             leader.now += OPENING_TTLS * TTL * 0.9
-            await looked_again(tracker)
+            await looked_again(tracker, loop)
             assert not loop.ticked.is_set()  # p1 silent, the bound not reached yet
             leader.now += OPENING_TTLS * TTL * 0.1
             async with asyncio.timeout(30.0):
