@@ -8,7 +8,9 @@ Against the real appliers behind the fake Raft of tests/unit/test_rebalance_lead
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import cast
 
 import pytest
@@ -173,16 +175,23 @@ def test_a_wake_during_a_tick_is_not_lost() -> None:
     asyncio.run(scenario())
 
 
-class Counted(LeaderLoop):
-    """Counts how often the pacing looked at the pods it waits for."""
+class Looks:
+    """Sets `looked` once `look()` was called three times (since `looks` was reset)."""
 
     looks = 0
     looked: asyncio.Event
 
-    def _unheard(self) -> int:
+    def look(self) -> None:
         self.looks += 1
         if self.looks >= 3:
             self.looked.set()
+
+
+class Counted(Looks, LeaderLoop):
+    """Counts how often the pacing looked at the pods it waits for."""
+
+    def _unheard(self) -> int:
+        self.look()
         return super()._unheard()
 
 
@@ -319,16 +328,11 @@ def test_placing_never_holds_back_the_tick_that_expires_a_pod() -> None:
     asyncio.run(scenario())
 
 
-class Looked(LeaseTracker):
-    """Sets `looked` once the new term's wait has asked three times who is unheard."""
-
-    looks = 0
-    looked: asyncio.Event
+class Looked(Looks, LeaseTracker):
+    """Counts how often the new term's wait asked who is unheard."""
 
     def unheard_in_term(self) -> int:
-        self.looks += 1
-        if self.looks >= 3:
-            self.looked.set()
+        self.look()
         return super().unheard_in_term()
 
 
@@ -362,15 +366,24 @@ async def looked_again(tracker: Looked, loop: Ticked) -> None:
         task.cancel()
 
 
+@contextlib.asynccontextmanager
+async def ticking(loop: Ticked) -> AsyncIterator[None]:
+    """One `_tick_once`, as `run()` takes it, running in the background meanwhile."""
+    loop.ticked = asyncio.Event()
+    task = asyncio.create_task(loop._tick_once(Cadence(0.25, time.monotonic())))
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
 def test_a_new_term_plans_once_every_pod_has_renewed_with_it() -> None:
     """The term's first plan, a full pass that holds the event loop, does not stand in
     the way of the heartbeats that waited out the election (docs/performance.md)."""
     leader, loop, tracker = opening_leader(3)
 
     async def scenario() -> None:
-        loop.ticked = asyncio.Event()
-        ticking = asyncio.create_task(loop._tick_once(Cadence(0.25, time.monotonic())))
-        try:
+        async with ticking(loop):
             await looked_again(tracker, loop)
             assert not loop.ticked.is_set()  # claimed, and waiting
             assert loop.established and tracker.unheard_in_term() == 3
@@ -381,8 +394,6 @@ def test_a_new_term_plans_once_every_pod_has_renewed_with_it() -> None:
             assert tracker.renew("p2", leader.now + 0.3, TERM)
             async with asyncio.timeout(30.0):
                 await loop.ticked.wait()  # every pod heard from: the plan goes
-        finally:
-            ticking.cancel()
 
     asyncio.run(scenario())
 
@@ -391,9 +402,7 @@ def test_a_new_term_waits_for_a_silent_pod_a_third_of_a_ttl_at_most() -> None:
     leader, loop, tracker = opening_leader(2)
 
     async def scenario() -> None:
-        loop.ticked = asyncio.Event()
-        ticking = asyncio.create_task(loop._tick_once(Cadence(0.25, time.monotonic())))
-        try:
+        async with ticking(loop):
             await looked_again(tracker, loop)
             assert not loop.ticked.is_set()
             assert tracker.renew("p0", leader.now + 0.1, TERM)
@@ -405,8 +414,6 @@ def test_a_new_term_waits_for_a_silent_pod_a_third_of_a_ttl_at_most() -> None:
                 await loop.ticked.wait()
             assert tracker.unheard_in_term() == 1 and loop.established
             assert tracker.live("p1", leader.now)  # its lease, renewed on taking office, runs
-        finally:
-            ticking.cancel()
 
     asyncio.run(scenario())
 
