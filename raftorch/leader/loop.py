@@ -351,10 +351,10 @@ class LeaderLoop:
 
     async def _open_term(self) -> None:
         """On winning an election (`run()` only): claim the term, then let every pod renew
-        (for at most OPENING_TTLS of a TTL) before the term's first plan, a full pass that
-        holds the event loop 0.2-0.4 s at 100,000 slots (docs/performance.md, "The first
-        plan of a new term"). No lease runs out meanwhile: taking office renewed them."""
-        status = self._node.status()
+        (OPENING_TTLS of a TTL at most) before the term's first plan, a full pass holding
+        the event loop 0.2-0.4 s at 100,000 slots (docs/performance.md, "The first plan of
+        a new term"). No lease runs out meanwhile (taking office renewed them all)."""
+        self._observe(status := self._node.status())
         if status.is_leader and not self.established and self._node.blocked is None:
             await self._take_office(status)
             until = self._clock() + OPENING_TTLS * self._policy.ttl_seconds
